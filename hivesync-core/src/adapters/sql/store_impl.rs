@@ -1,0 +1,680 @@
+// The `Store` implementation shared by the SQLite and PostgreSQL adapters.
+//
+// This file is `include!`d by `sqlite.rs` and `postgres.rs`, each of which defines `Db` (the sqlx
+// database type), `DIALECT`, `MIGRATIONS` and the `Error`/`Result` imports first. Code generic over `sqlx::Database` would
+// need a dozen higher-ranked bounds on every function; compiling the same text once per backend
+// keeps it plain Rust, and the two schemas are kept column-for-column identical so that every
+// statement below runs unchanged on both.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::{Pool, Row};
+use uuid::Uuid;
+
+use crate::adapters::sql::{db_error, now};
+use crate::domain::{
+    Credentials, Email, Job, JobFilter, JobId, JobState, JobUpdate, Member, NewJob,
+    NewNotification, NewProject, NewUser, Notification, NotificationId, Page, Project, ProjectId,
+    ProjectPatch, ProjectWithRole, Role, User, UserId, UserPatch,
+};
+use crate::ports::Store;
+
+type DbRow = <Db as sqlx::Database>::Row;
+
+/// A `Store` on a sqlx connection pool.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: Pool<Db>,
+}
+
+impl SqlStore {
+    /// Wraps an existing pool (migrations are not run; call [`Store::migrate`]).
+    pub fn from_pool(pool: Pool<Db>) -> Self {
+        SqlStore { pool }
+    }
+
+    /// The underlying pool, for adapters that share the database (the SQL-backed job queue).
+    pub fn pool(&self) -> &Pool<Db> {
+        &self.pool
+    }
+
+    pub fn into_dyn(self) -> Arc<dyn Store> {
+        Arc::new(self)
+    }
+}
+
+fn user_from_row(row: &DbRow) -> Result<User> {
+    Ok(User {
+        id: UserId::from_uuid(row.try_get("id").map_err(db_error)?),
+        email: Email::parse(row.try_get::<&str, _>("email").map_err(db_error)?)?,
+        display_name: row.try_get("display_name").map_err(db_error)?,
+        preferences: row.try_get::<Json<Value>, _>("preferences").map_err(db_error)?.0,
+        is_admin: row.try_get("is_admin").map_err(db_error)?,
+        created_at: row.try_get("created_at").map_err(db_error)?,
+        updated_at: row.try_get("updated_at").map_err(db_error)?,
+    })
+}
+
+fn project_from_row(row: &DbRow) -> Result<Project> {
+    Ok(Project {
+        id: ProjectId::from_uuid(row.try_get("id").map_err(db_error)?),
+        name: row.try_get("name").map_err(db_error)?,
+        description: row.try_get("description").map_err(db_error)?,
+        created_by: UserId::from_uuid(row.try_get("created_by").map_err(db_error)?),
+        created_at: row.try_get("created_at").map_err(db_error)?,
+        updated_at: row.try_get("updated_at").map_err(db_error)?,
+    })
+}
+
+fn role_from_row(row: &DbRow) -> Result<Role> {
+    row.try_get::<&str, _>("role").map_err(db_error)?.parse()
+}
+
+fn member_from_row(row: &DbRow) -> Result<Member> {
+    Ok(Member {
+        project_id: ProjectId::from_uuid(row.try_get("project_id").map_err(db_error)?),
+        user_id: UserId::from_uuid(row.try_get("user_id").map_err(db_error)?),
+        email: Email::parse(row.try_get::<&str, _>("email").map_err(db_error)?)?,
+        display_name: row.try_get("display_name").map_err(db_error)?,
+        role: role_from_row(row)?,
+        added_at: row.try_get("added_at").map_err(db_error)?,
+    })
+}
+
+fn job_from_row(row: &DbRow) -> Result<Job> {
+    let attempts: i32 = row.try_get("attempts").map_err(db_error)?;
+    Ok(Job {
+        id: JobId::from_uuid(row.try_get("id").map_err(db_error)?),
+        kind: row.try_get("kind").map_err(db_error)?,
+        queue: row.try_get("queue").map_err(db_error)?,
+        project_id: row
+            .try_get::<Option<Uuid>, _>("project_id")
+            .map_err(db_error)?
+            .map(ProjectId::from_uuid),
+        user_id: row
+            .try_get::<Option<Uuid>, _>("user_id")
+            .map_err(db_error)?
+            .map(UserId::from_uuid),
+        state: row.try_get::<&str, _>("state").map_err(db_error)?.parse()?,
+        progress: row.try_get("progress").map_err(db_error)?,
+        phase: row.try_get("phase").map_err(db_error)?,
+        attempts: attempts.max(0) as u32,
+        error_code: row.try_get("error_code").map_err(db_error)?,
+        error_message: row.try_get("error_message").map_err(db_error)?,
+        payload: row.try_get::<Json<Value>, _>("payload").map_err(db_error)?.0,
+        result: row
+            .try_get::<Option<Json<Value>>, _>("result")
+            .map_err(db_error)?
+            .map(|j| j.0),
+        created_at: row.try_get("created_at").map_err(db_error)?,
+        updated_at: row.try_get("updated_at").map_err(db_error)?,
+        started_at: row.try_get("started_at").map_err(db_error)?,
+        finished_at: row.try_get("finished_at").map_err(db_error)?,
+    })
+}
+
+fn notification_from_row(row: &DbRow) -> Result<Notification> {
+    Ok(Notification {
+        id: NotificationId::from_uuid(row.try_get("id").map_err(db_error)?),
+        user_id: UserId::from_uuid(row.try_get("user_id").map_err(db_error)?),
+        kind: row.try_get("kind").map_err(db_error)?,
+        title: row.try_get("title").map_err(db_error)?,
+        body: row.try_get("body").map_err(db_error)?,
+        data: row.try_get::<Json<Value>, _>("data").map_err(db_error)?.0,
+        created_at: row.try_get("created_at").map_err(db_error)?,
+        read_at: row.try_get("read_at").map_err(db_error)?,
+    })
+}
+
+const MEMBER_SELECT: &str = "SELECT m.project_id, m.user_id, u.email, u.display_name, m.role, m.added_at \
+     FROM project_members m JOIN users u ON u.id = m.user_id \
+     WHERE m.project_id = $1 AND m.user_id = $2";
+
+impl SqlStore {
+    /// Fails with `NotFound` unless the project exists; under `DIALECT.lock_project` this also
+    /// serialises membership changes of one project.
+    async fn lock_project(
+        tx: &mut sqlx::Transaction<'static, Db>,
+        project: ProjectId,
+    ) -> Result<()> {
+        let found = sqlx::query(DIALECT.lock_project)
+            .bind(project.as_uuid())
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        match found {
+            Some(_) => Ok(()),
+            None => Err(Error::not_found("no such project").with_context("project_id", project)),
+        }
+    }
+
+    async fn member_in_tx(
+        tx: &mut sqlx::Transaction<'static, Db>,
+        project: ProjectId,
+        user: UserId,
+    ) -> Result<Option<Member>> {
+        sqlx::query(MEMBER_SELECT)
+            .bind(project.as_uuid())
+            .bind(user.as_uuid())
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(member_from_row)
+            .transpose()
+    }
+
+    /// Fails with `Conflict` if `user` is the project's only owner.
+    async fn ensure_not_last_owner(
+        tx: &mut sqlx::Transaction<'static, Db>,
+        project: ProjectId,
+        user: UserId,
+    ) -> Result<()> {
+        let others: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM project_members WHERE project_id = $1 AND role = 'owner' AND user_id <> $2",
+        )
+        .bind(project.as_uuid())
+        .bind(user.as_uuid())
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        if others == 0 {
+            return Err(Error::conflict("a project must keep at least one owner")
+                .with_context("project_id", project));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn migrate(&self) -> Result<()> {
+        MIGRATIONS
+            .run(&self.pool)
+            .await
+            .map_err(|e| Error::unavailable("database migration failed").with_source(e))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn create_user(&self, user: NewUser) -> Result<User> {
+        let now = now();
+        let row = sqlx::query(
+            "INSERT INTO users (id, email, display_name, password_hash, preferences, is_admin, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, FALSE, $6, $6) \
+             RETURNING id, email, display_name, preferences, is_admin, created_at, updated_at",
+        )
+        .bind(UserId::new().as_uuid())
+        .bind(user.email.as_str())
+        .bind(&user.display_name)
+        .bind(&user.password_hash)
+        .bind(Json(Value::Object(Default::default())))
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| match db_error(e) {
+            err if err.kind() == crate::error::ErrorKind::Conflict => {
+                Error::conflict("an account with this email already exists")
+                    .with_context("field", "email")
+            }
+            err => err,
+        })?;
+        user_from_row(&row)
+    }
+
+    async fn get_user(&self, id: UserId) -> Result<Option<User>> {
+        sqlx::query(
+            "SELECT id, email, display_name, preferences, is_admin, created_at, updated_at FROM users WHERE id = $1",
+        )
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?
+        .as_ref()
+        .map(user_from_row)
+        .transpose()
+    }
+
+    async fn get_user_by_email(&self, email: &Email) -> Result<Option<User>> {
+        sqlx::query(
+            "SELECT id, email, display_name, preferences, is_admin, created_at, updated_at FROM users WHERE email = $1",
+        )
+        .bind(email.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?
+        .as_ref()
+        .map(user_from_row)
+        .transpose()
+    }
+
+    async fn get_credentials(&self, email: &Email) -> Result<Option<Credentials>> {
+        let row = sqlx::query("SELECT id, password_hash FROM users WHERE email = $1")
+            .bind(email.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        row.map(|row| {
+            Ok(Credentials {
+                user_id: UserId::from_uuid(row.try_get("id").map_err(db_error)?),
+                password_hash: row.try_get("password_hash").map_err(db_error)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn update_user(&self, id: UserId, patch: UserPatch) -> Result<User> {
+        sqlx::query(
+            "UPDATE users SET display_name = COALESCE($2, display_name), \
+             preferences = COALESCE($3, preferences), updated_at = $4 WHERE id = $1 \
+             RETURNING id, email, display_name, preferences, is_admin, created_at, updated_at",
+        )
+        .bind(id.as_uuid())
+        .bind(patch.display_name)
+        .bind(patch.preferences.map(Json))
+        .bind(now())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?
+        .as_ref()
+        .map(user_from_row)
+        .transpose()?
+        .ok_or_else(|| Error::not_found("no such user").with_context("user_id", id))
+    }
+
+    async fn set_admin(&self, id: UserId, is_admin: bool) -> Result<()> {
+        let done = sqlx::query("UPDATE users SET is_admin = $2, updated_at = $3 WHERE id = $1")
+            .bind(id.as_uuid())
+            .bind(is_admin)
+            .bind(now())
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("no such user").with_context("user_id", id));
+        }
+        Ok(())
+    }
+
+    async fn create_project(&self, project: NewProject) -> Result<Project> {
+        let now = now();
+        let id = ProjectId::new();
+        let mut tx = self.pool.begin_with(DIALECT.begin_write).await.map_err(db_error)?;
+        let row = sqlx::query(
+            "INSERT INTO projects (id, name, description, created_by, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $5) \
+             RETURNING id, name, description, created_by, created_at, updated_at",
+        )
+        .bind(id.as_uuid())
+        .bind(&project.name)
+        .bind(&project.description)
+        .bind(project.owner.as_uuid())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| match db_error(e) {
+            err if err.kind() == crate::error::ErrorKind::Validation => {
+                Error::not_found("no such user").with_context("user_id", project.owner)
+            }
+            err => err,
+        })?;
+        sqlx::query(
+            "INSERT INTO project_members (project_id, user_id, role, added_at) VALUES ($1, $2, 'owner', $3)",
+        )
+        .bind(id.as_uuid())
+        .bind(project.owner.as_uuid())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        project_from_row(&row)
+    }
+
+    async fn get_project(&self, id: ProjectId) -> Result<Option<Project>> {
+        sqlx::query(
+            "SELECT id, name, description, created_by, created_at, updated_at FROM projects WHERE id = $1",
+        )
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?
+        .as_ref()
+        .map(project_from_row)
+        .transpose()
+    }
+
+    async fn list_projects_for_user(
+        &self,
+        user: UserId,
+        page: Page<ProjectId>,
+    ) -> Result<Vec<ProjectWithRole>> {
+        let rows = sqlx::query(
+            "SELECT p.id, p.name, p.description, p.created_by, p.created_at, p.updated_at, m.role \
+             FROM project_members m JOIN projects p ON p.id = m.project_id \
+             WHERE m.user_id = $1 AND ($2 IS NULL OR p.id > $2) \
+             ORDER BY p.id LIMIT $3",
+        )
+        .bind(user.as_uuid())
+        .bind(page.after.map(|id| id.as_uuid()))
+        .bind(i64::from(page.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(ProjectWithRole {
+                    project: project_from_row(row)?,
+                    role: role_from_row(row)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn update_project(&self, id: ProjectId, patch: ProjectPatch) -> Result<Project> {
+        sqlx::query(
+            "UPDATE projects SET name = COALESCE($2, name), description = COALESCE($3, description), \
+             updated_at = $4 WHERE id = $1 \
+             RETURNING id, name, description, created_by, created_at, updated_at",
+        )
+        .bind(id.as_uuid())
+        .bind(patch.name)
+        .bind(patch.description)
+        .bind(now())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?
+        .as_ref()
+        .map(project_from_row)
+        .transpose()?
+        .ok_or_else(|| Error::not_found("no such project").with_context("project_id", id))
+    }
+
+    async fn delete_project(&self, id: ProjectId) -> Result<()> {
+        let done = sqlx::query("DELETE FROM projects WHERE id = $1")
+            .bind(id.as_uuid())
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("no such project").with_context("project_id", id));
+        }
+        Ok(())
+    }
+
+    async fn get_role(&self, project: ProjectId, user: UserId) -> Result<Option<Role>> {
+        sqlx::query("SELECT role FROM project_members WHERE project_id = $1 AND user_id = $2")
+            .bind(project.as_uuid())
+            .bind(user.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(role_from_row)
+            .transpose()
+    }
+
+    async fn list_members(&self, project: ProjectId) -> Result<Vec<Member>> {
+        let rows = sqlx::query(
+            "SELECT m.project_id, m.user_id, u.email, u.display_name, m.role, m.added_at \
+             FROM project_members m JOIN users u ON u.id = m.user_id \
+             WHERE m.project_id = $1 ORDER BY m.added_at, m.user_id",
+        )
+        .bind(project.as_uuid())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter().map(member_from_row).collect()
+    }
+
+    async fn add_member(&self, project: ProjectId, user: UserId, role: Role) -> Result<Member> {
+        let mut tx = self.pool.begin_with(DIALECT.begin_write).await.map_err(db_error)?;
+        Self::lock_project(&mut tx, project).await?;
+        let user_exists = sqlx::query("SELECT 1 FROM users WHERE id = $1")
+            .bind(user.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .is_some();
+        if !user_exists {
+            return Err(Error::not_found("no such user").with_context("user_id", user));
+        }
+        sqlx::query(
+            "INSERT INTO project_members (project_id, user_id, role, added_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(project.as_uuid())
+        .bind(user.as_uuid())
+        .bind(role.as_str())
+        .bind(now())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match db_error(e) {
+            err if err.kind() == crate::error::ErrorKind::Conflict => {
+                Error::conflict("the user is already a member of this project")
+                    .with_context("user_id", user)
+            }
+            err => err,
+        })?;
+        let member = Self::member_in_tx(&mut tx, project, user)
+            .await?
+            .ok_or_else(|| Error::internal("a member vanished inside its own transaction"))?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(member)
+    }
+
+    async fn set_member_role(&self, project: ProjectId, user: UserId, role: Role) -> Result<Member> {
+        let mut tx = self.pool.begin_with(DIALECT.begin_write).await.map_err(db_error)?;
+        Self::lock_project(&mut tx, project).await?;
+        let current = Self::member_in_tx(&mut tx, project, user)
+            .await?
+            .ok_or_else(|| Error::not_found("no such member").with_context("user_id", user))?;
+        if current.role == role {
+            return Ok(current);
+        }
+        if current.role == Role::Owner {
+            Self::ensure_not_last_owner(&mut tx, project, user).await?;
+        }
+        sqlx::query("UPDATE project_members SET role = $3 WHERE project_id = $1 AND user_id = $2")
+            .bind(project.as_uuid())
+            .bind(user.as_uuid())
+            .bind(role.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Member { role, ..current })
+    }
+
+    async fn remove_member(&self, project: ProjectId, user: UserId) -> Result<()> {
+        let mut tx = self.pool.begin_with(DIALECT.begin_write).await.map_err(db_error)?;
+        Self::lock_project(&mut tx, project).await?;
+        let current = Self::member_in_tx(&mut tx, project, user)
+            .await?
+            .ok_or_else(|| Error::not_found("no such member").with_context("user_id", user))?;
+        if current.role == Role::Owner {
+            Self::ensure_not_last_owner(&mut tx, project, user).await?;
+        }
+        sqlx::query("DELETE FROM project_members WHERE project_id = $1 AND user_id = $2")
+            .bind(project.as_uuid())
+            .bind(user.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn create_job(&self, job: NewJob) -> Result<Job> {
+        let now = now();
+        let row = sqlx::query(
+            "INSERT INTO jobs (id, kind, queue, project_id, user_id, state, progress, attempts, payload, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 'queued', 0, 0, $6, $7, $7) \
+             RETURNING id, kind, queue, project_id, user_id, state, progress, phase, attempts, error_code, \
+             error_message, payload, result, created_at, updated_at, started_at, finished_at",
+        )
+        .bind(job.id.as_uuid())
+        .bind(&job.kind)
+        .bind(&job.queue)
+        .bind(job.project_id.map(|id| id.as_uuid()))
+        .bind(job.user_id.map(|id| id.as_uuid()))
+        .bind(Json(&job.payload))
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
+        job_from_row(&row)
+    }
+
+    async fn get_job(&self, id: JobId) -> Result<Option<Job>> {
+        sqlx::query(
+            "SELECT id, kind, queue, project_id, user_id, state, progress, phase, attempts, error_code, \
+             error_message, payload, result, created_at, updated_at, started_at, finished_at \
+             FROM jobs WHERE id = $1",
+        )
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?
+        .as_ref()
+        .map(job_from_row)
+        .transpose()
+    }
+
+    async fn update_job(&self, id: JobId, update: JobUpdate) -> Result<Job> {
+        if !(0.0..=1.0).contains(&update.progress) {
+            return Err(Error::validation("progress must be between 0 and 1")
+                .with_context("progress", update.progress));
+        }
+        let now = now();
+        let terminal = update.state.is_terminal();
+        let started = update.state != JobState::Queued;
+        // The WHERE clause refuses to touch a finished job, atomically with the update.
+        let row = sqlx::query(
+            "UPDATE jobs SET state = $2, progress = $3, phase = $4, \
+             attempts = attempts + $5, error_code = $6, error_message = $7, \
+             result = COALESCE($8, result), updated_at = $9, \
+             started_at = CASE WHEN $10 AND started_at IS NULL THEN $9 ELSE started_at END, \
+             finished_at = CASE WHEN $11 THEN $9 ELSE finished_at END \
+             WHERE id = $1 AND state NOT IN ('success', 'failed', 'cancelled') \
+             RETURNING id, kind, queue, project_id, user_id, state, progress, phase, attempts, error_code, \
+             error_message, payload, result, created_at, updated_at, started_at, finished_at",
+        )
+        .bind(id.as_uuid())
+        .bind(update.state.as_str())
+        .bind(update.progress)
+        .bind(update.phase)
+        .bind(i32::from(update.new_attempt))
+        .bind(update.error_code)
+        .bind(update.error_message)
+        .bind(update.result.map(Json))
+        .bind(now)
+        .bind(started)
+        .bind(terminal)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        match row {
+            Some(row) => job_from_row(&row),
+            None => match self.get_job(id).await? {
+                Some(job) => Err(Error::conflict("the job has already finished")
+                    .with_context("job_id", id)
+                    .with_context("state", job.state)),
+                None => Err(Error::not_found("no such job").with_context("job_id", id)),
+            },
+        }
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter, page: Page<JobId>) -> Result<Vec<Job>> {
+        let rows = sqlx::query(
+            "SELECT id, kind, queue, project_id, user_id, state, progress, phase, attempts, error_code, \
+             error_message, payload, result, created_at, updated_at, started_at, finished_at \
+             FROM jobs WHERE ($1 IS NULL OR queue = $1) AND ($2 IS NULL OR state = $2) \
+             AND ($3 IS NULL OR project_id = $3) AND ($4 IS NULL OR kind = $4) \
+             AND ($5 IS NULL OR id < $5) ORDER BY id DESC LIMIT $6",
+        )
+        .bind(filter.queue.as_deref())
+        .bind(filter.state.map(JobState::as_str))
+        .bind(filter.project_id.map(|id| id.as_uuid()))
+        .bind(filter.kind.as_deref())
+        .bind(page.after.map(|id| id.as_uuid()))
+        .bind(i64::from(page.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn create_notification(&self, notification: NewNotification) -> Result<Notification> {
+        let row = sqlx::query(
+            "INSERT INTO notifications (id, user_id, kind, title, body, data, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             RETURNING id, user_id, kind, title, body, data, created_at, read_at",
+        )
+        .bind(NotificationId::new().as_uuid())
+        .bind(notification.user_id.as_uuid())
+        .bind(&notification.kind)
+        .bind(&notification.title)
+        .bind(&notification.body)
+        .bind(Json(&notification.data))
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| match db_error(e) {
+            err if err.kind() == crate::error::ErrorKind::Validation => {
+                Error::not_found("no such user").with_context("user_id", notification.user_id)
+            }
+            err => err,
+        })?;
+        notification_from_row(&row)
+    }
+
+    async fn list_notifications(
+        &self,
+        user: UserId,
+        unread_only: bool,
+        page: Page<NotificationId>,
+    ) -> Result<Vec<Notification>> {
+        let rows = sqlx::query(
+            "SELECT id, user_id, kind, title, body, data, created_at, read_at FROM notifications \
+             WHERE user_id = $1 AND (NOT $2 OR read_at IS NULL) AND ($3 IS NULL OR id < $3) \
+             ORDER BY id DESC LIMIT $4",
+        )
+        .bind(user.as_uuid())
+        .bind(unread_only)
+        .bind(page.after.map(|id| id.as_uuid()))
+        .bind(i64::from(page.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter().map(notification_from_row).collect()
+    }
+
+    async fn mark_notifications_read(&self, user: UserId, ids: &[NotificationId]) -> Result<u64> {
+        let now = now();
+        let mut tx = self.pool.begin_with(DIALECT.begin_write).await.map_err(db_error)?;
+        let mut changed = 0;
+        for id in ids {
+            changed += sqlx::query(
+                "UPDATE notifications SET read_at = $3 WHERE id = $1 AND user_id = $2 AND read_at IS NULL",
+            )
+            .bind(id.as_uuid())
+            .bind(user.as_uuid())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(changed)
+    }
+}

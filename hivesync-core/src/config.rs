@@ -1,0 +1,920 @@
+//! Configuration from the environment.
+//!
+//! Every setting has the spec's canonical variable name (DESIGN.md §4). With nothing set,
+//! everything runs embedded under `./hivesync-data`: SQLite, the filesystem object store, the
+//! in-process rate limiter, and secrets generated once and kept in `DATA_DIR/secrets/`. An invalid
+//! value is an error of kind [`ErrorKind::Config`] whose message and `variable` context name the
+//! variable. A deployment with an external database must be given `JWT_SECRET` and
+//! `PREVIEW_TOKEN_SECRET` explicitly: silently generating them would log every user out whenever a
+//! replica starts on a fresh disk.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `DATA_DIR` | `./hivesync-data` | repos, previews, tmp, logs, cache, objects |
+//! | `DATABASE_URL` | `sqlite://$DATA_DIR/hivesync.db` | `sqlite://…` or `postgres://…` |
+//! | `REDIS_URL` | unset | `redis://…` or `rediss://…` |
+//! | `JWT_SECRET` | generated (embedded) | HS256 key for access tokens, ≥ 32 bytes |
+//! | `JWT_TTL_SECONDS` | 3600 | access-token lifetime |
+//! | `PREVIEW_TOKEN_SECRET` | generated (embedded) | signing key for preview tokens, ≥ 32 bytes |
+//! | `PREVIEW_TOKEN_KEY_ID` | `k1` | key id of the signing key |
+//! | `PREVIEW_TOKEN_PREVIOUS_SECRETS` | unset | `kid:secret,kid:secret`: keys that still verify |
+//! | `PREVIEW_TOKEN_TTL_SECONDS` | 300 | preview-token lifetime |
+//! | `PREVIEW_MAX_TIMEOUT_MS` | 120000 | a preview build's time limit |
+//! | `PREVIEW_BUILDER_CONCURRENCY` | 2 | parallel builds per worker |
+//! | `WORKER_CONCURRENCY` | 2 | parallel jobs per CPU worker |
+//! | `OBJECT_STORAGE_PROVIDER` | `filesystem` (`s3` when a bucket is set) | `filesystem`, `s3`, `r2`, `linode`, `minio` |
+//! | `OBJECT_STORAGE_ENDPOINT` | unset (AWS) | custom endpoint; path-style addressing |
+//! | `OBJECT_STORAGE_REGION` | `us-east-1` (`auto` for R2) | |
+//! | `OBJECT_STORAGE_ACCESS_KEY` / `_SECRET_KEY` | unset (ambient AWS credentials) | set both or neither |
+//! | `OBJECT_STORAGE_BUCKET_PREVIEWS` | unset | bucket for preview bundles |
+//! | `OBJECT_STORAGE_PREFIX` | empty | key prefix inside the bucket |
+//! | `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `OPENAI_MODEL` | unset, `https://api.openai.com/v1`, `gpt-4o-mini` | |
+//! | `LOCAL_AI_ENABLED`, `LOCAL_AI_MODEL_PATH` | `false`, unset | |
+//! | `AUTOSCALER_ENABLED`, `_MIN_WORKERS`, `_MAX_WORKERS`, `_SCALE_OUT_THRESHOLD`, `_SCALE_IN_THRESHOLD`, `_POLL_INTERVAL_SECONDS` | `false`, 1, 4, 20, 5, 30 | |
+//! | `LOG_LEVEL` | `info` | a level or a `target=level,…` filter |
+//! | `LOG_FORMAT` | `text` | `text` or `json` |
+//! | `HIVESYNC_BIND` | `127.0.0.1:8080` | listen address of `hivesync serve` |
+//! | `MAX_REQUEST_BODY_BYTES` | 1048576 | JSON request bodies larger than this get 413 |
+//! | `LOGIN_RATE_LIMIT_PER_MINUTE` | 10 | login attempts per client address and per account |
+//! | `TRUST_PROXY_HEADERS` | `false` | take the client address from `X-Forwarded-For` |
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::secret::{self, Secret};
+
+/// The shortest secret accepted for signing keys, in bytes.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// The whole configuration of a HiveSync process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub database: DatabaseConfig,
+    pub redis_url: Option<Secret>,
+    pub jwt: JwtConfig,
+    pub preview: PreviewConfig,
+    pub worker_concurrency: usize,
+    pub object_storage: ObjectStorageConfig,
+    pub openai: Option<OpenAiConfig>,
+    pub local_ai: LocalAiConfig,
+    pub autoscaler: AutoscalerConfig,
+    pub log: LogConfig,
+    pub http: HttpConfig,
+}
+
+/// Where the `Store` lives. The URL may carry a password, so it is kept as a [`Secret`].
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: Secret,
+    pub backend: DatabaseBackend,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseBackend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub secret: Secret,
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct PreviewConfig {
+    /// The key that signs new tokens.
+    pub signing_key: PreviewKey,
+    /// Older keys that still verify tokens during a rotation.
+    pub previous_keys: Vec<PreviewKey>,
+    pub token_ttl: Duration,
+    pub max_build_time: Duration,
+    pub builder_concurrency: usize,
+}
+
+/// A preview-token key with its id.
+#[derive(Debug, Clone)]
+pub struct PreviewKey {
+    pub id: String,
+    pub secret: Secret,
+}
+
+#[derive(Debug, Clone)]
+pub enum ObjectStorageConfig {
+    /// Objects as files under `root` (the embedded default, `DATA_DIR/objects`).
+    Filesystem { root: PathBuf },
+    /// An S3-compatible service.
+    S3(S3Config),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S3Provider {
+    Aws,
+    R2,
+    Linode,
+    Minio,
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub provider: S3Provider,
+    /// A custom endpoint; when set, requests use path-style addressing.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// Static credentials; `None` uses the ambient AWS credential chain.
+    pub credentials: Option<(String, Secret)>,
+    pub bucket: String,
+    /// Prepended to every key (no leading or trailing `/`).
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct OpenAiConfig {
+    pub api_key: Secret,
+    pub base_url: String,
+    pub model: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LocalAiConfig {
+    pub enabled: bool,
+    pub model_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AutoscalerConfig {
+    pub enabled: bool,
+    pub min_workers: u32,
+    pub max_workers: u32,
+    pub scale_out_threshold: u64,
+    pub scale_in_threshold: u64,
+    pub poll_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// A `tracing` filter: a level, or `target=level` directives.
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub bind: SocketAddr,
+    pub max_body_bytes: usize,
+    pub login_attempts_per_minute: u32,
+    pub trust_proxy_headers: bool,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Config> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup` (the environment, or a map in tests). In embedded
+    /// mode this creates `DATA_DIR/secrets/` and the secrets in it when they are missing.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config> {
+        let env = Env { lookup: &lookup };
+
+        let data_dir = env
+            .get("DATA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("./hivesync-data"));
+
+        let database = match env.get("DATABASE_URL") {
+            None => DatabaseConfig {
+                url: Secret::new(format!(
+                    "sqlite://{}?mode=rwc",
+                    data_dir.join("hivesync.db").display()
+                )),
+                backend: DatabaseBackend::Sqlite,
+            },
+            Some(url) => {
+                let backend = if url.starts_with("sqlite:") {
+                    DatabaseBackend::Sqlite
+                } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                    DatabaseBackend::Postgres
+                } else {
+                    return Err(invalid(
+                        "DATABASE_URL",
+                        "expected a sqlite:// or postgres:// URL",
+                    ));
+                };
+                DatabaseConfig {
+                    url: Secret::new(url),
+                    backend,
+                }
+            }
+        };
+        let embedded = database.backend == DatabaseBackend::Sqlite;
+
+        let redis_url = match env.get("REDIS_URL") {
+            None => None,
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                Some(Secret::new(url))
+            }
+            Some(_) => return Err(invalid("REDIS_URL", "expected a redis:// or rediss:// URL")),
+        };
+
+        let secrets_dir = data_dir.join("secrets");
+        let jwt_secret = env.secret("JWT_SECRET", embedded, &secrets_dir.join("jwt_secret"))?;
+        let preview_secret = env.secret(
+            "PREVIEW_TOKEN_SECRET",
+            embedded,
+            &secrets_dir.join("preview_token_secret"),
+        )?;
+        if preview_secret == jwt_secret {
+            return Err(invalid(
+                "PREVIEW_TOKEN_SECRET",
+                "must differ from JWT_SECRET, so one leaked key cannot forge both kinds of token",
+            ));
+        }
+
+        let signing_key = PreviewKey {
+            id: env
+                .get("PREVIEW_TOKEN_KEY_ID")
+                .map(|id| parse_key_id("PREVIEW_TOKEN_KEY_ID", &id))
+                .transpose()?
+                .unwrap_or_else(|| "k1".to_owned()),
+            secret: preview_secret,
+        };
+        let previous_keys = env
+            .get("PREVIEW_TOKEN_PREVIOUS_SECRETS")
+            .map(|list| parse_previous_keys(&list))
+            .transpose()?
+            .unwrap_or_default();
+        let mut key_ids = HashSet::new();
+        for key in std::iter::once(&signing_key).chain(&previous_keys) {
+            if !key_ids.insert(key.id.as_str()) {
+                return Err(invalid(
+                    "PREVIEW_TOKEN_PREVIOUS_SECRETS",
+                    format!("key id {:?} is used twice", key.id),
+                ));
+            }
+        }
+
+        let preview = PreviewConfig {
+            signing_key,
+            previous_keys,
+            token_ttl: Duration::from_secs(env.number(
+                "PREVIEW_TOKEN_TTL_SECONDS",
+                300,
+                1..=86_400,
+            )?),
+            max_build_time: Duration::from_millis(env.number(
+                "PREVIEW_MAX_TIMEOUT_MS",
+                120_000,
+                1..=86_400_000,
+            )?),
+            builder_concurrency: env.number("PREVIEW_BUILDER_CONCURRENCY", 2, 1..=64)? as usize,
+        };
+
+        let jwt = JwtConfig {
+            secret: jwt_secret,
+            ttl: Duration::from_secs(env.number("JWT_TTL_SECONDS", 3600, 60..=30 * 86_400)?),
+        };
+
+        let object_storage = object_storage_config(&env, &data_dir)?;
+
+        let openai = match env.get("OPENAI_API_KEY") {
+            None => None,
+            Some(key) => Some(OpenAiConfig {
+                api_key: Secret::new(key),
+                base_url: match env.get("OPENAI_BASE_URL") {
+                    Some(url) => parse_http_url("OPENAI_BASE_URL", &url)?,
+                    None => "https://api.openai.com/v1".to_owned(),
+                },
+                model: env
+                    .get("OPENAI_MODEL")
+                    .unwrap_or_else(|| "gpt-4o-mini".to_owned()),
+            }),
+        };
+
+        let local_ai = LocalAiConfig {
+            enabled: env.boolean("LOCAL_AI_ENABLED", false)?,
+            model_path: env.get("LOCAL_AI_MODEL_PATH").map(PathBuf::from),
+        };
+        if local_ai.enabled && local_ai.model_path.is_none() {
+            return Err(invalid(
+                "LOCAL_AI_MODEL_PATH",
+                "must be set when LOCAL_AI_ENABLED is true",
+            ));
+        }
+
+        let autoscaler = AutoscalerConfig {
+            enabled: env.boolean("AUTOSCALER_ENABLED", false)?,
+            min_workers: env.number("AUTOSCALER_MIN_WORKERS", 1, 0..=10_000)? as u32,
+            max_workers: env.number("AUTOSCALER_MAX_WORKERS", 4, 1..=10_000)? as u32,
+            scale_out_threshold: env.number("AUTOSCALER_SCALE_OUT_THRESHOLD", 20, 1..=u64::MAX)?,
+            scale_in_threshold: env.number("AUTOSCALER_SCALE_IN_THRESHOLD", 5, 0..=u64::MAX)?,
+            poll_interval: Duration::from_secs(env.number(
+                "AUTOSCALER_POLL_INTERVAL_SECONDS",
+                30,
+                1..=86_400,
+            )?),
+        };
+        if autoscaler.min_workers > autoscaler.max_workers {
+            return Err(invalid(
+                "AUTOSCALER_MIN_WORKERS",
+                "must not be greater than AUTOSCALER_MAX_WORKERS",
+            ));
+        }
+        if autoscaler.scale_in_threshold >= autoscaler.scale_out_threshold {
+            return Err(invalid(
+                "AUTOSCALER_SCALE_IN_THRESHOLD",
+                "must be less than AUTOSCALER_SCALE_OUT_THRESHOLD",
+            ));
+        }
+
+        let log = LogConfig {
+            filter: match env.get("LOG_LEVEL") {
+                Some(level) => parse_log_filter(&level)?,
+                None => "info".to_owned(),
+            },
+            format: match env.get("LOG_FORMAT").as_deref() {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(_) => return Err(invalid("LOG_FORMAT", "expected text or json")),
+            },
+        };
+
+        let http = HttpConfig {
+            bind: match env.get("HIVESYNC_BIND") {
+                Some(addr) => SocketAddr::from_str(&addr).map_err(|_| {
+                    invalid("HIVESYNC_BIND", "expected host:port, e.g. 127.0.0.1:8080")
+                })?,
+                None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            },
+            max_body_bytes: env.number("MAX_REQUEST_BODY_BYTES", 1 << 20, 1024..=1 << 30)? as usize,
+            login_attempts_per_minute: env.number("LOGIN_RATE_LIMIT_PER_MINUTE", 10, 1..=100_000)?
+                as u32,
+            trust_proxy_headers: env.boolean("TRUST_PROXY_HEADERS", false)?,
+        };
+
+        Ok(Config {
+            data_dir,
+            database,
+            redis_url,
+            jwt,
+            preview,
+            worker_concurrency: env.number("WORKER_CONCURRENCY", 2, 1..=256)? as usize,
+            object_storage,
+            openai,
+            local_ai,
+            autoscaler,
+            log,
+            http,
+        })
+    }
+
+    /// Whether this process runs on the embedded defaults (SQLite in `DATA_DIR`).
+    pub fn is_embedded(&self) -> bool {
+        self.database.backend == DatabaseBackend::Sqlite
+    }
+
+    /// `DATA_DIR/<sub>`; `sub` is one of the fixed directory names of DESIGN.md §9.
+    pub fn data_path(&self, sub: DataSubdir) -> PathBuf {
+        self.data_dir.join(sub.as_str())
+    }
+}
+
+/// The fixed subdirectories of `DATA_DIR`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataSubdir {
+    Repos,
+    Previews,
+    Tmp,
+    Logs,
+    Cache,
+    Objects,
+}
+
+impl DataSubdir {
+    pub const ALL: [DataSubdir; 6] = [
+        DataSubdir::Repos,
+        DataSubdir::Previews,
+        DataSubdir::Tmp,
+        DataSubdir::Logs,
+        DataSubdir::Cache,
+        DataSubdir::Objects,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataSubdir::Repos => "repos",
+            DataSubdir::Previews => "previews",
+            DataSubdir::Tmp => "tmp",
+            DataSubdir::Logs => "logs",
+            DataSubdir::Cache => "cache",
+            DataSubdir::Objects => "objects",
+        }
+    }
+}
+
+/// Creates `DATA_DIR` and its fixed subdirectories.
+pub fn prepare_data_dir(config: &Config) -> Result<()> {
+    for sub in DataSubdir::ALL {
+        let path = config.data_path(sub);
+        std::fs::create_dir_all(&path).map_err(|err| {
+            Error::new(ErrorKind::Config, "cannot create a DATA_DIR subdirectory")
+                .with_context("variable", "DATA_DIR")
+                .with_context("path", path.display())
+                .with_source(err)
+        })?;
+    }
+    Ok(())
+}
+
+fn invalid(variable: &'static str, why: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Config, format!("invalid {variable}: {why}"))
+        .with_context("variable", variable)
+}
+
+struct Env<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Env<'_> {
+    /// The variable's value; an empty value counts as unset.
+    fn get(&self, name: &str) -> Option<String> {
+        (self.lookup)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    fn number(
+        &self,
+        name: &'static str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<u64> {
+        let Some(raw) = self.get(name) else {
+            return Ok(default);
+        };
+        let value: u64 = raw.trim().parse().map_err(|_| {
+            invalid(
+                name,
+                format!(
+                    "expected a whole number between {} and {}, got {:?}",
+                    range.start(),
+                    range.end(),
+                    crate::domain::truncate_for_display(&raw)
+                ),
+            )
+        })?;
+        if !range.contains(&value) {
+            return Err(invalid(
+                name,
+                format!("{value} is outside {}..={}", range.start(), range.end()),
+            ));
+        }
+        Ok(value)
+    }
+
+    fn boolean(&self, name: &'static str, default: bool) -> Result<bool> {
+        match self
+            .get(name)
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None => Ok(default),
+            Some("1" | "true" | "yes" | "on") => Ok(true),
+            Some("0" | "false" | "no" | "off") => Ok(false),
+            Some(_) => Err(invalid(name, "expected true or false")),
+        }
+    }
+
+    /// A signing secret: from the variable, or in embedded mode from (or generated into) `file`.
+    fn secret(&self, name: &'static str, embedded: bool, file: &Path) -> Result<Secret> {
+        match self.get(name) {
+            Some(value) => {
+                if value.len() < MIN_SECRET_LEN {
+                    return Err(invalid(
+                        name,
+                        format!("must be at least {MIN_SECRET_LEN} bytes long"),
+                    ));
+                }
+                Ok(Secret::new(value))
+            }
+            None if embedded => secret::load_or_generate(file).map_err(|err| {
+                Error::new(ErrorKind::Config, format!("cannot load or create {name} under DATA_DIR"))
+                    .with_context("variable", name)
+                    .with_source(err)
+            }),
+            None => Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "{name} is not set; it is required when DATABASE_URL points at an external database"
+                ),
+            )
+            .with_context("variable", name)),
+        }
+    }
+}
+
+fn parse_key_id(variable: &'static str, id: &str) -> Result<String> {
+    let id = id.trim();
+    let ok = !id.is_empty()
+        && id.len() <= 32
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(id.to_owned())
+    } else {
+        Err(invalid(
+            variable,
+            "a key id is 1 to 32 characters of A-Z, a-z, 0-9, - and _",
+        ))
+    }
+}
+
+fn parse_previous_keys(list: &str) -> Result<Vec<PreviewKey>> {
+    const VAR: &str = "PREVIEW_TOKEN_PREVIOUS_SECRETS";
+    list.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let (id, secret) = entry
+                .split_once(':')
+                .ok_or_else(|| invalid(VAR, "expected kid:secret entries separated by commas"))?;
+            if secret.len() < MIN_SECRET_LEN {
+                return Err(invalid(
+                    VAR,
+                    format!(
+                        "the secret of key {id:?} must be at least {MIN_SECRET_LEN} bytes long"
+                    ),
+                ));
+            }
+            Ok(PreviewKey {
+                id: parse_key_id(VAR, id)?,
+                secret: Secret::new(secret),
+            })
+        })
+        .collect()
+}
+
+fn parse_http_url(variable: &'static str, raw: &str) -> Result<String> {
+    let url = url::Url::parse(raw.trim())
+        .map_err(|_| invalid(variable, "expected an http:// or https:// URL"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(invalid(variable, "expected an http:// or https:// URL"));
+    }
+    Ok(raw.trim().trim_end_matches('/').to_owned())
+}
+
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+fn parse_log_filter(raw: &str) -> Result<String> {
+    let normalised = raw.trim().to_ascii_lowercase().replace("warning", "warn");
+    let valid = normalised.split(',').all(|directive| {
+        let level = directive
+            .rsplit_once('=')
+            .map_or(
+                directive,
+                |(target, level)| {
+                    if target.is_empty() { "" } else { level }
+                },
+            );
+        LOG_LEVELS.contains(&level.trim())
+    });
+    if valid {
+        Ok(normalised)
+    } else {
+        Err(invalid(
+            "LOG_LEVEL",
+            "expected trace, debug, info, warn, error, or target=level directives",
+        ))
+    }
+}
+
+fn object_storage_config(env: &Env<'_>, data_dir: &Path) -> Result<ObjectStorageConfig> {
+    let bucket = env.get("OBJECT_STORAGE_BUCKET_PREVIEWS");
+    let provider = match env
+        .get("OBJECT_STORAGE_PROVIDER")
+        .map(|p| p.trim().to_ascii_lowercase())
+    {
+        None if bucket.is_none() => return Ok(filesystem_storage(data_dir)),
+        Some(p) if p == "filesystem" || p == "local" => return Ok(filesystem_storage(data_dir)),
+        None => S3Provider::Aws,
+        Some(p) => match p.as_str() {
+            "s3" | "aws" => S3Provider::Aws,
+            "r2" => S3Provider::R2,
+            "linode" => S3Provider::Linode,
+            "minio" => S3Provider::Minio,
+            _ => {
+                return Err(invalid(
+                    "OBJECT_STORAGE_PROVIDER",
+                    "expected filesystem, s3, r2, linode or minio",
+                ));
+            }
+        },
+    };
+    let bucket = bucket.ok_or_else(|| {
+        invalid(
+            "OBJECT_STORAGE_BUCKET_PREVIEWS",
+            "must be set for an S3-compatible provider",
+        )
+    })?;
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if !bucket_ok {
+        return Err(invalid(
+            "OBJECT_STORAGE_BUCKET_PREVIEWS",
+            "a bucket name is 3 to 63 characters of a-z, 0-9, '-' and '.'",
+        ));
+    }
+    let endpoint = env
+        .get("OBJECT_STORAGE_ENDPOINT")
+        .map(|e| parse_http_url("OBJECT_STORAGE_ENDPOINT", &e))
+        .transpose()?;
+    if endpoint.is_none() && provider != S3Provider::Aws {
+        return Err(invalid(
+            "OBJECT_STORAGE_ENDPOINT",
+            "must be set for R2, Linode and MinIO",
+        ));
+    }
+    let credentials = match (
+        env.get("OBJECT_STORAGE_ACCESS_KEY"),
+        env.get("OBJECT_STORAGE_SECRET_KEY"),
+    ) {
+        (Some(access), Some(secret)) => Some((access, Secret::new(secret))),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(invalid(
+                "OBJECT_STORAGE_SECRET_KEY",
+                "must be set together with OBJECT_STORAGE_ACCESS_KEY",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "OBJECT_STORAGE_ACCESS_KEY",
+                "must be set together with OBJECT_STORAGE_SECRET_KEY",
+            ));
+        }
+    };
+    let prefix = env
+        .get("OBJECT_STORAGE_PREFIX")
+        .map(|p| p.trim_matches('/').to_owned())
+        .unwrap_or_default();
+    if prefix.split('/').any(|seg| seg == "..") || prefix.contains('\\') {
+        return Err(invalid(
+            "OBJECT_STORAGE_PREFIX",
+            "must not contain '..' or '\\'",
+        ));
+    }
+    Ok(ObjectStorageConfig::S3(S3Config {
+        provider,
+        endpoint,
+        region: env.get("OBJECT_STORAGE_REGION").unwrap_or_else(|| {
+            if provider == S3Provider::R2 {
+                "auto"
+            } else {
+                "us-east-1"
+            }
+            .to_owned()
+        }),
+        credentials,
+        bucket,
+        prefix,
+    }))
+}
+
+fn filesystem_storage(data_dir: &Path) -> ObjectStorageConfig {
+    ObjectStorageConfig::Filesystem {
+        root: data_dir.join(DataSubdir::Objects.as_str()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const SECRET_A: &str = "0123456789abcdef0123456789abcdef-a";
+    const SECRET_B: &str = "0123456789abcdef0123456789abcdef-b";
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(move |name| map.get(name).cloned())
+    }
+
+    fn variable_of(err: &Error) -> Option<&str> {
+        err.context()
+            .iter()
+            .find(|(k, _)| *k == "variable")
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn nothing_set_runs_embedded_and_persists_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap();
+        let config = load(&[("DATA_DIR", data)]).unwrap();
+        assert!(config.is_embedded());
+        assert!(config.database.url.expose().starts_with("sqlite://"));
+        assert!(matches!(
+            config.object_storage,
+            ObjectStorageConfig::Filesystem { .. }
+        ));
+        assert_eq!(config.preview.token_ttl, Duration::from_secs(300));
+        assert_eq!(config.preview.builder_concurrency, 2);
+        assert!(!config.autoscaler.enabled);
+        // A second start reads the same secrets back instead of generating new ones.
+        let again = load(&[("DATA_DIR", data)]).unwrap();
+        assert_eq!(config.jwt.secret, again.jwt.secret);
+        assert_eq!(
+            config.preview.signing_key.secret,
+            again.preview.signing_key.secret
+        );
+        assert_ne!(config.jwt.secret, config.preview.signing_key.secret);
+        assert!(dir.path().join("secrets/jwt_secret").exists());
+    }
+
+    #[test]
+    fn external_database_requires_explicit_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap();
+        let err = load(&[
+            ("DATA_DIR", data),
+            ("DATABASE_URL", "postgres://x@localhost/db"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert_eq!(variable_of(&err), Some("JWT_SECRET"));
+        assert!(err.to_string().contains("JWT_SECRET"));
+        assert!(
+            !dir.path().join("secrets").exists(),
+            "no secret may be generated outside embedded mode"
+        );
+
+        let config = load(&[
+            ("DATA_DIR", data),
+            ("DATABASE_URL", "postgres://x@localhost/db"),
+            ("JWT_SECRET", SECRET_A),
+            ("PREVIEW_TOKEN_SECRET", SECRET_B),
+        ])
+        .unwrap();
+        assert!(!config.is_embedded());
+        assert_eq!(config.database.backend, DatabaseBackend::Postgres);
+    }
+
+    #[test]
+    fn invalid_values_name_their_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap();
+        let cases: &[(&str, &str)] = &[
+            ("PREVIEW_TOKEN_TTL_SECONDS", "abc"),
+            ("PREVIEW_TOKEN_TTL_SECONDS", "0"),
+            ("PREVIEW_MAX_TIMEOUT_MS", "-5"),
+            ("PREVIEW_BUILDER_CONCURRENCY", "1000"),
+            ("WORKER_CONCURRENCY", "two"),
+            ("DATABASE_URL", "mysql://localhost/db"),
+            ("REDIS_URL", "http://localhost"),
+            ("JWT_SECRET", "short"),
+            ("LOG_LEVEL", "loud"),
+            ("LOG_FORMAT", "xml"),
+            ("HIVESYNC_BIND", "localhost"),
+            ("LOCAL_AI_ENABLED", "maybe"),
+            ("OBJECT_STORAGE_PROVIDER", "ftp"),
+            ("AUTOSCALER_ENABLED", "sometimes"),
+            ("OPENAI_BASE_URL", "not a url"),
+        ];
+        for (name, value) in cases {
+            let mut vars = vec![("DATA_DIR", data), (*name, *value)];
+            if *name == "OPENAI_BASE_URL" {
+                vars.push(("OPENAI_API_KEY", "sk-test"));
+            }
+            let err = load(&vars).expect_err(&format!("{name}={value} must be rejected"));
+            assert_eq!(err.kind(), ErrorKind::Config, "{name}");
+            assert_eq!(variable_of(&err), Some(*name), "{name}={value}: {err}");
+            assert!(
+                err.to_string().contains(name),
+                "message must name {name}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_are_never_echoed_in_errors() {
+        let err = load(&[("JWT_SECRET", "tiny-secret-value")]).unwrap_err();
+        assert!(!err.to_string().contains("tiny-secret-value"));
+        assert!(!format!("{err:?}").contains("tiny-secret-value"));
+    }
+
+    #[test]
+    fn identical_jwt_and_preview_secrets_are_rejected() {
+        let err =
+            load(&[("JWT_SECRET", SECRET_A), ("PREVIEW_TOKEN_SECRET", SECRET_A)]).unwrap_err();
+        assert_eq!(variable_of(&err), Some("PREVIEW_TOKEN_SECRET"));
+    }
+
+    #[test]
+    fn preview_key_rotation_is_parsed() {
+        let previous = format!("old1:{SECRET_A}x, old2:{SECRET_B}y");
+        let config = load(&[
+            ("JWT_SECRET", SECRET_A),
+            ("PREVIEW_TOKEN_SECRET", SECRET_B),
+            ("PREVIEW_TOKEN_KEY_ID", "k7"),
+            ("PREVIEW_TOKEN_PREVIOUS_SECRETS", &previous),
+        ])
+        .unwrap();
+        assert_eq!(config.preview.signing_key.id, "k7");
+        let ids: Vec<_> = config
+            .preview
+            .previous_keys
+            .iter()
+            .map(|k| k.id.as_str())
+            .collect();
+        assert_eq!(ids, ["old1", "old2"]);
+
+        let dup = format!("k1:{SECRET_A}x");
+        let err = load(&[
+            ("JWT_SECRET", SECRET_A),
+            ("PREVIEW_TOKEN_SECRET", SECRET_B),
+            ("PREVIEW_TOKEN_PREVIOUS_SECRETS", &dup),
+        ])
+        .unwrap_err();
+        assert_eq!(variable_of(&err), Some("PREVIEW_TOKEN_PREVIOUS_SECRETS"));
+    }
+
+    #[test]
+    fn s3_settings_are_validated() {
+        let base = [("JWT_SECRET", SECRET_A), ("PREVIEW_TOKEN_SECRET", SECRET_B)];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut vars = base.to_vec();
+            vars.extend_from_slice(extra);
+            load(&vars)
+        };
+        let config = with(&[
+            ("OBJECT_STORAGE_PROVIDER", "minio"),
+            ("OBJECT_STORAGE_ENDPOINT", "http://127.0.0.1:9000/"),
+            ("OBJECT_STORAGE_BUCKET_PREVIEWS", "hivesync-previews"),
+            ("OBJECT_STORAGE_ACCESS_KEY", "ak"),
+            ("OBJECT_STORAGE_SECRET_KEY", "sk"),
+            ("OBJECT_STORAGE_PREFIX", "/run-1/"),
+        ])
+        .unwrap();
+        let ObjectStorageConfig::S3(s3) = config.object_storage else {
+            panic!("expected S3");
+        };
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(s3.prefix, "run-1");
+        assert_eq!(s3.region, "us-east-1");
+
+        let err = with(&[
+            ("OBJECT_STORAGE_PROVIDER", "r2"),
+            ("OBJECT_STORAGE_BUCKET_PREVIEWS", "b-1"),
+        ])
+        .unwrap_err();
+        assert_eq!(variable_of(&err), Some("OBJECT_STORAGE_ENDPOINT"));
+        let err = with(&[("OBJECT_STORAGE_PROVIDER", "s3")]).unwrap_err();
+        assert_eq!(variable_of(&err), Some("OBJECT_STORAGE_BUCKET_PREVIEWS"));
+        let err = with(&[("OBJECT_STORAGE_BUCKET_PREVIEWS", "Bad_Bucket")]).unwrap_err();
+        assert_eq!(variable_of(&err), Some("OBJECT_STORAGE_BUCKET_PREVIEWS"));
+        let err = with(&[
+            ("OBJECT_STORAGE_BUCKET_PREVIEWS", "bucket"),
+            ("OBJECT_STORAGE_ACCESS_KEY", "ak"),
+        ])
+        .unwrap_err();
+        assert_eq!(variable_of(&err), Some("OBJECT_STORAGE_SECRET_KEY"));
+    }
+
+    #[test]
+    fn autoscaler_bounds_are_consistent() {
+        let err = load(&[
+            ("JWT_SECRET", SECRET_A),
+            ("PREVIEW_TOKEN_SECRET", SECRET_B),
+            ("AUTOSCALER_MIN_WORKERS", "5"),
+            ("AUTOSCALER_MAX_WORKERS", "2"),
+        ])
+        .unwrap_err();
+        assert_eq!(variable_of(&err), Some("AUTOSCALER_MIN_WORKERS"));
+    }
+
+    #[test]
+    fn log_filters_accept_levels_and_directives() {
+        assert_eq!(parse_log_filter("WARNING").unwrap(), "warn");
+        assert_eq!(
+            parse_log_filter("info,hivesync=debug").unwrap(),
+            "info,hivesync=debug"
+        );
+        assert!(parse_log_filter("hivesync=loud").is_err());
+        assert!(parse_log_filter("=debug").is_err());
+    }
+}

@@ -1,0 +1,16 @@
+//! The ports: object-safe traits that the rest of HiveSync programs against, each held as
+//! `Arc<dyn Port>` and implemented by adapters chosen from configuration.
+//!
+//! Every port documents its contract in a `# Behavior` list; `crate::testkit` holds one
+//! conformance suite per port that runs that list against every adapter.
+
+pub mod object_store;
+pub mod rate_limit;
+pub mod store;
+
+pub use object_store::{
+    ByteStream, Capabilities, GetResult, ObjectKey, ObjectMeta, ObjectStore, ObjectStoreExt,
+    bytes_stream,
+};
+pub use rate_limit::{Quota, RateDecision, RateLimiter};
+pub use store::Store;

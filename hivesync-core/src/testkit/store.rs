@@ -1,0 +1,636 @@
+//! The `Store` conformance suite.
+
+use std::sync::Arc;
+
+use crate::domain::{
+    Email, JobFilter, JobId, JobState, JobUpdate, NewJob, NewNotification, NewProject, NewUser,
+    Page, ProjectId, ProjectPatch, Role, User, UserId, UserPatch,
+};
+use crate::error::ErrorKind;
+use crate::ports::Store;
+
+/// Runs every point of [`Store`]'s `# Behavior` list against `store`, which must be migrated and
+/// may hold data from other runs (every record made here is new).
+pub async fn run(store: Arc<dyn Store>) {
+    migrate_is_idempotent(&*store).await;
+    users(&*store).await;
+    projects(&*store).await;
+    members(&*store).await;
+    last_owner_is_kept_under_concurrency(store.clone()).await;
+    jobs(&*store).await;
+    notifications(&*store).await;
+}
+
+async fn new_user(store: &dyn Store, name: &str) -> User {
+    let email = Email::parse(&format!("{name}-{}@example.org", super::unique_suffix())).unwrap();
+    store
+        .create_user(NewUser {
+            email,
+            display_name: name.to_owned(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
+        })
+        .await
+        .expect("create_user")
+}
+
+async fn new_project(store: &dyn Store, owner: UserId, name: &str) -> ProjectId {
+    store
+        .create_project(NewProject {
+            name: name.to_owned(),
+            description: String::new(),
+            owner,
+        })
+        .await
+        .expect("create_project")
+        .id
+}
+
+async fn migrate_is_idempotent(store: &dyn Store) {
+    store.migrate().await.expect("migrate (again) must succeed");
+    store.ping().await.expect("ping");
+}
+
+async fn users(store: &dyn Store) {
+    let ada = new_user(store, "ada").await;
+    assert_eq!(ada.display_name, "ada");
+    assert_eq!(ada.preferences, serde_json::json!({}));
+    assert!(!ada.is_admin);
+
+    assert_eq!(
+        store.get_user(ada.id).await.unwrap().as_ref(),
+        Some(&ada),
+        "get_user"
+    );
+    let upper = Email::parse(&ada.email.as_str().to_uppercase()).unwrap();
+    assert_eq!(
+        store.get_user_by_email(&upper).await.unwrap().map(|u| u.id),
+        Some(ada.id),
+        "lookup by e-mail ignores case"
+    );
+    assert_eq!(
+        store.get_user(UserId::new()).await.unwrap(),
+        None,
+        "unknown id gives None"
+    );
+
+    let duplicate = store
+        .create_user(NewUser {
+            email: upper,
+            display_name: "other".to_owned(),
+            password_hash: "x".to_owned(),
+        })
+        .await
+        .expect_err("a taken e-mail must be refused");
+    assert_eq!(duplicate.kind(), ErrorKind::Conflict);
+
+    let credentials = store
+        .get_credentials(&ada.email)
+        .await
+        .unwrap()
+        .expect("credentials");
+    assert_eq!(credentials.user_id, ada.id);
+    assert!(credentials.password_hash.starts_with("$argon2id$"));
+    let nobody = Email::parse(&format!("nobody-{}@example.org", super::unique_suffix())).unwrap();
+    assert!(store.get_credentials(&nobody).await.unwrap().is_none());
+
+    let renamed = store
+        .update_user(
+            ada.id,
+            UserPatch {
+                display_name: Some("Ada L.".to_owned()),
+                preferences: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(renamed.display_name, "Ada L.");
+    assert_eq!(
+        renamed.preferences,
+        serde_json::json!({}),
+        "an absent field is left alone"
+    );
+    assert!(renamed.updated_at >= ada.updated_at);
+    let prefs = serde_json::json!({"theme": "dark", "editor": {"tabs": 4}});
+    let with_prefs = store
+        .update_user(
+            ada.id,
+            UserPatch {
+                display_name: None,
+                preferences: Some(prefs.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(with_prefs.preferences, prefs);
+    assert_eq!(with_prefs.display_name, "Ada L.");
+    let err = store
+        .update_user(UserId::new(), UserPatch::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "update of an unknown user");
+
+    store.set_admin(ada.id, true).await.unwrap();
+    assert!(store.get_user(ada.id).await.unwrap().unwrap().is_admin);
+    assert_eq!(
+        store
+            .set_admin(UserId::new(), true)
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+}
+
+async fn projects(store: &dyn Store) {
+    let owner = new_user(store, "owner").await;
+    let project = store
+        .create_project(NewProject {
+            name: "Hive".to_owned(),
+            description: "the first".to_owned(),
+            owner: owner.id,
+        })
+        .await
+        .unwrap();
+    assert_eq!(project.created_by, owner.id);
+    assert_eq!(
+        store.get_role(project.id, owner.id).await.unwrap(),
+        Some(Role::Owner),
+        "creator owns"
+    );
+    assert_eq!(
+        store.get_project(project.id).await.unwrap().as_ref(),
+        Some(&project)
+    );
+    assert_eq!(store.get_project(ProjectId::new()).await.unwrap(), None);
+
+    let err = store
+        .create_project(NewProject {
+            name: "x".to_owned(),
+            description: String::new(),
+            owner: UserId::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::NotFound,
+        "a project needs an existing owner"
+    );
+
+    // Paging: ordered by id, continuing after the last one seen.
+    let mut ids = vec![project.id];
+    for i in 0..4 {
+        ids.push(new_project(store, owner.id, &format!("p{i}")).await);
+    }
+    let first = store
+        .list_projects_for_user(owner.id, Page::first(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        first.iter().map(|p| p.project.id).collect::<Vec<_>>(),
+        ids[..3]
+    );
+    assert!(first.iter().all(|p| p.role == Role::Owner));
+    let rest = store
+        .list_projects_for_user(owner.id, Page::after(3, Some(ids[2])))
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|p| p.project.id).collect::<Vec<_>>(),
+        ids[3..]
+    );
+    let stranger = new_user(store, "stranger").await;
+    assert!(
+        store
+            .list_projects_for_user(stranger.id, Page::first(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let updated = store
+        .update_project(
+            project.id,
+            ProjectPatch {
+                name: Some("Hive 2".to_owned()),
+                description: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (updated.name.as_str(), updated.description.as_str()),
+        ("Hive 2", "the first")
+    );
+    assert_eq!(
+        store
+            .update_project(ProjectId::new(), ProjectPatch::default())
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+
+    // Deleting removes the project and its memberships but keeps its jobs.
+    let job = store
+        .create_job(NewJob {
+            id: JobId::new(),
+            kind: "test".to_owned(),
+            queue: "system_events".to_owned(),
+            project_id: Some(project.id),
+            user_id: Some(owner.id),
+            payload: serde_json::json!({}),
+        })
+        .await
+        .unwrap();
+    store.delete_project(project.id).await.unwrap();
+    assert_eq!(store.get_project(project.id).await.unwrap(), None);
+    assert_eq!(store.get_role(project.id, owner.id).await.unwrap(), None);
+    assert!(store.list_members(project.id).await.unwrap().is_empty());
+    let kept = store
+        .get_job(job.id)
+        .await
+        .unwrap()
+        .expect("jobs outlive their project");
+    assert_eq!(kept.project_id, None);
+    assert_eq!(
+        store.delete_project(project.id).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+async fn members(store: &dyn Store) {
+    let owner = new_user(store, "owner").await;
+    let editor = new_user(store, "editor").await;
+    let viewer = new_user(store, "viewer").await;
+    let project = new_project(store, owner.id, "team").await;
+
+    let added = store
+        .add_member(project, editor.id, Role::Editor)
+        .await
+        .unwrap();
+    assert_eq!((added.user_id, added.role), (editor.id, Role::Editor));
+    assert_eq!(added.email, editor.email);
+    store
+        .add_member(project, viewer.id, Role::Viewer)
+        .await
+        .unwrap();
+
+    let err = store
+        .add_member(project, editor.id, Role::Viewer)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "adding a member twice");
+    assert_eq!(
+        store.get_role(project, editor.id).await.unwrap(),
+        Some(Role::Editor),
+        "unchanged"
+    );
+    let err = store
+        .add_member(project, UserId::new(), Role::Viewer)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "adding an unknown user");
+    let err = store
+        .add_member(ProjectId::new(), editor.id, Role::Viewer)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::NotFound,
+        "adding to an unknown project"
+    );
+
+    let listed = store.list_members(project).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|m| (m.user_id, m.role))
+            .collect::<Vec<_>>(),
+        [
+            (owner.id, Role::Owner),
+            (editor.id, Role::Editor),
+            (viewer.id, Role::Viewer)
+        ],
+        "members in the order they joined"
+    );
+
+    // The last owner can be neither demoted nor removed, and a refused change changes nothing.
+    let err = store
+        .set_member_role(project, owner.id, Role::Editor)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "demoting the last owner");
+    let err = store.remove_member(project, owner.id).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "removing the last owner");
+    assert_eq!(
+        store.get_role(project, owner.id).await.unwrap(),
+        Some(Role::Owner)
+    );
+
+    // With a second owner, the first may step down.
+    let promoted = store
+        .set_member_role(project, editor.id, Role::Owner)
+        .await
+        .unwrap();
+    assert_eq!(promoted.role, Role::Owner);
+    store
+        .set_member_role(project, owner.id, Role::Viewer)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_role(project, owner.id).await.unwrap(),
+        Some(Role::Viewer)
+    );
+    store.remove_member(project, owner.id).await.unwrap();
+    assert_eq!(store.get_role(project, owner.id).await.unwrap(), None);
+
+    assert_eq!(
+        store
+            .remove_member(project, owner.id)
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound,
+        "removing a non-member"
+    );
+    assert_eq!(
+        store
+            .set_member_role(project, owner.id, Role::Editor)
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound,
+        "changing a non-member's role"
+    );
+    // Setting the role a member already has is a no-op, not an error.
+    assert_eq!(
+        store
+            .set_member_role(project, viewer.id, Role::Viewer)
+            .await
+            .unwrap()
+            .role,
+        Role::Viewer
+    );
+}
+
+async fn last_owner_is_kept_under_concurrency(store: Arc<dyn Store>) {
+    for round in 0..5 {
+        let a = new_user(&*store, "a").await;
+        let b = new_user(&*store, "b").await;
+        let project = new_project(&*store, a.id, &format!("race-{round}")).await;
+        store.add_member(project, b.id, Role::Owner).await.unwrap();
+        // Both owners try to step down at once: exactly one may succeed.
+        let (first, second) = tokio::join!(
+            tokio::spawn({
+                let store = store.clone();
+                async move {
+                    store
+                        .set_member_role(project, a.id, Role::Editor)
+                        .await
+                        .map(|_| ())
+                }
+            }),
+            tokio::spawn({
+                let store = store.clone();
+                async move { store.remove_member(project, b.id).await }
+            }),
+        );
+        let outcomes = [first.unwrap(), second.unwrap()];
+        let succeeded = outcomes.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(
+            succeeded, 1,
+            "round {round}: exactly one change may win: {outcomes:?}"
+        );
+        let refused = outcomes.iter().find_map(|r| r.as_ref().err()).unwrap();
+        assert_eq!(refused.kind(), ErrorKind::Conflict);
+        let owners = store
+            .list_members(project)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.role == Role::Owner)
+            .count();
+        assert_eq!(owners, 1, "round {round}: one owner must remain");
+    }
+}
+
+async fn jobs(store: &dyn Store) {
+    let user = new_user(store, "jobs").await;
+    let project = new_project(store, user.id, "jobs").await;
+    let queue = format!("queue-{}", super::unique_suffix());
+    let new_job = |kind: &str| NewJob {
+        id: JobId::new(),
+        kind: kind.to_owned(),
+        queue: queue.clone(),
+        project_id: Some(project),
+        user_id: Some(user.id),
+        payload: serde_json::json!({"platform": "ios", "n": 1}),
+    };
+
+    let job = store.create_job(new_job("preview_build")).await.unwrap();
+    assert_eq!(job.state, JobState::Queued);
+    assert_eq!((job.progress, job.attempts), (0.0, 0));
+    assert_eq!(job.payload["platform"], "ios");
+    assert!(job.started_at.is_none() && job.finished_at.is_none());
+    assert_eq!(store.get_job(job.id).await.unwrap().as_ref(), Some(&job));
+    assert_eq!(store.get_job(JobId::new()).await.unwrap(), None);
+
+    let mut building = JobUpdate::progress(JobState::Building, 0.1, "checkout");
+    building.new_attempt = true;
+    let running = store.update_job(job.id, building).await.unwrap();
+    assert_eq!(
+        (running.state, running.progress, running.attempts),
+        (JobState::Building, 0.1, 1)
+    );
+    assert_eq!(running.phase.as_deref(), Some("checkout"));
+    let started_at = running.started_at.expect("leaving queued sets started_at");
+    let bundling = store
+        .update_job(
+            job.id,
+            JobUpdate::progress(JobState::Bundling, 0.5, "bundle"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        bundling.started_at,
+        Some(started_at),
+        "started_at is set once"
+    );
+    assert_eq!(bundling.attempts, 1);
+
+    let err = store
+        .update_job(job.id, JobUpdate::progress(JobState::Bundling, 1.5, "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Validation, "progress above 1");
+
+    let done = store
+        .update_job(
+            job.id,
+            JobUpdate::success(Some(serde_json::json!({"key": "previews/x"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!((done.state, done.progress), (JobState::Success, 1.0));
+    assert!(done.finished_at.is_some());
+    assert_eq!(done.result, Some(serde_json::json!({"key": "previews/x"})));
+    let err = store
+        .update_job(job.id, JobUpdate::failed("PREVIEW_BUILD_FAILED", "late"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Conflict,
+        "a finished job stays finished"
+    );
+    assert_eq!(
+        store.get_job(job.id).await.unwrap().unwrap().state,
+        JobState::Success
+    );
+    let err = store
+        .update_job(JobId::new(), JobUpdate::success(None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+
+    let failed = store.create_job(new_job("ai_summary")).await.unwrap();
+    let failed = store
+        .update_job(
+            failed.id,
+            JobUpdate::failed("AI_PROVIDER_UNAVAILABLE", "all providers down"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        failed.error_code.as_deref(),
+        Some("AI_PROVIDER_UNAVAILABLE")
+    );
+    let queued = store.create_job(new_job("preview_build")).await.unwrap();
+
+    // Newest first, filtered, paged.
+    let all = JobFilter {
+        queue: Some(queue.clone()),
+        ..JobFilter::default()
+    };
+    let listed = store.list_jobs(&all, Page::first(10)).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [queued.id, failed.id, job.id]
+    );
+    let only_failed = JobFilter {
+        state: Some(JobState::Failed),
+        ..all.clone()
+    };
+    let listed = store
+        .list_jobs(&only_failed, Page::first(10))
+        .await
+        .unwrap();
+    assert_eq!(listed.iter().map(|j| j.id).collect::<Vec<_>>(), [failed.id]);
+    let previews = JobFilter {
+        kind: Some("preview_build".to_owned()),
+        project_id: Some(project),
+        ..all.clone()
+    };
+    let listed = store.list_jobs(&previews, Page::first(10)).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [queued.id, job.id]
+    );
+    let second_page = store
+        .list_jobs(&all, Page::after(10, Some(failed.id)))
+        .await
+        .unwrap();
+    assert_eq!(
+        second_page.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [job.id]
+    );
+}
+
+async fn notifications(store: &dyn Store) {
+    let ada = new_user(store, "ada").await;
+    let bob = new_user(store, "bob").await;
+    let mut made = Vec::new();
+    for i in 0..3 {
+        let n = store
+            .create_notification(NewNotification {
+                user_id: ada.id,
+                kind: "preview_ready".to_owned(),
+                title: format!("Preview {i} ready"),
+                body: "tap to open".to_owned(),
+                data: serde_json::json!({"i": i}),
+            })
+            .await
+            .unwrap();
+        assert!(n.read_at.is_none());
+        made.push(n.id);
+    }
+    let listed = store
+        .list_notifications(ada.id, false, Page::first(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|n| n.id).collect::<Vec<_>>(),
+        made.iter().rev().copied().collect::<Vec<_>>(),
+        "newest first"
+    );
+    assert_eq!(listed[0].data, serde_json::json!({"i": 2}));
+
+    // Bob cannot mark Ada's notifications.
+    assert_eq!(
+        store.mark_notifications_read(bob.id, &made).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .mark_notifications_read(ada.id, &made[..2])
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .mark_notifications_read(ada.id, &made[..2])
+            .await
+            .unwrap(),
+        0,
+        "already read"
+    );
+    let unread = store
+        .list_notifications(ada.id, true, Page::first(10))
+        .await
+        .unwrap();
+    assert_eq!(unread.iter().map(|n| n.id).collect::<Vec<_>>(), [made[2]]);
+    let page = store
+        .list_notifications(ada.id, false, Page::after(10, Some(made[2])))
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|n| n.id).collect::<Vec<_>>(),
+        [made[1], made[0]]
+    );
+    assert!(page.iter().all(|n| n.read_at.is_some()));
+    assert!(
+        store
+            .list_notifications(bob.id, false, Page::first(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let err = store
+        .create_notification(NewNotification {
+            user_id: UserId::new(),
+            kind: "x".to_owned(),
+            title: "x".to_owned(),
+            body: "x".to_owned(),
+            data: serde_json::json!({}),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::NotFound,
+        "a notification for an unknown user"
+    );
+}

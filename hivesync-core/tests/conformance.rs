@@ -1,0 +1,101 @@
+//! Every port's conformance suite against every adapter: SQLite, the filesystem and the in-process
+//! rate limiter always; PostgreSQL and the S3 server when their URLs are set.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hivesync_core::adapters::{FilesystemObjectStore, InProcessRateLimiter, SqliteStore};
+use hivesync_core::ports::Store;
+use hivesync_core::testkit;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("conformance.db").display()
+    );
+    let store = SqliteStore::connect_sqlite(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    testkit::store::run(Arc::new(store)).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_conforms() {
+    use hivesync_core::adapters::PostgresStore;
+    use hivesync_core::testkit::postgres::TestDatabase;
+
+    let Some(admin_url) = testkit::service_env("DATABASE_URL", "postgres_store_conforms") else {
+        return;
+    };
+    let database = TestDatabase::create(&admin_url).await.unwrap();
+    let store = PostgresStore::connect_postgres(database.url(), 8)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    testkit::store::run(Arc::new(store.clone())).await;
+    store.pool().close().await;
+    database.drop_database().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filesystem_object_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FilesystemObjectStore::open(dir.path().join("objects"))
+        .await
+        .unwrap();
+    testkit::object_store::run(Arc::new(store), "conformance").await;
+    // Nothing was left in the staging area by failed or finished puts.
+    let staging = std::fs::read_dir(dir.path().join("objects/.staging"))
+        .unwrap()
+        .count();
+    assert_eq!(staging, 0, "staging files left behind");
+}
+
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_object_store_conforms() {
+    use hivesync_core::adapters::S3ObjectStore;
+    use hivesync_core::config::{S3Config, S3Provider};
+    use hivesync_core::secret::Secret;
+
+    let test = "s3_object_store_conforms";
+    let Some(endpoint) = testkit::service_env("OBJECT_STORAGE_ENDPOINT", test) else {
+        return;
+    };
+    let bucket = testkit::service_env("OBJECT_STORAGE_BUCKET_PREVIEWS", test)
+        .expect("OBJECT_STORAGE_BUCKET_PREVIEWS must be set with OBJECT_STORAGE_ENDPOINT");
+    let credentials = match (
+        std::env::var("OBJECT_STORAGE_ACCESS_KEY"),
+        std::env::var("OBJECT_STORAGE_SECRET_KEY"),
+    ) {
+        (Ok(access), Ok(secret)) => Some((access, Secret::new(secret))),
+        _ => None,
+    };
+    let config = S3Config {
+        provider: S3Provider::Minio,
+        endpoint: Some(endpoint),
+        region: std::env::var("OBJECT_STORAGE_REGION").unwrap_or_else(|_| "us-east-1".to_owned()),
+        credentials,
+        bucket,
+        // Every run works under its own prefix.
+        prefix: format!("conformance-{}", testkit::unique_suffix()),
+    };
+    let store = S3ObjectStore::connect(&config).await.unwrap();
+    store
+        .check_bucket()
+        .await
+        .expect("the bucket must exist (.ci/run creates it)");
+    testkit::object_store::run(Arc::new(store), "suite").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_process_rate_limiter_conforms() {
+    let limiter = InProcessRateLimiter::new();
+    let advance =
+        |by: Duration| -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+            Box::pin(tokio::time::advance(by))
+        };
+    testkit::rate_limiter::run(&limiter, "conformance", &advance).await;
+}

@@ -1,0 +1,183 @@
+//! `POST /auth/register` and `POST /auth/login`.
+
+use std::sync::Arc;
+
+use hivesync_core::Error;
+use hivesync_core::auth::validate_new_password;
+use hivesync_core::domain::{self, Email, NewUser};
+use hivesync_core::ports::RateDecision;
+use poem::Request;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+
+use super::error::ApiError;
+use super::middleware::client_ip;
+use super::views::UserView;
+use crate::state::AppState;
+
+#[derive(Tags)]
+enum AuthTags {
+    /// Registration and login.
+    Auth,
+}
+
+/// A new account.
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+struct RegisterRequest {
+    /// The login e-mail address (compared case-insensitively).
+    email: String,
+    /// At least 8 characters, at most 1024 bytes.
+    password: String,
+    /// Up to 100 characters; defaults to the part of the address before `@`.
+    display_name: Option<String>,
+}
+
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+/// An access token and the account it belongs to.
+#[derive(Object)]
+struct Session {
+    /// Send as `Authorization: Bearer <access_token>`.
+    access_token: String,
+    /// Always `Bearer`.
+    token_type: String,
+    /// Seconds until the token expires.
+    expires_in: u64,
+    user: UserView,
+}
+
+#[derive(ApiResponse)]
+enum RegisterResponse {
+    /// The account was created; the caller is logged in.
+    #[oai(status = 201)]
+    Created(Json<Session>),
+}
+
+#[derive(ApiResponse)]
+enum LoginResponse {
+    /// Logged in.
+    #[oai(status = 200)]
+    Ok(Json<Session>),
+}
+
+#[derive(Debug)]
+pub struct AuthApi {
+    pub state: Arc<AppState>,
+}
+
+impl AuthApi {
+    /// Applies the login quota to the client's address and, when given, to the account: a flood
+    /// from one address and a spread-out guessing attack on one account are both slowed down.
+    async fn check_rate(&self, req: &Request, account: Option<&Email>) -> Result<(), ApiError> {
+        let state = &self.state;
+        let ip = client_ip(req, state.config.http.trust_proxy_headers)
+            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        let mut keys = vec![format!("auth:ip:{ip}")];
+        if let Some(email) = account {
+            keys.push(format!("auth:account:{email}"));
+        }
+        for key in keys {
+            let decision: RateDecision = state.rate_limiter.check(&key, state.login_quota).await?;
+            if !decision.allowed {
+                return Err(Error::rate_limited(decision.retry_after).into());
+            }
+        }
+        Ok(())
+    }
+
+    fn session(&self, user: domain::User) -> Result<Session, ApiError> {
+        let now = chrono::Utc::now().timestamp();
+        let access_token = self.state.jwt.issue(user.id, now)?;
+        Ok(Session {
+            access_token,
+            token_type: "Bearer".to_owned(),
+            expires_in: self.state.jwt.ttl().as_secs(),
+            user: user.into(),
+        })
+    }
+}
+
+#[OpenApi(prefix_path = "/auth", tag = "AuthTags::Auth")]
+impl AuthApi {
+    /// Create an account
+    ///
+    /// Creates an account and logs it in. Rate limited per client address.
+    #[oai(path = "/register", method = "post", operation_id = "register")]
+    async fn register(
+        &self,
+        req: &Request,
+        body: Json<RegisterRequest>,
+    ) -> Result<RegisterResponse, ApiError> {
+        let body = body.0;
+        self.check_rate(req, None).await?;
+        let email = Email::parse(&body.email)?;
+        validate_new_password(&body.password)?;
+        let display_name = match body.display_name {
+            Some(name) => domain::validate_name("display_name", &name, domain::DISPLAY_NAME_MAX)?,
+            None => {
+                let local = email.as_str().split('@').next().unwrap_or_default();
+                domain::validate_name("display_name", local, domain::DISPLAY_NAME_MAX)?
+            }
+        };
+        let password_hash = self.state.passwords.hash(&body.password).await?;
+        let user = self
+            .state
+            .store
+            .create_user(NewUser {
+                email,
+                display_name,
+                password_hash,
+            })
+            .await?;
+        tracing::info!(user_id = %user.id, "account created");
+        Ok(RegisterResponse::Created(Json(self.session(user)?)))
+    }
+
+    /// Log in
+    ///
+    /// Exchanges an e-mail address and password for an access token. Rate limited per client
+    /// address and per account: past the limit the answer is 429 with `Retry-After`.
+    #[oai(path = "/login", method = "post", operation_id = "login")]
+    async fn login(
+        &self,
+        req: &Request,
+        body: Json<LoginRequest>,
+    ) -> Result<LoginResponse, ApiError> {
+        let body = body.0;
+        let email = Email::parse(&body.email).ok();
+        self.check_rate(req, email.as_ref()).await?;
+        let rejected = || ApiError::unauthorized("invalid email or password");
+        let Some(email) = email else {
+            return Err(rejected());
+        };
+        let Some(credentials) = self.state.store.get_credentials(&email).await? else {
+            // Spend the time a real check would, so the answer does not reveal whether the
+            // account exists.
+            self.state.passwords.verify_decoy(&body.password).await?;
+            return Err(rejected());
+        };
+        if !self
+            .state
+            .passwords
+            .verify(&body.password, &credentials.password_hash)
+            .await?
+        {
+            tracing::info!(user_id = %credentials.user_id, "login refused: wrong password");
+            return Err(rejected());
+        }
+        let user = self
+            .state
+            .store
+            .get_user(credentials.user_id)
+            .await?
+            .ok_or_else(rejected)?;
+        tracing::info!(user_id = %user.id, "logged in");
+        Ok(LoginResponse::Ok(Json(self.session(user)?)))
+    }
+}

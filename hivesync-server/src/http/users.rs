@@ -1,0 +1,83 @@
+//! `GET|PATCH /users/me`.
+
+use std::sync::Arc;
+
+use hivesync_core::domain::{self, UserPatch};
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi, Tags};
+
+use super::error::ApiError;
+use super::security::BearerAuth;
+use super::views::UserView;
+use crate::state::AppState;
+
+#[derive(Tags)]
+enum UserTags {
+    /// The caller's profile.
+    Users,
+}
+
+/// Fields to change; absent fields stay as they are.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+struct UpdateProfile {
+    /// 1 to 100 characters.
+    display_name: Option<String>,
+    /// Replaces the stored preferences: a JSON object of at most 16 KiB.
+    preferences: Option<serde_json::Value>,
+}
+
+#[derive(Debug)]
+pub struct UsersApi {
+    pub state: Arc<AppState>,
+}
+
+#[OpenApi(prefix_path = "/users", tag = "UserTags::Users")]
+impl UsersApi {
+    /// The caller's profile
+    #[oai(path = "/me", method = "get", operation_id = "getMe")]
+    async fn me(&self, auth: BearerAuth) -> Result<Json<UserView>, ApiError> {
+        let user = self
+            .state
+            .store
+            .get_user(auth.0.user_id)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
+        Ok(Json(user.into()))
+    }
+
+    /// Update the caller's profile
+    #[oai(path = "/me", method = "patch", operation_id = "updateMe")]
+    async fn update_me(
+        &self,
+        auth: BearerAuth,
+        body: Json<UpdateProfile>,
+    ) -> Result<Json<UserView>, ApiError> {
+        let body = body.0;
+        let display_name = body
+            .display_name
+            .map(|name| domain::validate_name("display_name", &name, domain::DISPLAY_NAME_MAX))
+            .transpose()?;
+        if let Some(preferences) = &body.preferences {
+            domain::validate_preferences(preferences)?;
+        }
+        let user = self
+            .state
+            .store
+            .update_user(
+                auth.0.user_id,
+                UserPatch {
+                    display_name,
+                    preferences: body.preferences,
+                },
+            )
+            .await
+            .map_err(|err| match err.kind() {
+                hivesync_core::ErrorKind::NotFound => {
+                    ApiError::unauthorized("the account no longer exists")
+                }
+                _ => err.into(),
+            })?;
+        Ok(Json(user.into()))
+    }
+}
