@@ -93,13 +93,14 @@ impl PasswordHasher {
     /// Hashes `password` into a PHC string (`$argon2id$v=19$m=…`), with a fresh random salt.
     pub async fn hash(&self, password: &str) -> Result<String> {
         let password = Secret::new(password);
-        self.run_blocking(move |argon2| {
-            argon2
-                .hash_password(password.expose().as_bytes())
-                .map(|hash| hash.to_string())
-                .map_err(|e| Error::internal("password hashing failed").with_source(e.to_string()))
-        })
-        .await
+        self.run_blocking(move |argon2| hash_with(argon2, password.expose()))
+            .await
+    }
+
+    /// [`PasswordHasher::hash`] on the calling thread, for callers outside an async runtime.
+    /// Blocks for tens of milliseconds: never call it on an async worker thread.
+    pub fn hash_blocking(&self, password: &str) -> Result<String> {
+        hash_with(&self.argon2, password)
     }
 
     /// Whether `password` matches the PHC string `hash`. The parameters stored in the hash are
@@ -140,6 +141,13 @@ impl PasswordHasher {
             .await
             .map_err(|e| Error::internal("password hashing task failed").with_source(e))?
     }
+}
+
+fn hash_with(argon2: &Argon2<'static>, password: &str) -> Result<String> {
+    argon2
+        .hash_password(password.as_bytes())
+        .map(|hash| hash.to_string())
+        .map_err(|e| Error::internal("password hashing failed").with_source(e.to_string()))
 }
 
 /// The issuer written into and required of every access token.

@@ -1,11 +1,14 @@
 //! Stateless preview tokens (DESIGN.md §6, `docs/preview-token.md`).
 //!
-//! A token is `v1.<payload>.<signature>`: `payload` is the base64url (no padding) of a JSON object
-//! of claims, `signature` the base64url of HMAC-SHA256 over the ASCII bytes `v1.<payload>` with
-//! the key named by the payload's `kid`. Several keys verify (rotation); one signs.
+//! A token is `v1.<payload>.<signature>`: `payload` is the base64url (no padding) of the claims in
+//! a compact binary layout, `signature` the base64url of HMAC-SHA256 over the ASCII bytes
+//! `v1.<payload>` with the key named by the payload's `kid`. Several keys verify (rotation); one
+//! signs. The binary layout (rather than JSON) keeps tokens short — they travel in QR codes, and
+//! about 140 characters scan far more reliably than 320 — and makes verification cost little more
+//! than the MAC itself.
 //!
-//! Verification checks, in order: shape and size, version, base64 (canonical only), the JSON
-//! claims, the key id, the MAC (constant time), then time and platform. Only a token whose MAC is
+//! Verification checks, in order: shape and size, version, base64 (canonical only), the key id,
+//! the MAC (constant time), then the rest of the claims, time and platform. Only a token whose MAC is
 //! valid can be reported as expired; everything before that is `TOKEN_INVALID`, so an attacker
 //! learns nothing about which check failed.
 
@@ -30,8 +33,8 @@ pub const VERSION_PREFIX: &str = "v1";
 pub const TOKEN_VERSION: u32 = 1;
 /// How far in the future `iat` may be, to allow for clock skew between servers.
 pub const CLOCK_SKEW_SECONDS: i64 = 60;
-/// Tokens longer than this are rejected before any decoding.
-pub const MAX_TOKEN_LEN: usize = 2048;
+/// Tokens longer than this are rejected before any decoding (the longest valid one is about 520).
+pub const MAX_TOKEN_LEN: usize = 1024;
 /// The longest git ref a token may carry.
 pub const MAX_REF_LEN: usize = 255;
 
@@ -126,7 +129,7 @@ impl PreviewTokenSigner {
         if let Some(git_ref) = &grant.git_ref {
             validate_ref(git_ref)?;
         }
-        let mut jti = [0u8; 12];
+        let mut jti = [0u8; JTI_LEN];
         rand::rng().fill_bytes(&mut jti);
         let claims = PreviewClaims {
             kid: self.signing_kid.clone(),
@@ -147,12 +150,11 @@ impl PreviewTokenSigner {
         let mac = self.key(&claims.kid).ok_or_else(|| {
             Error::internal("no preview key with that id").with_context("kid", &claims.kid)
         })?;
-        let json = serde_json::to_vec(claims)
-            .map_err(|e| Error::internal("cannot encode preview claims").with_source(e))?;
-        let mut token = String::with_capacity(json.len() * 4 / 3 + 60);
+        let payload = encode_payload(claims)?;
+        let mut token = String::with_capacity(4 + payload.len() * 4 / 3 + 44);
         token.push_str(VERSION_PREFIX);
         token.push('.');
-        URL_SAFE_NO_PAD.encode_string(&json, &mut token);
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
         let mut mac = mac.clone();
         mac.update(token.as_bytes());
         let signature = mac.finalize().into_bytes();
@@ -175,30 +177,29 @@ impl PreviewTokenSigner {
         else {
             return Err(invalid_token());
         };
-        if version != VERSION_PREFIX {
+        if version != VERSION_PREFIX || payload_b64.len() > MAX_PAYLOAD_LEN.div_ceil(3) * 4 {
             return Err(invalid_token());
         }
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload_b64)
+        let mut payload = [0u8; MAX_PAYLOAD_LEN];
+        let payload_len = URL_SAFE_NO_PAD
+            .decode_slice(payload_b64, &mut payload)
             .map_err(|_| invalid_token())?;
+        let payload = &payload[..payload_len];
         let mut signature = [0u8; 32];
         match URL_SAFE_NO_PAD.decode_slice(signature_b64, &mut signature) {
             Ok(32) => {}
             _ => return Err(invalid_token()),
         }
-        let claims: PreviewClaims =
-            serde_json::from_slice(&payload).map_err(|_| invalid_token())?;
-        let mac = self.key(&claims.kid).ok_or_else(invalid_token)?;
-        let mut mac = mac.clone();
-        // The signed bytes are exactly what was received: nothing is re-serialised.
+        // Only the key id is read before the MAC is checked.
+        let kid = payload_kid(payload).ok_or_else(invalid_token)?;
+        let mut mac = self.key(kid).ok_or_else(invalid_token)?.clone();
+        // The signed bytes are exactly what was received: nothing is re-encoded.
         mac.update(&token.as_bytes()[..version.len() + 1 + payload_b64.len()]);
         mac.verify_slice(&signature).map_err(|_| invalid_token())?;
 
+        let claims = decode_payload(payload).ok_or_else(invalid_token)?;
         if claims.exp <= claims.iat || claims.iat > now.saturating_add(CLOCK_SKEW_SECONDS) {
             return Err(invalid_token());
-        }
-        if let Some(git_ref) = &claims.git_ref {
-            validate_ref(git_ref).map_err(|_| invalid_token())?;
         }
         if claims.exp <= now {
             return Err(Error::new(
@@ -236,6 +237,126 @@ impl PreviewTokenSigner {
 
 fn invalid_token() -> Error {
     Error::new(ErrorKind::TokenInvalid, "the preview token is invalid")
+}
+
+/// Bytes of random token id.
+const JTI_LEN: usize = 12;
+const MAX_KID_LEN: usize = 32;
+/// Everything but the key id and the ref: two UUIDs, platform, two timestamps, jti, two lengths.
+const FIXED_PAYLOAD_LEN: usize = 1 + 16 + 16 + 1 + 8 + 8 + JTI_LEN + 1;
+/// The largest payload: the longest key id and ref.
+const MAX_PAYLOAD_LEN: usize = FIXED_PAYLOAD_LEN + MAX_KID_LEN + MAX_REF_LEN;
+
+fn platform_byte(platform: Platform) -> u8 {
+    match platform {
+        Platform::Ios => 1,
+        Platform::Android => 2,
+    }
+}
+
+fn valid_kid(kid: &str) -> bool {
+    !kid.is_empty()
+        && kid.len() <= MAX_KID_LEN
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The binary payload (docs/preview-token.md): `kid_len kid project_id user_id platform iat exp
+/// jti ref_len ref`, integers big-endian.
+fn encode_payload(claims: &PreviewClaims) -> Result<Vec<u8>> {
+    if !valid_kid(&claims.kid) {
+        return Err(Error::internal(
+            "a preview key id is not 1 to 32 of A-Z a-z 0-9 - _",
+        ));
+    }
+    let jti = URL_SAFE_NO_PAD
+        .decode(&claims.jti)
+        .ok()
+        .filter(|jti| jti.len() == JTI_LEN)
+        .ok_or_else(|| Error::internal("a preview token id must be 12 bytes, base64url-encoded"))?;
+    let git_ref = claims.git_ref.as_deref().unwrap_or_default();
+    if claims.git_ref.is_some() {
+        validate_ref(git_ref)?;
+    }
+    let mut out = Vec::with_capacity(FIXED_PAYLOAD_LEN + claims.kid.len() + git_ref.len());
+    out.push(claims.kid.len() as u8);
+    out.extend_from_slice(claims.kid.as_bytes());
+    out.extend_from_slice(claims.project_id.as_uuid().as_bytes());
+    out.extend_from_slice(claims.user_id.as_uuid().as_bytes());
+    out.push(platform_byte(claims.platform));
+    out.extend_from_slice(&claims.iat.to_be_bytes());
+    out.extend_from_slice(&claims.exp.to_be_bytes());
+    out.extend_from_slice(&jti);
+    out.push(git_ref.len() as u8);
+    out.extend_from_slice(git_ref.as_bytes());
+    Ok(out)
+}
+
+/// The key id at the start of a payload, if well-formed.
+fn payload_kid(payload: &[u8]) -> Option<&str> {
+    let len = usize::from(*payload.first()?);
+    let kid = std::str::from_utf8(payload.get(1..1 + len)?).ok()?;
+    valid_kid(kid).then_some(kid)
+}
+
+/// Decodes a whole payload; `None` unless every field is well-formed and nothing trails.
+fn decode_payload(payload: &[u8]) -> Option<PreviewClaims> {
+    struct Reader<'a>(&'a [u8]);
+    impl<'a> Reader<'a> {
+        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+            if self.0.len() < n {
+                return None;
+            }
+            let (head, rest) = self.0.split_at(n);
+            self.0 = rest;
+            Some(head)
+        }
+        fn byte(&mut self) -> Option<u8> {
+            self.take(1).map(|b| b[0])
+        }
+        fn uuid(&mut self) -> Option<uuid::Uuid> {
+            uuid::Uuid::from_slice(self.take(16)?).ok()
+        }
+        fn i64(&mut self) -> Option<i64> {
+            Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
+        }
+    }
+
+    let kid = payload_kid(payload)?.to_owned();
+    let mut reader = Reader(&payload[1 + kid.len()..]);
+    let project_id = ProjectId::from_uuid(reader.uuid()?);
+    let user_id = UserId::from_uuid(reader.uuid()?);
+    let platform = match reader.byte()? {
+        1 => Platform::Ios,
+        2 => Platform::Android,
+        _ => return None,
+    };
+    let iat = reader.i64()?;
+    let exp = reader.i64()?;
+    let jti = URL_SAFE_NO_PAD.encode(reader.take(JTI_LEN)?);
+    let ref_len = usize::from(reader.byte()?);
+    let git_ref = match ref_len {
+        0 => None,
+        n => {
+            let git_ref = std::str::from_utf8(reader.take(n)?).ok()?;
+            validate_ref(git_ref).ok()?;
+            Some(git_ref.to_owned())
+        }
+    };
+    if !reader.0.is_empty() {
+        return None;
+    }
+    Some(PreviewClaims {
+        kid,
+        project_id,
+        user_id,
+        platform,
+        iat,
+        exp,
+        git_ref,
+        jti,
+    })
 }
 
 /// Checks a git ref's shape: 1 to 255 bytes, no whitespace or control characters, no `..`, not
@@ -431,6 +552,63 @@ mod tests {
                 "{garbage:.20}"
             );
         }
+    }
+
+    /// Signs raw payload bytes, bypassing the encoder, to check what the decoder accepts.
+    fn sign_raw(payload: &[u8]) -> String {
+        let mut token = format!("v1.{}", URL_SAFE_NO_PAD.encode(payload));
+        let mut mac =
+            HmacSha256::new_from_slice(b"first-secret-first-secret-first-secret").unwrap();
+        mac.update(token.as_bytes());
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()));
+        token
+    }
+
+    #[test]
+    fn validly_signed_but_malformed_payloads_are_rejected() {
+        let signer = signer();
+        let claims = signer
+            .verify(&signer.sign(&grant(), NOW, 300).unwrap(), NOW)
+            .unwrap();
+        let good = encode_payload(&claims).unwrap();
+        assert!(
+            signer.verify(&sign_raw(&good), NOW).is_ok(),
+            "the raw signer matches"
+        );
+
+        let mut trailing = good.clone();
+        trailing.push(0);
+        let mut bad_platform = good.clone();
+        bad_platform[1 + 2 + 32] = 9;
+        let mut bad_ref = good.clone();
+        let len = bad_ref.len();
+        bad_ref[len - 1] = b' ';
+        let mut invalid_utf8_ref = good.clone();
+        invalid_utf8_ref[len - 1] = 0xff;
+        let mut long_ref_len = good.clone();
+        long_ref_len[len - 5] = 200;
+        let truncated = good[..good.len() - 3].to_vec();
+        let mut empty_kid = vec![0u8];
+        empty_kid.extend_from_slice(&good[3..]);
+        for (name, payload) in [
+            ("trailing byte", trailing),
+            ("unknown platform", bad_platform),
+            ("ref with a space", bad_ref),
+            ("ref not UTF-8", invalid_utf8_ref),
+            ("ref longer than the payload", long_ref_len),
+            ("truncated", truncated),
+            ("empty key id", empty_kid),
+        ] {
+            let err = signer.verify(&sign_raw(&payload), NOW).expect_err(name);
+            assert_eq!(err.kind(), ErrorKind::TokenInvalid, "{name}");
+        }
+    }
+
+    #[test]
+    fn tokens_are_short_enough_for_a_qr_code() {
+        let token = signer().sign(&grant(), NOW, 300).unwrap();
+        assert!(token.len() < 160, "{} characters", token.len());
     }
 
     #[test]

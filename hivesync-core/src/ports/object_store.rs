@@ -217,7 +217,9 @@ mod tests {
         assert_eq!(resolve_range(Some(2..5), 10).unwrap(), 2..5);
         assert_eq!(resolve_range(Some(8..50), 10).unwrap(), 8..10);
         assert!(resolve_range(Some(10..12), 10).is_err());
-        assert!(resolve_range(Some(5..2), 10).is_err());
+        #[allow(clippy::reversed_empty_ranges)]
+        let reversed = 5..2;
+        assert!(resolve_range(Some(reversed), 10).is_err());
         assert_eq!(resolve_range(Some(0..4), 0).unwrap(), 0..0);
     }
 }

@@ -12,6 +12,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use super::error::ApiError;
 use super::middleware::client_ip;
+use super::text::Text;
 use super::views::UserView;
 use crate::state::AppState;
 
@@ -26,18 +27,18 @@ enum AuthTags {
 #[oai(deny_unknown_fields)]
 struct RegisterRequest {
     /// The login e-mail address (compared case-insensitively).
-    email: String,
+    email: Text,
     /// At least 8 characters, at most 1024 bytes.
-    password: String,
+    password: Text,
     /// Up to 100 characters; defaults to the part of the address before `@`.
-    display_name: Option<String>,
+    display_name: Option<Text>,
 }
 
 #[derive(Object)]
 #[oai(deny_unknown_fields)]
 struct LoginRequest {
-    email: String,
-    password: String,
+    email: Text,
+    password: Text,
 }
 
 /// An access token and the account it belongs to.
@@ -116,16 +117,18 @@ impl AuthApi {
     ) -> Result<RegisterResponse, ApiError> {
         let body = body.0;
         self.check_rate(req, None).await?;
-        let email = Email::parse(&body.email)?;
-        validate_new_password(&body.password)?;
+        let email = Email::parse(body.email.as_str())?;
+        validate_new_password(body.password.as_str())?;
         let display_name = match body.display_name {
-            Some(name) => domain::validate_name("display_name", &name, domain::DISPLAY_NAME_MAX)?,
+            Some(name) => {
+                domain::validate_name("display_name", name.as_str(), domain::DISPLAY_NAME_MAX)?
+            }
             None => {
                 let local = email.as_str().split('@').next().unwrap_or_default();
                 domain::validate_name("display_name", local, domain::DISPLAY_NAME_MAX)?
             }
         };
-        let password_hash = self.state.passwords.hash(&body.password).await?;
+        let password_hash = self.state.passwords.hash(body.password.as_str()).await?;
         let user = self
             .state
             .store
@@ -150,7 +153,7 @@ impl AuthApi {
         body: Json<LoginRequest>,
     ) -> Result<LoginResponse, ApiError> {
         let body = body.0;
-        let email = Email::parse(&body.email).ok();
+        let email = Email::parse(body.email.as_str()).ok();
         self.check_rate(req, email.as_ref()).await?;
         let rejected = || ApiError::unauthorized("invalid email or password");
         let Some(email) = email else {
@@ -159,13 +162,16 @@ impl AuthApi {
         let Some(credentials) = self.state.store.get_credentials(&email).await? else {
             // Spend the time a real check would, so the answer does not reveal whether the
             // account exists.
-            self.state.passwords.verify_decoy(&body.password).await?;
+            self.state
+                .passwords
+                .verify_decoy(body.password.as_str())
+                .await?;
             return Err(rejected());
         };
         if !self
             .state
             .passwords
-            .verify(&body.password, &credentials.password_hash)
+            .verify(body.password.as_str(), &credentials.password_hash)
             .await?
         {
             tracing::info!(user_id = %credentials.user_id, "login refused: wrong password");

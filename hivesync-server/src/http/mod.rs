@@ -8,7 +8,8 @@
 
 use std::sync::Arc;
 
-use poem::{Endpoint, EndpointExt, Route};
+use poem::endpoint::BoxEndpoint;
+use poem::{EndpointExt, Response, Route};
 use poem_openapi::OpenApiService;
 
 use crate::state::AppState;
@@ -19,6 +20,7 @@ pub mod health;
 pub mod middleware;
 pub mod projects;
 pub mod security;
+pub mod text;
 pub mod users;
 pub mod views;
 
@@ -58,7 +60,7 @@ pub fn openapi_json(state: &Arc<AppState>) -> String {
 }
 
 /// The whole HTTP application.
-pub fn app(state: Arc<AppState>) -> impl Endpoint {
+pub fn app(state: Arc<AppState>) -> BoxEndpoint<'static, Response> {
     let service = api_service(&state);
     let spec = service.spec_endpoint();
     let docs = service.swagger_ui();
@@ -71,4 +73,5 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint {
         .catch_all_error(error::standard_error_response)
         .data(state)
         .around(middleware::request_context)
+        .boxed()
 }

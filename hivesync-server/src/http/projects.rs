@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::security::{BearerAuth, Caller};
+use super::text::Text;
 use super::views::{MemberList, MemberView, NoContent, ProjectList, ProjectView, RoleView};
 use crate::state::AppState;
 
@@ -29,24 +30,24 @@ enum ProjectTags {
 #[oai(deny_unknown_fields)]
 struct CreateProject {
     /// 1 to 100 characters.
-    name: String,
+    name: Text,
     /// Up to 2000 characters.
-    description: Option<String>,
+    description: Option<Text>,
 }
 
 /// Fields to change; absent fields stay as they are.
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 struct UpdateProject {
-    name: Option<String>,
-    description: Option<String>,
+    name: Option<Text>,
+    description: Option<Text>,
 }
 
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 struct AddMember {
     /// The e-mail address of an existing account.
-    email: String,
+    email: Text,
     role: RoleView,
 }
 
@@ -176,10 +177,10 @@ impl ProjectsApi {
         auth: BearerAuth,
         body: Json<CreateProject>,
     ) -> Result<ProjectCreated, ApiError> {
-        let name = domain::validate_name("name", &body.name, domain::PROJECT_NAME_MAX)?;
+        let name = domain::validate_name("name", body.name.as_str(), domain::PROJECT_NAME_MAX)?;
         let description = domain::validate_text(
             "description",
-            body.description.as_deref().unwrap_or_default(),
+            body.description.as_ref().map_or("", Text::as_str),
             domain::PROJECT_DESCRIPTION_MAX,
         )?;
         let project = self
@@ -233,11 +234,17 @@ impl ProjectsApi {
         let patch = ProjectPatch {
             name: body
                 .name
-                .map(|n| domain::validate_name("name", &n, domain::PROJECT_NAME_MAX))
+                .map(|n| domain::validate_name("name", n.as_str(), domain::PROJECT_NAME_MAX))
                 .transpose()?,
             description: body
                 .description
-                .map(|d| domain::validate_text("description", &d, domain::PROJECT_DESCRIPTION_MAX))
+                .map(|d| {
+                    domain::validate_text(
+                        "description",
+                        d.as_str(),
+                        domain::PROJECT_DESCRIPTION_MAX,
+                    )
+                })
                 .transpose()?,
         };
         let role = self.authorize(auth.0, project, Needs::Edit).await?;
@@ -303,7 +310,7 @@ impl ProjectsApi {
         body: Json<AddMember>,
     ) -> Result<MemberAdded, ApiError> {
         let project = ProjectId::from_uuid(id.0);
-        let email = Email::parse(&body.email)?;
+        let email = Email::parse(body.email.as_str())?;
         self.authorize(auth.0, project, Needs::Manage).await?;
         let user = self
             .state

@@ -8,6 +8,7 @@ use poem_openapi::{Object, OpenApi, Tags};
 
 use super::error::ApiError;
 use super::security::BearerAuth;
+use super::text::Text;
 use super::views::UserView;
 use crate::state::AppState;
 
@@ -22,7 +23,7 @@ enum UserTags {
 #[oai(deny_unknown_fields)]
 struct UpdateProfile {
     /// 1 to 100 characters.
-    display_name: Option<String>,
+    display_name: Option<Text>,
     /// Replaces the stored preferences: a JSON object of at most 16 KiB.
     preferences: Option<serde_json::Value>,
 }
@@ -56,7 +57,9 @@ impl UsersApi {
         let body = body.0;
         let display_name = body
             .display_name
-            .map(|name| domain::validate_name("display_name", &name, domain::DISPLAY_NAME_MAX))
+            .map(|name| {
+                domain::validate_name("display_name", name.as_str(), domain::DISPLAY_NAME_MAX)
+            })
             .transpose()?;
         if let Some(preferences) = &body.preferences {
             domain::validate_preferences(preferences)?;

@@ -41,14 +41,16 @@ impl SqlStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        if let Some(dir) = options.get_filename().parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    Error::new(ErrorKind::Config, "cannot create the database's directory")
-                        .with_context("path", dir.display())
-                        .with_source(e)
-                })?;
-            }
+        if let Some(dir) = options
+            .get_filename()
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::new(ErrorKind::Config, "cannot create the database's directory")
+                    .with_context("path", dir.display())
+                    .with_source(e)
+            })?;
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(8)

@@ -1,0 +1,314 @@
+//! The real `hivesync` binary on `127.0.0.1:0`: on the embedded defaults, against PostgreSQL and
+//! an S3-compatible server by configuration alone, shutdown on SIGTERM, and configuration errors.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hivesync_core::testkit;
+use serde_json::{Value, json};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_hivesync");
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    /// Starts `hivesync serve --bind 127.0.0.1:0` with exactly `env` (plus PATH) and waits for the
+    /// line that announces the address.
+    fn start(env: &[(&str, String)]) -> Server {
+        let mut command = Command::new(BINARY);
+        command
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("LOG_LEVEL", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("spawn hivesync");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the address line");
+        let base = line
+            .trim()
+            .strip_prefix("hivesync listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        Server { child, base }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Register, log in, read the profile, create and list a project: the path every client takes.
+async fn exercise(server: &Server) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let health: Value = http
+        .get(server.url("/api/v1/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+
+    let email = format!("bin-{}@example.org", testkit::unique_suffix());
+    let registered = http
+        .post(server.url("/api/v1/auth/register"))
+        .json(&json!({"email": email, "password": "binary password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let login: Value = http
+        .post(server.url("/api/v1/auth/login"))
+        .json(&json!({"email": email, "password": "binary password"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().expect("token").to_owned();
+    let me: Value = http
+        .get(server.url("/api/v1/users/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["email"], email.as_str());
+    let created = http
+        .post(server.url("/api/v1/projects"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "from the binary"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let listed: Value = http
+        .get(server.url("/api/v1/projects"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"][0]["name"], "from the binary");
+    let spec = http
+        .get(server.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spec.status(), 200);
+}
+
+#[tokio::test]
+async fn embedded_defaults_serve_and_shut_down_on_sigterm() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&[("DATA_DIR", data.path().display().to_string())]);
+    exercise(&server).await;
+    // Embedded mode made its database, object root and secrets under DATA_DIR.
+    for sub in [
+        "hivesync.db",
+        "objects",
+        "repos",
+        "previews",
+        "tmp",
+        "logs",
+        "cache",
+        "secrets/jwt_secret",
+    ] {
+        assert!(data.path().join(sub).exists(), "{sub} under DATA_DIR");
+    }
+    let status = server.terminate();
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+}
+
+#[tokio::test]
+async fn data_survives_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let env = [("DATA_DIR", data.path().display().to_string())];
+    let email = format!("restart-{}@example.org", testkit::unique_suffix());
+    let http = reqwest::Client::new();
+    let first = Server::start(&env);
+    let registered = http
+        .post(first.url("/api/v1/auth/register"))
+        .json(&json!({"email": email, "password": "persistent pw"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let first_token = registered.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(first.terminate().success());
+
+    // The same DATA_DIR: the account and the generated JWT secret are both still there, so a
+    // token issued before the restart still works.
+    let second = Server::start(&env);
+    let login = http
+        .post(second.url("/api/v1/auth/login"))
+        .json(&json!({"email": email, "password": "persistent pw"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let me = http
+        .get(second.url("/api/v1/users/me"))
+        .bearer_auth(&first_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+}
+
+#[tokio::test]
+async fn postgres_and_s3_by_configuration_alone() {
+    let test = "postgres_and_s3_by_configuration_alone";
+    let Some(admin_url) = testkit::service_env("DATABASE_URL", test) else {
+        return;
+    };
+    let Some(endpoint) = testkit::service_env("OBJECT_STORAGE_ENDPOINT", test) else {
+        return;
+    };
+    let database = testkit::postgres::TestDatabase::create(&admin_url)
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut env = vec![
+        ("DATA_DIR", data.path().display().to_string()),
+        ("DATABASE_URL", database.url().to_owned()),
+        (
+            "JWT_SECRET",
+            format!("jwt-{}-{}", testkit::unique_suffix(), "x".repeat(32)),
+        ),
+        (
+            "PREVIEW_TOKEN_SECRET",
+            format!("pt-{}-{}", testkit::unique_suffix(), "y".repeat(32)),
+        ),
+        ("OBJECT_STORAGE_PROVIDER", "minio".to_owned()),
+        ("OBJECT_STORAGE_ENDPOINT", endpoint),
+        (
+            "OBJECT_STORAGE_PREFIX",
+            format!("binary-{}", testkit::unique_suffix()),
+        ),
+    ];
+    for var in [
+        "OBJECT_STORAGE_BUCKET_PREVIEWS",
+        "OBJECT_STORAGE_ACCESS_KEY",
+        "OBJECT_STORAGE_SECRET_KEY",
+        "OBJECT_STORAGE_REGION",
+    ] {
+        if let Ok(value) = std::env::var(var) {
+            env.push((var, value));
+        }
+    }
+    let server = Server::start(&env);
+    exercise(&server).await;
+    let health: Value = reqwest::get(server.url("/api/v1/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["components"]["database"]["status"], "up");
+    assert_eq!(health["components"]["object_store"]["status"], "up");
+    assert!(
+        !data.path().join("secrets").exists(),
+        "no secrets are generated outside embedded mode"
+    );
+    assert!(
+        !data.path().join("hivesync.db").exists(),
+        "SQLite was not used"
+    );
+    assert!(server.terminate().success());
+    database.drop_database().await.unwrap();
+}
+
+#[test]
+fn invalid_configuration_is_a_startup_error_naming_the_variable() {
+    let data = tempfile::tempdir().unwrap();
+    let cases = [
+        ("PREVIEW_TOKEN_TTL_SECONDS", "soon"),
+        ("DATABASE_URL", "mysql://localhost/db"),
+        ("LOG_LEVEL", "chatty"),
+    ];
+    for (var, value) in cases {
+        let output = Command::new(BINARY)
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .env_clear()
+            .env("DATA_DIR", data.path())
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{var}={value}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(var), "{var}: {stderr}");
+    }
+    // An external database without secrets is refused rather than given generated ones.
+    let output = Command::new(BINARY)
+        .arg("migrate")
+        .env_clear()
+        .env("DATA_DIR", data.path())
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("JWT_SECRET"));
+}
+
+#[test]
+fn migrate_applies_and_is_idempotent() {
+    let data = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let output = Command::new(BINARY)
+            .arg("migrate")
+            .env_clear()
+            .env("DATA_DIR", data.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            "migrations applied"
+        );
+    }
+    assert!(data.path().join("hivesync.db").exists());
+}
