@@ -64,74 +64,53 @@ impl Drop for Server {
     }
 }
 
+/// Sends a request and returns its status and JSON body (`Null` when there is none).
+async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
 /// Register, log in, read the profile, create and list a project: the path every client takes.
 async fn exercise(server: &Server) {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let health: Value = http
-        .get(server.url("/api/v1/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, health) = send(http.get(server.url("/api/v1/health"))).await;
     assert_eq!(health["status"], "ok", "{health}");
 
     let email = format!("bin-{}@example.org", testkit::unique_suffix());
-    let registered = http
-        .post(server.url("/api/v1/auth/register"))
-        .json(&json!({"email": email, "password": "binary password"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(registered.status(), 201);
-    let login: Value = http
-        .post(server.url("/api/v1/auth/login"))
-        .json(&json!({"email": email, "password": "binary password"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let credentials = json!({"email": email, "password": "binary password"});
+    let (status, _) = send(
+        http.post(server.url("/api/v1/auth/register"))
+            .json(&credentials),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, login) = send(
+        http.post(server.url("/api/v1/auth/login"))
+            .json(&credentials),
+    )
+    .await;
+    assert_eq!(status, 200);
     let token = login["access_token"].as_str().expect("token").to_owned();
-    let me: Value = http
-        .get(server.url("/api/v1/users/me"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, me) = send(http.get(server.url("/api/v1/users/me")).bearer_auth(&token)).await;
     assert_eq!(me["email"], email.as_str());
-    let created = http
-        .post(server.url("/api/v1/projects"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "from the binary"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let listed: Value = http
-        .get(server.url("/api/v1/projects"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let project = json!({"name": "from the binary"});
+    let (status, _) = send(
+        http.post(server.url("/api/v1/projects"))
+            .bearer_auth(&token)
+            .json(&project),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (_, listed) = send(http.get(server.url("/api/v1/projects")).bearer_auth(&token)).await;
     assert_eq!(listed["items"][0]["name"], "from the binary");
-    let spec = http
-        .get(server.url("/api/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(spec.status(), 200);
+    let (status, spec) = send(http.get(server.url("/api/v1/openapi.json"))).await;
+    assert_eq!(status, 200);
+    assert!(spec["paths"]["/projects"].is_object());
 }
 
 #[tokio::test]
@@ -162,37 +141,33 @@ async fn data_survives_a_restart() {
     let env = [("DATA_DIR", data.path().display().to_string())];
     let email = format!("restart-{}@example.org", testkit::unique_suffix());
     let http = reqwest::Client::new();
+    let credentials = json!({"email": email, "password": "persistent pw"});
     let first = Server::start(&env);
-    let registered = http
-        .post(first.url("/api/v1/auth/register"))
-        .json(&json!({"email": email, "password": "persistent pw"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(registered.status(), 201);
-    let first_token = registered.json::<Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (status, registered) = send(
+        http.post(first.url("/api/v1/auth/register"))
+            .json(&credentials),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let first_token = registered["access_token"].as_str().unwrap().to_owned();
     assert!(first.terminate().success());
 
     // The same DATA_DIR: the account and the generated JWT secret are both still there, so a
     // token issued before the restart still works.
     let second = Server::start(&env);
-    let login = http
-        .post(second.url("/api/v1/auth/login"))
-        .json(&json!({"email": email, "password": "persistent pw"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 200);
-    let me = http
-        .get(second.url("/api/v1/users/me"))
-        .bearer_auth(&first_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(me.status(), 200);
+    let (status, _) = send(
+        http.post(second.url("/api/v1/auth/login"))
+            .json(&credentials),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, me) = send(
+        http.get(second.url("/api/v1/users/me"))
+            .bearer_auth(&first_token),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(me["email"], email.as_str());
 }
 
 #[tokio::test]
@@ -238,12 +213,7 @@ async fn postgres_and_s3_by_configuration_alone() {
     }
     let server = Server::start(&env);
     exercise(&server).await;
-    let health: Value = reqwest::get(server.url("/api/v1/health"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, health) = send(reqwest::Client::new().get(server.url("/api/v1/health"))).await;
     assert_eq!(health["components"]["database"]["status"], "up");
     assert_eq!(health["components"]["object_store"]["status"], "up");
     assert!(
