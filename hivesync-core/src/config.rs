@@ -35,8 +35,8 @@
 //! | `LOG_FORMAT` | `text` | `text` or `json` |
 //! | `HIVESYNC_BIND` | `127.0.0.1:8080` | listen address of `hivesync serve` |
 //! | `MAX_REQUEST_BODY_BYTES` | 1048576 | JSON request bodies larger than this get 413 |
-//! | `LOGIN_RATE_LIMIT_PER_MINUTE` | 10 | login attempts per client address and per account |
-//! | `TRUST_PROXY_HEADERS` | `false` | take the client address from `X-Forwarded-For` |
+//! | `LOGIN_RATE_LIMIT_PER_MINUTE` | 10 | login attempts per client address, failed logins per account |
+//! | `TRUST_PROXY_HEADERS` | `false` | behind one reverse proxy: the client address is the last `X-Forwarded-For` entry |
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -541,23 +541,27 @@ fn parse_key_id(variable: &'static str, id: &str) -> Result<String> {
 
 fn parse_previous_keys(list: &str) -> Result<Vec<PreviewKey>> {
     const VAR: &str = "PREVIEW_TOKEN_PREVIOUS_SECRETS";
+    // Errors name entries by position: the text of a malformed entry may be a pasted secret.
     list.split(',')
         .map(str::trim)
         .filter(|entry| !entry.is_empty())
-        .map(|entry| {
-            let (id, secret) = entry
-                .split_once(':')
-                .ok_or_else(|| invalid(VAR, "expected kid:secret entries separated by commas"))?;
+        .enumerate()
+        .map(|(index, entry)| {
+            let position = index + 1;
+            let (id, secret) = entry.split_once(':').ok_or_else(|| {
+                invalid(VAR, format!("entry {position} is not kid:secret (entries are separated by commas)"))
+            })?;
             if secret.len() < MIN_SECRET_LEN {
                 return Err(invalid(
                     VAR,
-                    format!(
-                        "the secret of key {id:?} must be at least {MIN_SECRET_LEN} bytes long"
-                    ),
+                    format!("the secret of entry {position} must be at least {MIN_SECRET_LEN} bytes long"),
                 ));
             }
+            let id = parse_key_id(VAR, id).map_err(|_| {
+                invalid(VAR, format!("the key id of entry {position} is not 1 to 32 of A-Z, a-z, 0-9, - and _"))
+            })?;
             Ok(PreviewKey {
-                id: parse_key_id(VAR, id)?,
+                id,
                 secret: Secret::new(secret),
             })
         })
@@ -815,6 +819,28 @@ mod tests {
         let err = load(&[("JWT_SECRET", "tiny-secret-value")]).unwrap_err();
         assert!(!err.to_string().contains("tiny-secret-value"));
         assert!(!format!("{err:?}").contains("tiny-secret-value"));
+    }
+
+    #[test]
+    fn malformed_previous_keys_are_reported_by_position_only() {
+        let pasted = "s3cr3t value with no colon but long enough to count";
+        for list in [
+            pasted.to_owned(),
+            format!("bad id!:{pasted}"),
+            "k0:short".to_owned(),
+        ] {
+            let err = load(&[
+                ("JWT_SECRET", SECRET_A),
+                ("PREVIEW_TOKEN_SECRET", SECRET_B),
+                ("PREVIEW_TOKEN_PREVIOUS_SECRETS", &list),
+            ])
+            .unwrap_err();
+            assert_eq!(variable_of(&err), Some("PREVIEW_TOKEN_PREVIOUS_SECRETS"));
+            assert!(err.to_string().contains("entry 1"), "{err}");
+            for fragment in ["s3cr3t", "bad id", "short"] {
+                assert!(!err.to_string().contains(fragment), "{err}");
+            }
+        }
     }
 
     #[test]

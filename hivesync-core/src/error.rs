@@ -78,9 +78,9 @@ impl ErrorKind {
             ErrorKind::Conflict => 409,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::RateLimited => 429,
-            ErrorKind::Unsupported => 501,
             ErrorKind::Unavailable => 503,
-            ErrorKind::Config | ErrorKind::Internal => 500,
+            // Reaching an unsupported capability is a server-side mistake, not the caller's.
+            ErrorKind::Unsupported | ErrorKind::Config | ErrorKind::Internal => 500,
         }
     }
 
@@ -109,12 +109,14 @@ pub enum ApiErrorCode {
     InvalidProjectStructure,
     StorageUploadFailed,
     AiProviderUnavailable,
+    /// The route exists but not with this HTTP method.
+    MethodNotAllowed,
     InternalError,
 }
 
 impl ApiErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ApiErrorCode; 16] = [
+    pub const ALL: [ApiErrorCode; 17] = [
         ApiErrorCode::ValidationError,
         ApiErrorCode::Unauthorized,
         ApiErrorCode::Forbidden,
@@ -130,6 +132,7 @@ impl ApiErrorCode {
         ApiErrorCode::InvalidProjectStructure,
         ApiErrorCode::StorageUploadFailed,
         ApiErrorCode::AiProviderUnavailable,
+        ApiErrorCode::MethodNotAllowed,
         ApiErrorCode::InternalError,
     ];
 
@@ -151,6 +154,7 @@ impl ApiErrorCode {
             ApiErrorCode::InvalidProjectStructure => "INVALID_PROJECT_STRUCTURE",
             ApiErrorCode::StorageUploadFailed => "STORAGE_UPLOAD_FAILED",
             ApiErrorCode::AiProviderUnavailable => "AI_PROVIDER_UNAVAILABLE",
+            ApiErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ApiErrorCode::InternalError => "INTERNAL_ERROR",
         }
     }

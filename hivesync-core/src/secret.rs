@@ -40,12 +40,33 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Reads the secret stored at `path`, or generates one and stores it there (mode 0600, written to
-/// a temporary file and renamed, so a crash never leaves a half-written secret).
+/// Reads the secret stored at `path`, or generates one and stores it there (mode 0600).
+///
+/// The new secret is written to a temporary file and hard-linked into place, which fails if the
+/// path exists: when two processes start on a fresh `DATA_DIR` at once, exactly one secret wins
+/// and both use it. A crash never leaves a half-written secret under `path`.
 ///
 /// Only the embedded mode calls this: a deployment with external services must be given its
 /// secrets explicitly.
 pub fn load_or_generate(path: &Path) -> Result<Secret> {
+    if let Some(secret) = read_stored(path)? {
+        return Ok(secret);
+    }
+    let generated = Secret::generate();
+    match publish_private(path, generated.expose().as_bytes()) {
+        Ok(()) => Ok(generated),
+        // Another process published first: use its secret.
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => read_stored(path)?
+            .ok_or_else(|| Error::new(ErrorKind::Config, "a stored secret vanished")),
+        Err(err) => Err(
+            Error::new(ErrorKind::Config, "cannot store a generated secret")
+                .with_context("path", path.display())
+                .with_source(err),
+        ),
+    }
+}
+
+fn read_stored(path: &Path) -> Result<Option<Secret>> {
     match std::fs::read_to_string(path) {
         Ok(stored) => {
             let value = stored.trim();
@@ -56,37 +77,34 @@ pub fn load_or_generate(path: &Path) -> Result<Secret> {
                 )
                 .with_context("path", path.display()));
             }
-            Ok(Secret::new(value))
+            Ok(Some(Secret::new(value)))
         }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            let secret = Secret::generate();
-            write_private(path, secret.expose().as_bytes())?;
-            Ok(secret)
-        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(Error::new(ErrorKind::Config, "cannot read a stored secret")
             .with_context("path", path.display())
             .with_source(err)),
     }
 }
 
-fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+/// Writes `contents` to a private temporary file beside `path`, then links it to `path` without
+/// replacing anything there.
+fn publish_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
-        .ok_or_else(|| Error::internal("a secret path has no parent directory"))?;
+        .ok_or_else(|| std::io::Error::other("a secret path has no parent directory"))?;
     std::fs::create_dir_all(dir)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
-    let mut tmp = tempfile_in(dir)?;
-    tmp.1.write_all(contents)?;
-    tmp.1.sync_all()?;
-    std::fs::rename(&tmp.0, path).map_err(|err| {
-        let _ = std::fs::remove_file(&tmp.0);
-        Error::from(err)
-    })?;
-    Ok(())
+    let (tmp_path, mut file) = tempfile_in(dir)?;
+    let linked = file
+        .write_all(contents)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::hard_link(&tmp_path, path));
+    let _ = std::fs::remove_file(&tmp_path);
+    linked
 }
 
 /// Creates a uniquely named file in `dir`, readable only by its owner.
@@ -140,6 +158,25 @@ mod tests {
                 "secret file must not be readable by others"
             );
         }
+    }
+
+    #[test]
+    fn concurrent_first_starts_agree_on_one_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets").join("race");
+        let secrets: Vec<Secret> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| load_or_generate(&path).unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(
+            secrets.windows(2).all(|w| w[0] == w[1]),
+            "every process uses the same secret"
+        );
+        assert_eq!(load_or_generate(&path).unwrap(), secrets[0]);
+        let leftovers = std::fs::read_dir(path.parent().unwrap()).unwrap().count();
+        assert_eq!(leftovers, 1, "no temporary files are left behind");
     }
 
     #[test]

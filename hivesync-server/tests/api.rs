@@ -180,9 +180,9 @@ async fn malformed_requests_get_the_standard_error_shape() {
         .body("name=x")
         .send()
         .await;
-    let answer = common::read(raw).await;
-    assert!(answer.status.is_client_error());
-    assert_eq!(answer.body["code"], "VALIDATION_ERROR", "{}", answer.text);
+    common::read(raw)
+        .await
+        .assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "VALIDATION_ERROR");
     // Unknown ids and malformed ids.
     let unknown = uuid::Uuid::now_v7();
     app.get(&format!("/api/v1/projects/{unknown}"), token)
@@ -206,6 +206,52 @@ async fn malformed_requests_get_the_standard_error_shape() {
     app.patch("/api/v1/users/me", token, json!({"preferences": [1, 2, 3]}))
         .await
         .assert_error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+    // A value of the wrong type is refused without being echoed back (it may be a password).
+    let answer = app
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": user.email, "password": 987654321}),
+        )
+        .await;
+    answer.assert_error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+    assert!(!answer.text.contains("987654321"), "{}", answer.text);
+}
+
+#[tokio::test]
+async fn preferences_can_be_reset_with_null() {
+    let app = TestApp::new().await;
+    let user = app.register("heidi").await;
+    let token = Some(user.token.as_str());
+    app.patch(
+        "/api/v1/users/me",
+        token,
+        json!({"preferences": {"theme": "dark"}}),
+    )
+    .await;
+    let reset = app
+        .patch("/api/v1/users/me", token, json!({"preferences": null}))
+        .await;
+    assert_eq!(reset.status, StatusCode::OK, "{}", reset.text);
+    assert_eq!(reset.body["preferences"], json!({}));
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_500_in_the_standard_shape() {
+    #[poem::handler]
+    fn explode() -> &'static str {
+        panic!("boom")
+    }
+    let app = TestApp::new().await;
+    let routes = poem::Route::new().at("/explode", poem::get(explode));
+    let client = poem::test::TestClient::new(hivesync_server::http::with_middleware(
+        routes,
+        app.state.clone(),
+    ));
+    let answer = common::read(client.get("/explode").send().await).await;
+    let body = answer.assert_error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR");
+    assert_eq!(body["message"], "internal error");
+    assert!(answer.headers.contains_key("x-request-id"));
 }
 
 #[tokio::test]
@@ -309,13 +355,7 @@ async fn every_protected_route_requires_a_token() {
     ];
     for (method, path) in routes {
         let answer = app.call(method.clone(), &path, None, Some(json!({}))).await;
-        assert_eq!(
-            answer.status,
-            StatusCode::UNAUTHORIZED,
-            "{method} {path}: {}",
-            answer.text
-        );
-        assert_eq!(answer.body["code"], "UNAUTHORIZED");
+        answer.assert_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
     }
 }
 
@@ -524,25 +564,46 @@ async fn authorization_matrix() {
                 };
                 answer.assert_error(expected, code);
             }
-            // A refused request changed nothing.
-            let after = app
-                .get(
-                    &format!("/api/v1/projects/{project}/members"),
-                    Some(&cast.owner.token),
-                )
-                .await;
+            // A refused request changed nothing: same members with the same roles, same project.
             if !answer.status.is_success() {
-                assert_eq!(
-                    after.body["items"].as_array().map(Vec::len),
-                    Some(4),
-                    "{name} as {actor:?}"
-                );
+                let after = app
+                    .get(
+                        &format!("/api/v1/projects/{project}/members"),
+                        Some(&cast.owner.token),
+                    )
+                    .await;
+                let members: Vec<(String, String)> = after.body["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| {
+                        (
+                            m["user_id"].as_str().unwrap().to_owned(),
+                            m["role"].as_str().unwrap().to_owned(),
+                        )
+                    })
+                    .collect();
+                let expected: Vec<(String, String)> = [
+                    (&cast.owner, "owner"),
+                    (&cast.editor, "editor"),
+                    (&cast.viewer, "viewer"),
+                    (&cast.target, "viewer"),
+                ]
+                .iter()
+                .map(|(u, r)| (u.id.clone(), (*r).to_owned()))
+                .collect();
+                assert_eq!(members, expected, "{name} as {actor:?}");
                 let project_now = app
                     .get(
                         &format!("/api/v1/projects/{project}"),
                         Some(&cast.owner.token),
                     )
                     .await;
+                assert_eq!(
+                    project_now.status,
+                    StatusCode::OK,
+                    "{name} as {actor:?}: the project still exists"
+                );
                 assert_eq!(project_now.body["description"], "", "{name} as {actor:?}");
             }
         }
@@ -722,6 +783,60 @@ async fn login_is_rate_limited_per_client_and_per_account() {
         assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     }
     attempt("10.9.9.9", "someone-else@example.org".to_owned())
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
+}
+
+#[tokio::test]
+async fn successful_logins_never_lock_an_account() {
+    let app = TestApp::with_env(&[
+        ("LOGIN_RATE_LIMIT_PER_MINUTE", "3"),
+        ("TRUST_PROXY_HEADERS", "true"),
+    ])
+    .await;
+    let user = app.register("ivan").await;
+    for i in 0..6 {
+        let answer = common::read(
+            app.client
+                .post("/api/v1/auth/login")
+                .header("x-forwarded-for", format!("10.1.0.{i}"))
+                .body_json(&json!({"email": user.email, "password": user.password}))
+                .send()
+                .await,
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "login {i}: {}", answer.text);
+    }
+}
+
+#[tokio::test]
+async fn only_the_last_forwarded_address_is_trusted() {
+    let app = TestApp::with_env(&[
+        ("LOGIN_RATE_LIMIT_PER_MINUTE", "2"),
+        ("TRUST_PROXY_HEADERS", "true"),
+    ])
+    .await;
+    // A client that forges its own X-Forwarded-For entries still lands on the address the proxy
+    // appended last.
+    let attempt = |forwarded: String, email: String| {
+        let client = &app.client;
+        async move {
+            common::read(
+                client
+                    .post("/api/v1/auth/login")
+                    .header("x-forwarded-for", forwarded)
+                    .body_json(&json!({"email": email, "password": "whatever1"}))
+                    .send()
+                    .await,
+            )
+            .await
+        }
+    };
+    for i in 0..2 {
+        let answer = attempt(format!("1.2.3.{i}, 192.0.2.7"), format!("x{i}@example.org")).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    }
+    attempt("9.9.9.9, 192.0.2.7".to_owned(), "x9@example.org".to_owned())
         .await
         .assert_error(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
 }

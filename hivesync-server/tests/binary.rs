@@ -49,9 +49,14 @@ impl Server {
     }
 
     /// Sends SIGTERM and returns the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
+    fn terminate(self) -> std::process::ExitStatus {
+        self.signal("-TERM")
+    }
+
+    /// Sends `signal` (as `kill` spells it) and returns the exit status.
+    fn signal(mut self, signal: &str) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let sent = Command::new("kill").args([signal, &pid]).status().unwrap();
         assert!(sent.success());
         self.child.wait().unwrap()
     }
@@ -133,6 +138,50 @@ async fn embedded_defaults_serve_and_shut_down_on_sigterm() {
     }
     let status = server.terminate();
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
+}
+
+/// Asserts the standard error shape.
+fn assert_error(status: u16, body: &Value, expected_status: u16, code: &str) {
+    assert_eq!(status, expected_status, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["message"].is_string() && body["details"].is_object(),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn errors_over_a_real_socket_and_ctrl_c() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&[
+        ("DATA_DIR", data.path().display().to_string()),
+        ("MAX_REQUEST_BODY_BYTES", "2048".to_owned()),
+    ]);
+    let http = reqwest::Client::new();
+    let (status, body) = send(http.get(server.url("/api/v1/no-such-route"))).await;
+    assert_error(status, &body, 404, "NOT_FOUND");
+    let (status, body) = send(http.get(server.url("/api/v1/users/me"))).await;
+    assert_error(status, &body, 401, "UNAUTHORIZED");
+    let (status, body) = send(
+        http.get(server.url("/api/v1/users/me"))
+            .bearer_auth("forged.jwt.token"),
+    )
+    .await;
+    assert_error(status, &body, 401, "UNAUTHORIZED");
+    let malformed = http
+        .post(server.url("/api/v1/auth/login"))
+        .header("content-type", "application/json")
+        .body("{\"email\": ");
+    let (status, body) = send(malformed).await;
+    assert_error(status, &body, 400, "VALIDATION_ERROR");
+    let huge = json!({"email": "a@example.org", "password": "p".repeat(4096)});
+    let (status, body) = send(http.post(server.url("/api/v1/auth/register")).json(&huge)).await;
+    assert_error(status, &body, 413, "PAYLOAD_TOO_LARGE");
+    let status = server.signal("-INT");
+    assert!(
+        status.success(),
+        "Ctrl-C shuts down gracefully, got {status}"
+    );
 }
 
 #[tokio::test]

@@ -7,6 +7,8 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::TestApp;
+use hivesync_core::adapters::{InProcessRateLimiter, SqliteStore};
+use hivesync_server::state::AppState;
 use serde_json::json;
 
 /// A `MakeWriter` that appends everything logged to a shared buffer.
@@ -55,6 +57,39 @@ async fn logs_never_contain_passwords_hashes_or_tokens() {
     app.post("/api/v1/projects", Some(&token), json!({"name": 12345}))
         .await;
 
+    // The server-error paths log the full error with its causes: make the database fail and log
+    // in again, which reaches the store with the password in hand.
+    let broken_store = SqliteStore::connect_sqlite(&format!(
+        "sqlite://{}",
+        app.data_dir().join("hivesync.db").display()
+    ))
+    .await
+    .unwrap();
+    broken_store.pool().close().await;
+    let broken = TestApp::from_state(
+        AppState::with_adapters(
+            app.state.config.clone(),
+            Arc::new(broken_store),
+            app.state.objects.clone(),
+            Arc::new(InProcessRateLimiter::new()),
+        )
+        .unwrap(),
+    );
+    let failed = broken
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": user.email, "password": user.password}),
+        )
+        .await;
+    failed.assert_error(
+        poem::http::StatusCode::SERVICE_UNAVAILABLE,
+        "INTERNAL_ERROR",
+    );
+    let health = broken.get("/api/v1/health", None).await;
+    assert_eq!(health.status, poem::http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(health.body["components"]["database"]["status"], "down");
+
     let hash = app
         .state
         .store
@@ -69,6 +104,10 @@ async fn logs_never_contain_passwords_hashes_or_tokens() {
         "the capture works: {logs:.500}"
     );
     assert!(logs.contains("request_id"), "lines carry the request id");
+    assert!(
+        logs.contains("a backend is unavailable"),
+        "the failure was logged with its cause"
+    );
     for secret in [
         user.password.as_str(),
         "wrong-guess-123",

@@ -87,7 +87,7 @@ impl S3ObjectStore {
         &self,
         key: &ObjectKey,
         first_part: Bytes,
-        mut body: ByteStream,
+        body: ByteStream,
     ) -> Result<()> {
         let full_key = self.full_key(key);
         let created = self
@@ -102,13 +102,39 @@ impl S3ObjectStore {
             .upload_id()
             .ok_or_else(|| Error::unavailable("S3 returned no upload id"))?
             .to_owned();
+        // Aborts the upload if this future is dropped before it finishes.
         let mut guard = AbortGuard {
             client: self.client.clone(),
             bucket: self.bucket.clone(),
             key: full_key.clone(),
             upload_id: Some(upload_id.clone()),
         };
+        let uploaded = self
+            .upload_parts(key, &full_key, &upload_id, first_part, body)
+            .await;
+        guard.upload_id = None;
+        if let Err(err) = uploaded {
+            // A failed upload is aborted before the error is returned, so the caller never sees
+            // a failure while parts still linger.
+            if let Err(abort) =
+                abort_upload(&self.client, &self.bucket, &full_key, &upload_id).await
+            {
+                tracing::warn!(error = %abort, key = %key, "cannot abort a failed multipart upload");
+            }
+            return Err(err);
+        }
+        Ok(())
+    }
 
+    /// Uploads every part and completes the upload.
+    async fn upload_parts(
+        &self,
+        key: &ObjectKey,
+        full_key: &str,
+        upload_id: &str,
+        first_part: Bytes,
+        mut body: ByteStream,
+    ) -> Result<()> {
         let mut parts = Vec::new();
         let mut pending = Some(first_part);
         let mut buffer = BytesMut::new();
@@ -123,8 +149,8 @@ impl S3ObjectStore {
                 .client
                 .upload_part()
                 .bucket(&self.bucket)
-                .key(&full_key)
-                .upload_id(&upload_id)
+                .key(full_key)
+                .upload_id(upload_id)
                 .part_number(number)
                 .body(SdkByteStream::from(part))
                 .send()
@@ -140,8 +166,8 @@ impl S3ObjectStore {
         self.client
             .complete_multipart_upload()
             .bucket(&self.bucket)
-            .key(&full_key)
-            .upload_id(&upload_id)
+            .key(full_key)
+            .upload_id(upload_id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))
@@ -150,13 +176,26 @@ impl S3ObjectStore {
             .send()
             .await
             .map_err(|e| sdk_error("cannot complete a multipart upload", Some(key), e))?;
-        guard.upload_id = None;
         Ok(())
     }
 }
 
-/// Aborts an unfinished multipart upload when dropped, so that failed or cancelled puts do not
-/// leave parts behind.
+async fn abort_upload(client: &Client, bucket: &str, key: &str, upload_id: &str) -> Result<()> {
+    client
+        .abort_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .send()
+        .await
+        .map_err(|e| {
+            Error::unavailable("cannot abort a multipart upload")
+                .with_source(DisplayErrorContext(e).to_string())
+        })?;
+    Ok(())
+}
+
+/// Aborts an unfinished multipart upload when the put is dropped (cancelled) midway.
 struct AbortGuard {
     client: Client,
     bucket: String,
@@ -172,15 +211,10 @@ impl Drop for AbortGuard {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let request = self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .upload_id(upload_id);
+        let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key.clone());
         runtime.spawn(async move {
-            if let Err(err) = request.send().await {
-                tracing::warn!(error = %DisplayErrorContext(&err), "cannot abort a multipart upload");
+            if let Err(err) = abort_upload(&client, &bucket, &key, &upload_id).await {
+                tracing::warn!(error = %err, "cannot abort a cancelled multipart upload");
             }
         });
     }

@@ -56,7 +56,11 @@ pub struct RateDecision {
 /// - A refused request does not count: waiting `retry_after` is always enough to be allowed again.
 /// - Keys are independent: exhausting one never affects another.
 /// - After a quiet `period`, a key allows a full burst again.
+/// - `peek` answers what `check` would, without counting anything.
 #[async_trait]
 pub trait RateLimiter: Send + Sync + 'static {
+    /// Counts one request against `key` if the quota allows it.
     async fn check(&self, key: &str, quota: Quota) -> Result<RateDecision>;
+    /// What [`RateLimiter::check`] would decide now, without counting a request.
+    async fn peek(&self, key: &str, quota: Quota) -> Result<RateDecision>;
 }

@@ -17,6 +17,14 @@ pub async fn run(limiter: &dyn RateLimiter, namespace: &str, advance: Advance<'_
     let interval = quota.emission_interval();
     let key = format!("{namespace}:burst");
 
+    // Peeking counts nothing.
+    for _ in 0..5 {
+        let peeked = limiter.peek(&key, quota).await.unwrap();
+        assert!(
+            peeked.allowed && peeked.remaining == 2,
+            "peek must not count: {peeked:?}"
+        );
+    }
     // A fresh key allows a whole burst, counting down.
     for expected_remaining in [2, 1, 0] {
         let decision = limiter.check(&key, quota).await.unwrap();
@@ -32,6 +40,11 @@ pub async fn run(limiter: &dyn RateLimiter, namespace: &str, advance: Advance<'_
         refused.retry_after > Duration::ZERO && refused.retry_after <= interval,
         "retry_after {:?} must be in (0, {interval:?}]",
         refused.retry_after
+    );
+    let peeked = limiter.peek(&key, quota).await.unwrap();
+    assert!(
+        !peeked.allowed && peeked.retry_after <= refused.retry_after,
+        "peek sees the refusal"
     );
     // Refusals do not count: a second refusal asks for no longer a wait.
     let again = limiter.check(&key, quota).await.unwrap();

@@ -73,22 +73,34 @@ pub struct AuthApi {
 }
 
 impl AuthApi {
-    /// Applies the login quota to the client's address and, when given, to the account: a flood
-    /// from one address and a spread-out guessing attack on one account are both slowed down.
-    async fn check_rate(&self, req: &Request, account: Option<&Email>) -> Result<(), ApiError> {
+    /// Counts one attempt against the client's address.
+    async fn limit_client(&self, req: &Request) -> Result<(), ApiError> {
         let state = &self.state;
         let ip = client_ip(req, state.config.http.trust_proxy_headers)
             .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-        let mut keys = vec![format!("auth:ip:{ip}")];
-        if let Some(email) = account {
-            keys.push(format!("auth:account:{email}"));
-        }
-        for key in keys {
-            let decision: RateDecision = state.rate_limiter.check(&key, state.login_quota).await?;
-            if !decision.allowed {
-                return Err(Error::rate_limited(decision.retry_after).into());
-            }
-        }
+        let decision = state
+            .rate_limiter
+            .check(&format!("auth:ip:{ip}"), state.login_quota)
+            .await?;
+        refuse_unless_allowed(decision)
+    }
+
+    /// Refuses a login to an account that has had too many failed attempts, without counting
+    /// this one: only failures count, so its owner's successful logins never lock it.
+    async fn ensure_account_open(&self, email: &Email) -> Result<(), ApiError> {
+        let decision = self
+            .state
+            .rate_limiter
+            .peek(&account_key(email), self.state.login_quota)
+            .await?;
+        refuse_unless_allowed(decision)
+    }
+
+    async fn count_failed_login(&self, email: &Email) -> Result<(), ApiError> {
+        self.state
+            .rate_limiter
+            .check(&account_key(email), self.state.login_quota)
+            .await?;
         Ok(())
     }
 
@@ -104,6 +116,18 @@ impl AuthApi {
     }
 }
 
+fn account_key(email: &Email) -> String {
+    format!("auth:account:{email}")
+}
+
+fn refuse_unless_allowed(decision: RateDecision) -> Result<(), ApiError> {
+    if decision.allowed {
+        Ok(())
+    } else {
+        Err(Error::rate_limited(decision.retry_after).into())
+    }
+}
+
 #[OpenApi(prefix_path = "/auth", tag = "AuthTags::Auth")]
 impl AuthApi {
     /// Create an account
@@ -116,7 +140,7 @@ impl AuthApi {
         body: Json<RegisterRequest>,
     ) -> Result<RegisterResponse, ApiError> {
         let body = body.0;
-        self.check_rate(req, None).await?;
+        self.limit_client(req).await?;
         let email = Email::parse(body.email.as_str())?;
         validate_new_password(body.password.as_str())?;
         let display_name = match body.display_name {
@@ -145,7 +169,8 @@ impl AuthApi {
     /// Log in
     ///
     /// Exchanges an e-mail address and password for an access token. Rate limited per client
-    /// address and per account: past the limit the answer is 429 with `Retry-After`.
+    /// address (every attempt counts) and per account (failed attempts count): past either limit
+    /// the answer is 429 with `Retry-After`.
     #[oai(path = "/login", method = "post", operation_id = "login")]
     async fn login(
         &self,
@@ -153,12 +178,12 @@ impl AuthApi {
         body: Json<LoginRequest>,
     ) -> Result<LoginResponse, ApiError> {
         let body = body.0;
-        let email = Email::parse(body.email.as_str()).ok();
-        self.check_rate(req, email.as_ref()).await?;
+        self.limit_client(req).await?;
         let rejected = || ApiError::unauthorized("invalid email or password");
-        let Some(email) = email else {
+        let Ok(email) = Email::parse(body.email.as_str()) else {
             return Err(rejected());
         };
+        self.ensure_account_open(&email).await?;
         let Some(credentials) = self.state.store.get_credentials(&email).await? else {
             // Spend the time a real check would, so the answer does not reveal whether the
             // account exists.
@@ -166,6 +191,7 @@ impl AuthApi {
                 .passwords
                 .verify_decoy(body.password.as_str())
                 .await?;
+            self.count_failed_login(&email).await?;
             return Err(rejected());
         };
         if !self
@@ -175,6 +201,7 @@ impl AuthApi {
             .await?
         {
             tracing::info!(user_id = %credentials.user_id, "login refused: wrong password");
+            self.count_failed_login(&email).await?;
             return Err(rejected());
         }
         let user = self

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use hivesync_core::{ApiErrorCode, Error, ErrorKind};
 use poem::Response;
+use poem::http::StatusCode;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 
@@ -149,6 +150,30 @@ impl From<Error> for ApiError {
     }
 }
 
+/// The answer when a handler panics: a 500 in the standard shape. The panic itself is reported by
+/// the panic hook and logged here inside the request's span, so it carries the request id.
+pub fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    json_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorBody::new(ApiErrorCode::InternalError.as_str(), "internal error"),
+    )
+}
+
+fn json_error(status: StatusCode, body: ErrorBody) -> Response {
+    Response::builder()
+        .status(status)
+        .content_type("application/json; charset=utf-8")
+        .body(
+            serde_json::to_vec(&serde_json::json!({
+                "code": body.code,
+                "message": body.message,
+                "details": body.details,
+            }))
+            .unwrap_or_default(),
+        )
+}
+
 /// Turns any error that escaped an endpoint into a response in the standard shape. Errors that
 /// already are responses (our [`ApiError`]) pass through untouched; poem's and poem-openapi's
 /// (unparseable JSON, a wrong content type, an unknown route, a missing bearer token) are mapped
@@ -167,7 +192,7 @@ pub async fn standard_error_response(err: poem::Error) -> Response {
         403 => (ApiErrorCode::Forbidden.as_str(), err.to_string()),
         404 => (ApiErrorCode::NotFound.as_str(), "no such route".to_owned()),
         405 => (
-            "METHOD_NOT_ALLOWED",
+            ApiErrorCode::MethodNotAllowed.as_str(),
             "method not allowed on this route".to_owned(),
         ),
         411 | 415 => (ApiErrorCode::ValidationError.as_str(), err.to_string()),
@@ -182,18 +207,7 @@ pub async fn standard_error_response(err: poem::Error) -> Response {
         }
         _ => (ApiErrorCode::ValidationError.as_str(), err.to_string()),
     };
-    let body = ErrorBody::new(code, message);
-    Response::builder()
-        .status(status)
-        .content_type("application/json; charset=utf-8")
-        .body(
-            serde_json::to_vec(&serde_json::json!({
-                "code": body.code,
-                "message": body.message,
-                "details": body.details,
-            }))
-            .unwrap_or_default(),
-        )
+    json_error(status, ErrorBody::new(code, message))
 }
 
 #[cfg(test)]

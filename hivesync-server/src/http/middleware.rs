@@ -85,16 +85,19 @@ pub async fn limit_body<E: Endpoint>(
     ep.call(req).await
 }
 
-/// The client's address: the socket's peer, or the first `X-Forwarded-For` entry when the server
-/// sits behind a trusted proxy.
+/// The client's address: the socket's peer, or — behind a trusted reverse proxy — the last
+/// `X-Forwarded-For` entry, the one that proxy appended. Earlier entries are whatever the client
+/// sent and are never trusted.
 pub fn client_ip(req: &Request, trust_proxy_headers: bool) -> Option<IpAddr> {
     if trust_proxy_headers {
         let forwarded = req
             .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|first| first.trim().parse::<IpAddr>().ok());
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .last()
+            .and_then(|last| last.trim().parse::<IpAddr>().ok());
         if forwarded.is_some() {
             return forwarded;
         }

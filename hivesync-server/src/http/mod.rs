@@ -3,13 +3,15 @@
 //!
 //! A request flows: [`middleware::request_context`] (request id, span, access log) →
 //! [`error::standard_error_response`] (any escaped error becomes `{code, message, details}`) →
+//! `CatchPanic` (a panicking handler becomes a 500 in the same shape) →
 //! [`middleware::limit_body`] → the route's handler, which checks who is asking through
 //! [`security::BearerAuth`] and calls the ports on [`AppState`].
 
 use std::sync::Arc;
 
 use poem::endpoint::BoxEndpoint;
-use poem::{EndpointExt, Response, Route};
+use poem::middleware::CatchPanic;
+use poem::{Endpoint, EndpointExt, Response, Route};
 use poem_openapi::OpenApiService;
 
 use crate::state::AppState;
@@ -64,12 +66,22 @@ pub fn app(state: Arc<AppState>) -> BoxEndpoint<'static, Response> {
     let service = api_service(&state);
     let spec = service.spec_endpoint();
     let docs = service.swagger_ui();
-    let max_body = state.config.http.max_body_bytes;
-    Route::new()
+    let routes = Route::new()
         .nest(API_PREFIX, service)
         .at(format!("{API_PREFIX}/openapi.json"), spec)
-        .nest("/docs", docs)
+        .nest("/docs", docs);
+    with_middleware(routes, state)
+}
+
+/// Wraps `routes` in the middleware every request passes through (see the module docs).
+pub fn with_middleware<E>(routes: E, state: Arc<AppState>) -> BoxEndpoint<'static, Response>
+where
+    E: Endpoint + 'static,
+{
+    let max_body = state.config.http.max_body_bytes;
+    routes
         .around(move |ep, req| middleware::limit_body(ep, req, max_body))
+        .with(CatchPanic::new().with_handler(error::panic_response))
         .catch_all_error(error::standard_error_response)
         .data(state)
         .around(middleware::request_context)

@@ -47,7 +47,9 @@ impl ParseFromJSON for Text {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
         match value {
             Some(Value::String(s)) => Ok(Text(s)),
-            Some(other) => Err(ParseError::expected_type(other)),
+            // Not `ParseError::expected_type`, which would echo the value (a password, say) back
+            // in the error message.
+            Some(_) => Err(ParseError::custom("expected a string")),
             None => Err(ParseError::expected_input()),
         }
     }

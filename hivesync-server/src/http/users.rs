@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use hivesync_core::domain::{self, UserPatch};
 use poem_openapi::payload::Json;
+use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{Object, OpenApi, Tags};
 
 use super::error::ApiError;
@@ -24,8 +25,9 @@ enum UserTags {
 struct UpdateProfile {
     /// 1 to 100 characters.
     display_name: Option<Text>,
-    /// Replaces the stored preferences: a JSON object of at most 16 KiB.
-    preferences: Option<serde_json::Value>,
+    /// Replaces the stored preferences: a JSON object of at most 16 KiB; `null` resets them to
+    /// `{}`.
+    preferences: MaybeUndefined<serde_json::Value>,
 }
 
 #[derive(Debug)]
@@ -61,9 +63,14 @@ impl UsersApi {
                 domain::validate_name("display_name", name.as_str(), domain::DISPLAY_NAME_MAX)
             })
             .transpose()?;
-        if let Some(preferences) = &body.preferences {
-            domain::validate_preferences(preferences)?;
-        }
+        let preferences = match body.preferences {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(serde_json::json!({})),
+            MaybeUndefined::Value(preferences) => {
+                domain::validate_preferences(&preferences)?;
+                Some(preferences)
+            }
+        };
         let user = self
             .state
             .store
@@ -71,7 +78,7 @@ impl UsersApi {
                 auth.0.user_id,
                 UserPatch {
                     display_name,
-                    preferences: body.preferences,
+                    preferences,
                 },
             )
             .await

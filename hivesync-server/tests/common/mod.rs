@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 pub struct TestApp {
     pub client: TestClient<BoxEndpoint<'static, Response>>,
     pub state: Arc<AppState>,
-    _data_dir: tempfile::TempDir,
+    /// Removed when the app is dropped.
+    data_dir: Option<tempfile::TempDir>,
 }
 
 /// One answer: status, headers and the JSON body (`Value::Null` when the body is not JSON).
@@ -80,8 +81,21 @@ impl TestApp {
         TestApp {
             client: TestClient::new(app(state.clone())),
             state,
-            _data_dir: data_dir,
+            data_dir: Some(data_dir),
         }
+    }
+
+    /// An app on a state the caller assembled (its DATA_DIR belongs to the caller).
+    pub fn from_state(state: Arc<AppState>) -> Self {
+        TestApp {
+            client: TestClient::new(app(state.clone())),
+            state,
+            data_dir: None,
+        }
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.state.config.data_dir
     }
 
     /// Sends a request with an optional bearer token and JSON body.

@@ -36,15 +36,52 @@ pub(crate) fn db_error(err: sqlx::Error) -> Error {
         sqlx::Error::Database(db) if db.is_foreign_key_violation() || db.is_check_violation() => {
             ErrorKind::Validation
         }
+        sqlx::Error::Database(db) if is_transient(db.code().as_deref()) => ErrorKind::Unavailable,
+        // Any other database error (a syntax error, a NOT NULL violation) is a bug of ours, and
+        // retrying will not fix it.
+        sqlx::Error::Database(_) => ErrorKind::Internal,
         sqlx::Error::RowNotFound => ErrorKind::NotFound,
-        sqlx::Error::ColumnDecode { .. }
-        | sqlx::Error::ColumnNotFound(_)
-        | sqlx::Error::ColumnIndexOutOfBounds { .. }
-        | sqlx::Error::TypeNotFound { .. }
-        | sqlx::Error::Decode(_)
-        | sqlx::Error::Encode(_)
-        | sqlx::Error::Migrate(_) => ErrorKind::Internal,
-        _ => ErrorKind::Unavailable,
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => ErrorKind::Unavailable,
+        _ => ErrorKind::Internal,
     };
     Error::new(kind, "database error").with_source(err)
+}
+
+/// Database errors that a retry can clear: PostgreSQL's serialization failures, deadlocks,
+/// lock timeouts and shutdowns; SQLite's BUSY and LOCKED (including their extended codes).
+fn is_transient(code: Option<&str>) -> bool {
+    match code {
+        Some("40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03") => true,
+        Some(code) => code.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6)),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_codes() {
+        for code in ["40001", "40P01", "5", "517", "6", "262"] {
+            assert!(is_transient(Some(code)), "{code}");
+        }
+        for code in ["23502", "42601", "19", "1"] {
+            assert!(!is_transient(Some(code)), "{code}");
+        }
+        assert!(!is_transient(None));
+        assert_eq!(
+            db_error(sqlx::Error::PoolClosed).kind(),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            db_error(sqlx::Error::RowNotFound).kind(),
+            ErrorKind::NotFound
+        );
+    }
 }
