@@ -485,6 +485,8 @@ pub struct Job {
     pub error_message: Option<String>,
     pub payload: serde_json::Value,
     pub result: Option<serde_json::Value>,
+    /// While this job is unfinished, no other job of its queue has the same key.
+    pub dedup_key: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -499,6 +501,9 @@ pub struct NewJob {
     pub project_id: Option<ProjectId>,
     pub user_id: Option<UserId>,
     pub payload: serde_json::Value,
+    /// When set, an unfinished job of the same queue with the same key is returned instead of
+    /// creating this one.
+    pub dedup_key: Option<String>,
 }
 
 /// A change to a running job's state and progress.

@@ -10,7 +10,9 @@
 //! - [`secret`]: secrets that cannot leak through `Debug`; embedded-mode secret files.
 //! - [`preview_token`]: stateless, HMAC-signed preview tokens with key rotation.
 //! - [`auth`]: argon2id password hashing and HS256 access tokens.
-//! - [`ports`]: `Store`, `ObjectStore`, `RateLimiter`, each with a `# Behavior` contract.
+//! - [`clock`]: time as a dependency, so schedules can be tested without waiting.
+//! - [`ports`]: `Store`, `ObjectStore`, `RateLimiter`, `JobQueue`, `WorkerRegistry`, `Locks`,
+//!   `Scaler`, each with a `# Behavior` contract.
 //! - [`adapters`]: SQLite and PostgreSQL stores, filesystem and S3 object stores, the in-process
 //!   rate limiter, and the functions that pick adapters from configuration.
 //! - `testkit` (feature `testkit`): one conformance suite per port, run against every adapter.
@@ -23,6 +25,7 @@
 
 pub mod adapters;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;

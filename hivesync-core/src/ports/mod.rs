@@ -4,13 +4,22 @@
 //! Every port documents its contract in a `# Behavior` list; `crate::testkit` holds one
 //! conformance suite per port that runs that list against every adapter.
 
+pub mod coordination;
 pub mod object_store;
+pub mod queue;
 pub mod rate_limit;
+pub mod scaler;
 pub mod store;
 
 pub use object_store::{
     ByteStream, Capabilities, GetResult, ObjectKey, ObjectMeta, ObjectStore, ObjectStoreExt,
     bytes_stream,
 };
+pub use coordination::{Locks, UNRESPONSIVE_AFTER, WorkerRegistry, WorkerRole, WorkerStatus};
+pub use queue::{
+    CancelOutcome, DeadLetter, Delivery, Enqueued, FailOutcome, Failure, JobQueue, LeaseRef,
+    LeaseStatus, NewQueuedJob, Queue, QueuePolicy, QueueStats,
+};
 pub use rate_limit::{Quota, RateDecision, RateLimiter};
+pub use scaler::Scaler;
 pub use store::Store;

@@ -9,9 +9,11 @@
 //! why they skip and pass — unless `HIVESYNC_REQUIRE_SERVICES=1` (set by `.ci/run`), in which case a
 //! missing service fails the test.
 
+pub mod coordination;
 pub mod object_store;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod queue;
 pub mod rate_limiter;
 pub mod store;
 

@@ -240,6 +240,7 @@ async fn projects(store: &dyn Store) {
             project_id: Some(project.id),
             user_id: Some(owner.id),
             payload: serde_json::json!({}),
+            dedup_key: None,
         })
         .await
         .unwrap();
@@ -426,6 +427,7 @@ async fn jobs(store: &dyn Store) {
         project_id: Some(project),
         user_id: Some(user.id),
         payload: serde_json::json!({"platform": "ios", "n": 1}),
+        dedup_key: None,
     };
 
     let job = store.create_job(new_job("preview_build")).await.unwrap();

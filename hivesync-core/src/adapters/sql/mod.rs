@@ -30,7 +30,7 @@ pub(crate) fn now() -> DateTime<Utc> {
 
 /// Converts a sqlx error into ours. Bound values never appear in sqlx's messages, so nothing a
 /// user sent (a password hash, an e-mail address) can leak through an error.
-pub(crate) fn db_error(err: sqlx::Error) -> Error {
+pub fn db_error(err: sqlx::Error) -> Error {
     let kind = match &err {
         sqlx::Error::Database(db) if db.is_unique_violation() => ErrorKind::Conflict,
         sqlx::Error::Database(db) if db.is_foreign_key_violation() || db.is_check_violation() => {

@@ -19,13 +19,22 @@ const DIALECT: Dialect = Dialect {
 };
 
 static MIGRATIONS: std::sync::LazyLock<Migrator> = std::sync::LazyLock::new(|| {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("init"),
-        MigrationType::Simple,
-        include_str!("../../../migrations/sqlite/0001_init.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            Cow::Borrowed("init"),
+            MigrationType::Simple,
+            include_str!("../../../migrations/sqlite/0001_init.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            Cow::Borrowed("queue"),
+            MigrationType::Simple,
+            include_str!("../../../migrations/sqlite/0002_queue.sql").into_sql_str(),
+            false,
+        ),
+    ])
 });
 
 include!("store_impl.rs");

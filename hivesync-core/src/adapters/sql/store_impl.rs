@@ -109,6 +109,7 @@ fn job_from_row(row: &DbRow) -> Result<Job> {
             .try_get::<Option<Json<Value>>, _>("result")
             .map_err(db_error)?
             .map(|j| j.0),
+        dedup_key: row.try_get("dedup_key").map_err(db_error)?,
         created_at: row.try_get("created_at").map_err(db_error)?,
         updated_at: row.try_get("updated_at").map_err(db_error)?,
         started_at: row.try_get("started_at").map_err(db_error)?,
@@ -514,30 +515,55 @@ impl Store for SqlStore {
     }
 
     async fn create_job(&self, job: NewJob) -> Result<Job> {
-        let now = now();
-        let row = sqlx::query(
-            "INSERT INTO jobs (id, kind, queue, project_id, user_id, state, progress, attempts, payload, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, 'queued', 0, 0, $6, $7, $7) \
-             RETURNING id, kind, queue, project_id, user_id, state, progress, phase, attempts, error_code, \
-             error_message, payload, result, created_at, updated_at, started_at, finished_at",
-        )
-        .bind(job.id.as_uuid())
-        .bind(&job.kind)
-        .bind(&job.queue)
-        .bind(job.project_id.map(|id| id.as_uuid()))
-        .bind(job.user_id.map(|id| id.as_uuid()))
-        .bind(Json(&job.payload))
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_error)?;
-        job_from_row(&row)
+        // A conflict on the dedup index means an unfinished twin exists: return it. It may finish
+        // between the failed insert and the lookup, hence one more round.
+        for _ in 0..2 {
+            let inserted = sqlx::query(
+                "INSERT INTO jobs (id, kind, queue, project_id, user_id, state, progress, attempts, payload, dedup_key, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'queued', 0, 0, $6, $7, $8, $8) \
+                 RETURNING id, kind, queue, project_id, user_id, state, progress, phase, attempts, error_code, \
+                 error_message, payload, result, dedup_key, created_at, updated_at, started_at, finished_at",
+            )
+            .bind(job.id.as_uuid())
+            .bind(&job.kind)
+            .bind(&job.queue)
+            .bind(job.project_id.map(|id| id.as_uuid()))
+            .bind(job.user_id.map(|id| id.as_uuid()))
+            .bind(Json(&job.payload))
+            .bind(job.dedup_key.as_deref())
+            .bind(now())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error);
+            let err = match inserted {
+                Ok(row) => return job_from_row(&row),
+                Err(err) => err,
+            };
+            let Some(key) = job.dedup_key.as_deref().filter(|_| err.kind() == crate::error::ErrorKind::Conflict) else {
+                return Err(err);
+            };
+            let twin = sqlx::query(
+                "SELECT id, kind, queue, project_id, user_id, state, progress, phase, attempts, error_code, \
+                 error_message, payload, result, dedup_key, created_at, updated_at, started_at, finished_at \
+                 FROM jobs WHERE queue = $1 AND dedup_key = $2 \
+                 AND state NOT IN ('success', 'failed', 'cancelled')",
+            )
+            .bind(&job.queue)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+            if let Some(row) = twin {
+                return job_from_row(&row);
+            }
+        }
+        Err(Error::conflict("a job with this dedup key keeps appearing and finishing; try again"))
     }
 
     async fn get_job(&self, id: JobId) -> Result<Option<Job>> {
         sqlx::query(
             "SELECT id, kind, queue, project_id, user_id, state, progress, phase, attempts, error_code, \
-             error_message, payload, result, created_at, updated_at, started_at, finished_at \
+             error_message, payload, result, dedup_key, created_at, updated_at, started_at, finished_at \
              FROM jobs WHERE id = $1",
         )
         .bind(id.as_uuid())
@@ -566,7 +592,7 @@ impl Store for SqlStore {
              finished_at = CASE WHEN $11 THEN $9 ELSE finished_at END \
              WHERE id = $1 AND state NOT IN ('success', 'failed', 'cancelled') \
              RETURNING id, kind, queue, project_id, user_id, state, progress, phase, attempts, error_code, \
-             error_message, payload, result, created_at, updated_at, started_at, finished_at",
+             error_message, payload, result, dedup_key, created_at, updated_at, started_at, finished_at",
         )
         .bind(id.as_uuid())
         .bind(update.state.as_str())
@@ -596,7 +622,7 @@ impl Store for SqlStore {
     async fn list_jobs(&self, filter: &JobFilter, page: Page<JobId>) -> Result<Vec<Job>> {
         let rows = sqlx::query(
             "SELECT id, kind, queue, project_id, user_id, state, progress, phase, attempts, error_code, \
-             error_message, payload, result, created_at, updated_at, started_at, finished_at \
+             error_message, payload, result, dedup_key, created_at, updated_at, started_at, finished_at \
              FROM jobs WHERE ($1 IS NULL OR queue = $1) AND ($2 IS NULL OR state = $2) \
              AND ($3 IS NULL OR project_id = $3) AND ($4 IS NULL OR kind = $4) \
              AND ($5 IS NULL OR id < $5) ORDER BY id DESC LIMIT $6",

@@ -1,0 +1,517 @@
+// The SQL `JobQueue`, `WorkerRegistry` and `Locks`, shared by SQLite and PostgreSQL.
+//
+// `include!`d by `sqlite.rs` and `postgres.rs`, which define `Db`, `DIALECT` and the imports
+// first, for the same reason as the SQL `Store` (see hivesync-core/src/adapters/sql): one text,
+// compiled per backend, over identical tables (hivesync-core/migrations/*/0002_queue.sql).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use hivesync_core::clock::SharedClock;
+use hivesync_core::domain::JobId;
+use hivesync_core::ports::{
+    CancelOutcome, DeadLetter, Delivery, Enqueued, FailOutcome, Failure, JobQueue, LeaseRef,
+    LeaseStatus, Locks, NewQueuedJob, Queue, QueueStats, WorkerRegistry, WorkerStatus,
+};
+use hivesync_core::{Error, ErrorKind, Result};
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::{Pool, Row};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::sql::{db_error, from_ms, lease_token, to_ms, RECLAIM_EVERY, WORKER_RETENTION};
+
+type DbRow = <Db as sqlx::Database>::Row;
+
+/// The job queue, worker registry and locks on a sqlx pool.
+#[derive(Clone)]
+pub struct SqlBackend {
+    pool: Pool<Db>,
+    clock: SharedClock,
+    /// Wakes this process's waiting workers when this process adds work; workers in other
+    /// processes find it at their next poll.
+    work_added: Arc<Notify>,
+    /// When each queue's expired leases were last reclaimed, by the clock.
+    last_reclaim: Arc<Mutex<HashMap<Queue, DateTime<Utc>>>>,
+}
+
+impl std::fmt::Debug for SqlBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlBackend").finish_non_exhaustive()
+    }
+}
+
+impl SqlBackend {
+    /// A backend on `pool`, whose tables the `Store` migrations created.
+    pub fn new(pool: Pool<Db>, clock: SharedClock) -> Self {
+        SqlBackend {
+            pool,
+            clock,
+            work_added: Arc::new(Notify::new()),
+            last_reclaim: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        to_ms(self.clock.now())
+    }
+
+    /// Makes expired leases deliverable again (or dead, or gone), at most once per
+    /// [`RECLAIM_EVERY`] per queue: every `reserve` would otherwise pay three extra statements.
+    async fn reclaim_expired(&self, queue: Queue, now_ms: i64) -> Result<()> {
+        let now = from_ms(now_ms);
+        {
+            let mut last = self.last_reclaim.lock().unwrap_or_else(|e| e.into_inner());
+            match last.get(&queue) {
+                Some(at) if now.signed_duration_since(*at).to_std().is_ok_and(|d| d < RECLAIM_EVERY) => {
+                    return Ok(());
+                }
+                _ => {
+                    last.insert(queue, now);
+                }
+            }
+        }
+        // Cancelled while running, and its worker is gone: drop it.
+        sqlx::query(
+            "DELETE FROM queue_entries WHERE queue = $1 AND status = 'leased' AND lease_expires_at <= $2 \
+             AND cancel_requested",
+        )
+        .bind(queue.as_str())
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        // Out of attempts: dead letter.
+        sqlx::query(
+            "UPDATE queue_entries SET status = 'dead', died_at = $2, dedup_key = NULL, lease_token = NULL, \
+             lease_expires_at = NULL, worker_id = NULL, error_code = 'LEASE_EXPIRED', \
+             error_message = 'the worker stopped renewing its lease on the last attempt' \
+             WHERE queue = $1 AND status = 'leased' AND lease_expires_at <= $2 AND attempt >= max_attempts",
+        )
+        .bind(queue.as_str())
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let requeued = sqlx::query(
+            "UPDATE queue_entries SET status = 'waiting', run_at = $2, lease_token = NULL, \
+             lease_expires_at = NULL, worker_id = NULL \
+             WHERE queue = $1 AND status = 'leased' AND lease_expires_at <= $2",
+        )
+        .bind(queue.as_str())
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+        if requeued > 0 {
+            tracing::info!(queue = %queue, jobs = requeued, "re-queued jobs whose lease expired");
+        }
+        Ok(())
+    }
+
+    async fn job_with_key(&self, queue: Queue, key: &str) -> Result<Option<JobId>> {
+        let id: Option<Uuid> =
+            sqlx::query_scalar("SELECT job_id FROM queue_entries WHERE queue = $1 AND dedup_key = $2")
+                .bind(queue.as_str())
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error)?;
+        Ok(id.map(JobId::from_uuid))
+    }
+}
+
+fn delivery_from_row(row: &DbRow, queue: Queue) -> Result<Delivery> {
+    let attempt: i32 = row.try_get("attempt").map_err(db_error)?;
+    let max_attempts: i32 = row.try_get("max_attempts").map_err(db_error)?;
+    let expires: i64 = row.try_get("lease_expires_at").map_err(db_error)?;
+    let enqueued: i64 = row.try_get("enqueued_at").map_err(db_error)?;
+    Ok(Delivery {
+        lease: LeaseRef {
+            job_id: JobId::from_uuid(row.try_get("job_id").map_err(db_error)?),
+            queue,
+            token: row.try_get("lease_token").map_err(db_error)?,
+        },
+        kind: row.try_get("kind").map_err(db_error)?,
+        payload: row.try_get::<Json<Value>, _>("payload").map_err(db_error)?.0,
+        attempt: attempt.max(0) as u32,
+        max_attempts: max_attempts.max(0) as u32,
+        enqueued_at: from_ms(enqueued),
+        lease_expires_at: from_ms(expires),
+    })
+}
+
+#[async_trait]
+impl JobQueue for SqlBackend {
+    fn name(&self) -> &'static str {
+        "sql"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn enqueue(&self, job: NewQueuedJob) -> Result<Enqueued> {
+        let now = self.now_ms();
+        let run_at = now + job.delay.map_or(0, |d| d.as_millis() as i64);
+        let max_attempts = job.max_attempts.unwrap_or(job.queue.policy().max_attempts).max(1);
+        for _ in 0..2 {
+            let inserted = sqlx::query(
+                "INSERT INTO queue_entries (job_id, queue, kind, payload, status, attempt, max_attempts, \
+                 dedup_key, enqueued_at, run_at) VALUES ($1, $2, $3, $4, 'waiting', 0, $5, $6, $7, $8)",
+            )
+            .bind(job.job_id.as_uuid())
+            .bind(job.queue.as_str())
+            .bind(&job.kind)
+            .bind(Json(&job.payload))
+            .bind(max_attempts as i32)
+            .bind(job.dedup_key.as_deref())
+            .bind(now)
+            .bind(run_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error);
+            match inserted {
+                Ok(_) => {
+                    self.work_added.notify_one();
+                    return Ok(Enqueued::Added(job.job_id));
+                }
+                Err(err) if err.kind() == ErrorKind::Conflict => {
+                    if let Some(key) = &job.dedup_key {
+                        if let Some(existing) = self.job_with_key(job.queue, key).await? {
+                            return Ok(Enqueued::Duplicate(existing));
+                        }
+                    }
+                    if self.contains(job.job_id).await? {
+                        return Ok(Enqueued::Duplicate(job.job_id));
+                    }
+                    // The twin finished between the insert and the lookup: try once more.
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Err(Error::conflict("a job with this dedup key keeps appearing and finishing; try again"))
+    }
+
+    async fn reserve(&self, queue: Queue, worker: &str, lease: Duration) -> Result<Option<Delivery>> {
+        let now = self.now_ms();
+        self.reclaim_expired(queue, now).await?;
+        let row = sqlx::query(DIALECT.reserve)
+            .bind(queue.as_str())
+            .bind(now)
+            .bind(lease_token())
+            .bind(now + lease.as_millis() as i64)
+            .bind(worker)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        row.map(|row| delivery_from_row(&row, queue)).transpose()
+    }
+
+    async fn renew(&self, lease: &LeaseRef, duration: Duration) -> Result<LeaseStatus> {
+        let expires = self.now_ms() + duration.as_millis() as i64;
+        let cancel_requested: Option<bool> = sqlx::query_scalar(
+            "UPDATE queue_entries SET lease_expires_at = $3 \
+             WHERE job_id = $1 AND status = 'leased' AND lease_token = $2 RETURNING cancel_requested",
+        )
+        .bind(lease.job_id.as_uuid())
+        .bind(&lease.token)
+        .bind(expires)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(match cancel_requested {
+            None => LeaseStatus::Lost,
+            Some(true) => LeaseStatus::CancelRequested,
+            Some(false) => LeaseStatus::Held,
+        })
+    }
+
+    async fn complete(&self, lease: &LeaseRef) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM queue_entries WHERE job_id = $1 AND status = 'leased' AND lease_token = $2",
+        )
+        .bind(lease.job_id.as_uuid())
+        .bind(&lease.token)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fail(&self, lease: &LeaseRef, failure: Failure) -> Result<FailOutcome> {
+        let now = self.now_ms();
+        let retry_at = now + failure.retry_after.as_millis() as i64;
+        // One statement decides retry or death from the row's own attempt count, so a
+        // concurrent reclaim cannot slip in between.
+        let status: Option<String> = sqlx::query_scalar(
+            "UPDATE queue_entries SET \
+             status = CASE WHEN $3 AND attempt < max_attempts AND NOT cancel_requested THEN 'waiting' ELSE 'dead' END, \
+             run_at = CASE WHEN $3 AND attempt < max_attempts AND NOT cancel_requested THEN $4 ELSE run_at END, \
+             died_at = CASE WHEN $3 AND attempt < max_attempts AND NOT cancel_requested THEN NULL ELSE $5 END, \
+             dedup_key = CASE WHEN $3 AND attempt < max_attempts AND NOT cancel_requested THEN dedup_key ELSE NULL END, \
+             error_code = $6, error_message = $7, lease_token = NULL, lease_expires_at = NULL, worker_id = NULL \
+             WHERE job_id = $1 AND status = 'leased' AND lease_token = $2 RETURNING status",
+        )
+        .bind(lease.job_id.as_uuid())
+        .bind(&lease.token)
+        .bind(failure.retryable)
+        .bind(retry_at)
+        .bind(now)
+        .bind(&failure.code)
+        .bind(&failure.message)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(match status.as_deref() {
+            None => FailOutcome::LeaseLost,
+            Some("waiting") => {
+                self.work_added.notify_one();
+                FailOutcome::Retrying { at: from_ms(retry_at) }
+            }
+            Some(_) => FailOutcome::DeadLettered,
+        })
+    }
+
+    async fn release(&self, lease: &LeaseRef) -> Result<bool> {
+        let dropped = sqlx::query(
+            "DELETE FROM queue_entries WHERE job_id = $1 AND status = 'leased' AND lease_token = $2 \
+             AND cancel_requested",
+        )
+        .bind(lease.job_id.as_uuid())
+        .bind(&lease.token)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if dropped.rows_affected() == 1 {
+            return Ok(true);
+        }
+        // Back to the front: it becomes due as of when it was first enqueued.
+        let released = sqlx::query(
+            "UPDATE queue_entries SET status = 'waiting', attempt = attempt - 1, run_at = enqueued_at, \
+             lease_token = NULL, lease_expires_at = NULL, worker_id = NULL \
+             WHERE job_id = $1 AND status = 'leased' AND lease_token = $2",
+        )
+        .bind(lease.job_id.as_uuid())
+        .bind(&lease.token)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if released.rows_affected() == 1 {
+            self.work_added.notify_one();
+        }
+        Ok(released.rows_affected() == 1)
+    }
+
+    async fn cancel(&self, job: JobId) -> Result<CancelOutcome> {
+        let removed = sqlx::query(
+            "DELETE FROM queue_entries WHERE job_id = $1 AND status IN ('waiting', 'dead')",
+        )
+        .bind(job.as_uuid())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if removed.rows_affected() == 1 {
+            return Ok(CancelOutcome::Removed);
+        }
+        let requested = sqlx::query(
+            "UPDATE queue_entries SET cancel_requested = TRUE WHERE job_id = $1 AND status = 'leased'",
+        )
+        .bind(job.as_uuid())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(if requested.rows_affected() == 1 {
+            CancelOutcome::Requested
+        } else {
+            CancelOutcome::NotFound
+        })
+    }
+
+    async fn contains(&self, job: JobId) -> Result<bool> {
+        let found = sqlx::query("SELECT 1 FROM queue_entries WHERE job_id = $1")
+            .bind(job.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(found.is_some())
+    }
+
+    async fn stats(&self, queue: Queue) -> Result<QueueStats> {
+        let now = self.now_ms();
+        let row = sqlx::query(
+            "SELECT \
+             COALESCE(SUM(CASE WHEN status = 'waiting' AND run_at <= $2 THEN 1 ELSE 0 END), 0) AS ready, \
+             COALESCE(SUM(CASE WHEN status = 'waiting' AND run_at > $2 THEN 1 ELSE 0 END), 0) AS delayed, \
+             COALESCE(SUM(CASE WHEN status = 'leased' THEN 1 ELSE 0 END), 0) AS running, \
+             COALESCE(SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END), 0) AS dead, \
+             MIN(CASE WHEN status = 'waiting' AND run_at <= $2 THEN run_at END) AS oldest \
+             FROM queue_entries WHERE queue = $1",
+        )
+        .bind(queue.as_str())
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let count = |name: &str| -> Result<u64> {
+            Ok(row.try_get::<i64, _>(name).map_err(db_error)?.max(0) as u64)
+        };
+        let oldest: Option<i64> = row.try_get("oldest").map_err(db_error)?;
+        Ok(QueueStats {
+            ready: count("ready")?,
+            delayed: count("delayed")?,
+            running: count("running")?,
+            dead: count("dead")?,
+            oldest_ready_ms: oldest.map(|at| (now - at).max(0) as u64),
+        })
+    }
+
+    async fn dead_letters(&self, queue: Queue, limit: u32) -> Result<Vec<DeadLetter>> {
+        let rows = sqlx::query(
+            "SELECT job_id, kind, payload, attempt, error_code, error_message, died_at FROM queue_entries \
+             WHERE queue = $1 AND status = 'dead' ORDER BY died_at, job_id LIMIT $2",
+        )
+        .bind(queue.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                let attempts: i32 = row.try_get("attempt").map_err(db_error)?;
+                Ok(DeadLetter {
+                    job_id: JobId::from_uuid(row.try_get("job_id").map_err(db_error)?),
+                    queue,
+                    kind: row.try_get("kind").map_err(db_error)?,
+                    payload: row.try_get::<Json<Value>, _>("payload").map_err(db_error)?.0,
+                    attempts: attempts.max(0) as u32,
+                    error_code: row.try_get::<Option<String>, _>("error_code").map_err(db_error)?.unwrap_or_default(),
+                    error_message: row
+                        .try_get::<Option<String>, _>("error_message")
+                        .map_err(db_error)?
+                        .unwrap_or_default(),
+                    died_at: from_ms(row.try_get::<Option<i64>, _>("died_at").map_err(db_error)?.unwrap_or(0)),
+                })
+            })
+            .collect()
+    }
+
+    async fn retry_dead(&self, job: JobId) -> Result<bool> {
+        let revived = sqlx::query(
+            "UPDATE queue_entries SET status = 'waiting', attempt = 0, run_at = $2, died_at = NULL, \
+             error_code = NULL, error_message = NULL WHERE job_id = $1 AND status = 'dead'",
+        )
+        .bind(job.as_uuid())
+        .bind(self.now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if revived.rows_affected() == 1 {
+            self.work_added.notify_one();
+        }
+        Ok(revived.rows_affected() == 1)
+    }
+
+    async fn purge_dead(&self, queue: Queue, job: Option<JobId>) -> Result<u64> {
+        let purged = sqlx::query(
+            "DELETE FROM queue_entries WHERE queue = $1 AND status = 'dead' AND ($2 IS NULL OR job_id = $2)",
+        )
+        .bind(queue.as_str())
+        .bind(job.map(|id| id.as_uuid()))
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(purged.rows_affected())
+    }
+
+    async fn wait_for_work(&self, _queues: &[Queue], timeout: Duration) -> Result<()> {
+        let _ = tokio::time::timeout(timeout, self.work_added.notified()).await;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl WorkerRegistry for SqlBackend {
+    async fn heartbeat(&self, status: &WorkerStatus) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO workers (id, status, heartbeat_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET status = excluded.status, heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(&status.id)
+        .bind(Json(status))
+        .bind(to_ms(status.heartbeat_at))
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn deregister(&self, worker_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM workers WHERE id = $1")
+            .bind(worker_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<WorkerStatus>> {
+        let cutoff = self.now_ms() - WORKER_RETENTION.as_millis() as i64;
+        sqlx::query("DELETE FROM workers WHERE heartbeat_at < $1")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        let rows: Vec<Json<WorkerStatus>> =
+            sqlx::query_scalar("SELECT status FROM workers ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_error)?;
+        Ok(rows.into_iter().map(|j| j.0).collect())
+    }
+}
+
+#[async_trait]
+impl Locks for SqlBackend {
+    async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool> {
+        let now = self.now_ms();
+        let taken = sqlx::query(
+            "INSERT INTO locks (name, owner, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at \
+             WHERE locks.owner = excluded.owner OR locks.expires_at <= $4",
+        )
+        .bind(name)
+        .bind(owner)
+        .bind(now + ttl.as_millis() as i64)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(taken.rows_affected() == 1)
+    }
+
+    async fn release(&self, name: &str, owner: &str) -> Result<bool> {
+        let released = sqlx::query("DELETE FROM locks WHERE name = $1 AND owner = $2")
+            .bind(name)
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(released.rows_affected() == 1)
+    }
+
+    async fn holder(&self, name: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT owner FROM locks WHERE name = $1 AND expires_at > $2")
+            .bind(name)
+            .bind(self.now_ms())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)
+    }
+}
