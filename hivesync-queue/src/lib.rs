@@ -4,12 +4,16 @@
 //!
 //! - [`redis`]: the Redis `JobQueue`, `WorkerRegistry`, `Locks` and `RateLimiter`, with their Lua
 //!   scripts in `lua/`.
+//! - [`jobs`]: submitting jobs (`Store` first, then the queue) and the reconciler.
+//! - [`worker`]: the worker runtime: leases, handlers, outcomes, heartbeats, shutdown.
 //! - [`sql`]: the SQL-backed `JobQueue`, `WorkerRegistry` and `Locks` (SQLite, PostgreSQL).
 
+pub mod jobs;
 pub mod redis;
 pub mod sql;
+pub mod worker;
 
 pub use redis::RedisBackend;
-pub use sql::sqlite::SqlBackend as SqliteBackend;
 #[cfg(feature = "postgres")]
 pub use sql::postgres::SqlBackend as PostgresBackend;
+pub use sql::sqlite::SqlBackend as SqliteBackend;

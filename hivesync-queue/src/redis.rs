@@ -145,16 +145,24 @@ impl RedisBackend {
         format!("{}{rest}", self.prefix)
     }
 
-    async fn run<T: redis::FromRedisValue>(&self, invocation: &mut redis::ScriptInvocation<'_>) -> Result<T> {
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        invocation: &mut redis::ScriptInvocation<'_>,
+    ) -> Result<T> {
         let mut conn = self.conn.clone();
-        invocation.invoke_async(&mut conn).await.map_err(redis_error)
+        invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)
     }
 
     /// Deletes every key under this backend's prefix. For tests that need an empty namespace;
     /// refuses an empty prefix, which would mean the whole database.
     pub async fn clear_namespace(&self) -> Result<u64> {
         if self.prefix.is_empty() {
-            return Err(Error::validation("refusing to clear the unprefixed Redis namespace"));
+            return Err(Error::validation(
+                "refusing to clear the unprefixed Redis namespace",
+            ));
         }
         let mut conn = self.conn.clone();
         let mut cursor: u64 = 0;
@@ -180,7 +188,11 @@ impl RedisBackend {
     }
 
     async fn blocking_connection(&self) -> Result<MultiplexedConnection> {
-        let reused = self.blocking.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let reused = self
+            .blocking
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
         match reused {
             Some(conn) => Ok(conn),
             None => self
@@ -210,7 +222,10 @@ impl JobQueue for RedisBackend {
     async fn enqueue(&self, job: NewQueuedJob) -> Result<Enqueued> {
         let now = self.now_ms();
         let run_at = now + job.delay.map_or(0, |d| d.as_millis() as i64);
-        let max_attempts = job.max_attempts.unwrap_or(job.queue.policy().max_attempts).max(1);
+        let max_attempts = job
+            .max_attempts
+            .unwrap_or(job.queue.policy().max_attempts)
+            .max(1);
         let payload = serde_json::to_string(&job.payload)
             .map_err(|e| Error::internal("cannot encode a job payload").with_source(e))?;
         let (outcome, id): (String, String) = self
@@ -236,7 +251,12 @@ impl JobQueue for RedisBackend {
         })
     }
 
-    async fn reserve(&self, queue: Queue, worker: &str, lease: Duration) -> Result<Option<Delivery>> {
+    async fn reserve(
+        &self,
+        queue: Queue,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Option<Delivery>> {
         let now = self.now_ms();
         let expiry = now + lease.as_millis() as i64;
         let token = lease_token();
@@ -321,7 +341,9 @@ impl JobQueue for RedisBackend {
             )
             .await?;
         Ok(match outcome.as_str() {
-            "retry" => FailOutcome::Retrying { at: from_ms(retry_at) },
+            "retry" => FailOutcome::Retrying {
+                at: from_ms(retry_at),
+            },
             "dead" => FailOutcome::DeadLettered,
             _ => FailOutcome::LeaseLost,
         })
@@ -438,10 +460,14 @@ impl JobQueue for RedisBackend {
             command.arg(self.key(&format!("queue:{queue}:notify")));
         }
         command.arg(timeout.as_secs_f64().max(0.01));
-        let woke: redis::RedisResult<Option<(String, String)>> = command.query_async(&mut conn).await;
+        let woke: redis::RedisResult<Option<(String, String)>> =
+            command.query_async(&mut conn).await;
         match woke {
             Ok(_) => {
-                self.blocking.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+                self.blocking
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(conn);
                 Ok(())
             }
             // The connection is dropped, not reused: a broken one would fail every later wait.
@@ -461,8 +487,16 @@ impl WorkerRegistry for RedisBackend {
         let mut conn = self.conn.clone();
         redis::pipe()
             .atomic()
-            .set_ex(self.key(&format!("worker:{id}:heartbeat")), to_ms(status.heartbeat_at), keep as u64)
-            .set_ex(self.key(&format!("worker:{id}:type")), status.role.as_str(), keep as u64)
+            .set_ex(
+                self.key(&format!("worker:{id}:heartbeat")),
+                to_ms(status.heartbeat_at),
+                keep as u64,
+            )
+            .set_ex(
+                self.key(&format!("worker:{id}:type")),
+                status.role.as_str(),
+                keep as u64,
+            )
             .set_ex(self.key(&format!("worker:{id}:info")), info, keep as u64)
             .sadd(self.key("workers"), id)
             .query_async::<()>(&mut conn)
@@ -485,9 +519,13 @@ impl WorkerRegistry for RedisBackend {
 
     async fn list(&self) -> Result<Vec<WorkerStatus>> {
         let mut conn = self.conn.clone();
-        let mut ids: Vec<String> = conn.smembers(self.key("workers")).await.map_err(redis_error)?;
+        let mut ids: Vec<String> = conn
+            .smembers(self.key("workers"))
+            .await
+            .map_err(redis_error)?;
         ids.sort();
-        let cutoff: DateTime<Utc> = self.clock.now() - chrono::Duration::from_std(WORKER_RETENTION).unwrap_or_default();
+        let cutoff: DateTime<Utc> =
+            self.clock.now() - chrono::Duration::from_std(WORKER_RETENTION).unwrap_or_default();
         let mut workers = Vec::with_capacity(ids.len());
         for id in ids {
             let info: Option<String> = conn

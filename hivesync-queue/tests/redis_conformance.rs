@@ -11,7 +11,11 @@ use hivesync_queue::RedisBackend;
 async fn backend(test: &str, clock: &ManualClock) -> Option<RedisBackend> {
     let url = testkit::service_env("REDIS_URL", test)?;
     let prefix = format!("hivesync-test:{}:", testkit::unique_suffix());
-    Some(RedisBackend::connect(&url, &prefix, Arc::new(clock.clone())).await.unwrap())
+    Some(
+        RedisBackend::connect(&url, &prefix, Arc::new(clock.clone()))
+            .await
+            .unwrap(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,10 +46,11 @@ async fn redis_rate_limiter_conforms() {
         return;
     };
     let moved = clock.clone();
-    let advance = move |by: Duration| -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-        moved.advance(by);
-        Box::pin(async {})
-    };
+    let advance =
+        move |by: Duration| -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+            moved.advance(by);
+            Box::pin(async {})
+        };
     testkit::rate_limiter::run(&backend, "conformance", &advance).await;
     backend.clear_namespace().await.unwrap();
 }

@@ -10,7 +10,10 @@ use hivesync_core::testkit;
 use hivesync_queue::SqliteBackend;
 
 async fn sqlite_backend(dir: &tempfile::TempDir, clock: &ManualClock) -> SqliteBackend {
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("queue.db").display());
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("queue.db").display()
+    );
     let store = SqliteStore::connect_sqlite(&url).await.unwrap();
     store.migrate().await.unwrap();
     SqliteBackend::new(store.pool().clone(), Arc::new(clock.clone()))
@@ -38,11 +41,17 @@ async fn postgres_queue_registry_and_locks_conform() {
     use hivesync_core::adapters::PostgresStore;
     use hivesync_queue::PostgresBackend;
 
-    let Some(admin_url) = testkit::service_env("DATABASE_URL", "postgres_queue_registry_and_locks_conform") else {
+    let Some(admin_url) =
+        testkit::service_env("DATABASE_URL", "postgres_queue_registry_and_locks_conform")
+    else {
         return;
     };
-    let database = testkit::postgres::TestDatabase::create(&admin_url).await.unwrap();
-    let store = PostgresStore::connect_postgres(database.url(), 8).await.unwrap();
+    let database = testkit::postgres::TestDatabase::create(&admin_url)
+        .await
+        .unwrap();
+    let store = PostgresStore::connect_postgres(database.url(), 8)
+        .await
+        .unwrap();
     store.migrate().await.unwrap();
     let clock = ManualClock::starting_now();
     let backend = PostgresBackend::new(store.pool().clone(), Arc::new(clock.clone()));

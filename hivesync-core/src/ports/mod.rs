@@ -11,11 +11,11 @@ pub mod rate_limit;
 pub mod scaler;
 pub mod store;
 
+pub use coordination::{Locks, UNRESPONSIVE_AFTER, WorkerRegistry, WorkerRole, WorkerStatus};
 pub use object_store::{
     ByteStream, Capabilities, GetResult, ObjectKey, ObjectMeta, ObjectStore, ObjectStoreExt,
     bytes_stream,
 };
-pub use coordination::{Locks, UNRESPONSIVE_AFTER, WorkerRegistry, WorkerRole, WorkerStatus};
 pub use queue::{
     CancelOutcome, DeadLetter, Delivery, Enqueued, FailOutcome, Failure, JobQueue, LeaseRef,
     LeaseStatus, NewQueuedJob, Queue, QueuePolicy, QueueStats,

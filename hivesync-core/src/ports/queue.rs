@@ -58,8 +58,15 @@ impl Queue {
         match self {
             // A build is deterministic: a second try covers a crashed worker, a third rarely
             // helps and costs minutes.
-            Queue::PreviewBuild => QueuePolicy { max_attempts: 2, lease: Duration::from_secs(120), ..base },
-            Queue::Cleanup => QueuePolicy { max_attempts: 5, ..base },
+            Queue::PreviewBuild => QueuePolicy {
+                max_attempts: 2,
+                lease: Duration::from_secs(120),
+                ..base
+            },
+            Queue::Cleanup => QueuePolicy {
+                max_attempts: 5,
+                ..base
+            },
             Queue::AiJobs | Queue::GpuAiJobs | Queue::SystemEvents => base,
         }
     }
@@ -74,12 +81,15 @@ impl fmt::Display for Queue {
 impl FromStr for Queue {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        Queue::ALL.into_iter().find(|q| q.as_str() == s).ok_or_else(|| {
-            Error::validation(
+        Queue::ALL
+            .into_iter()
+            .find(|q| q.as_str() == s)
+            .ok_or_else(|| {
+                Error::validation(
                 "queue must be one of ai_jobs, gpu_ai_jobs, preview_build, cleanup, system_events",
             )
             .with_context("value", truncate_for_display(s))
-        })
+            })
     }
 }
 
@@ -293,7 +303,12 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
     async fn enqueue(&self, job: NewQueuedJob) -> Result<Enqueued>;
     /// The oldest due job of `queue`, leased to `worker` for `lease`.
-    async fn reserve(&self, queue: Queue, worker: &str, lease: Duration) -> Result<Option<Delivery>>;
+    async fn reserve(
+        &self,
+        queue: Queue,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Option<Delivery>>;
     async fn renew(&self, lease: &LeaseRef, duration: Duration) -> Result<LeaseStatus>;
     /// Removes a delivered job for good (done, or cancelled at the worker's end).
     async fn complete(&self, lease: &LeaseRef) -> Result<bool>;
@@ -333,8 +348,10 @@ mod tests {
         assert_eq!(highest(1), Duration::from_secs(2));
         assert_eq!(lowest(1), Duration::from_secs(1));
         for attempt in 1..12 {
-            assert!(highest(attempt) <= lowest(attempt + 1) || highest(attempt) == policy.backoff_max,
-                "attempt {attempt}: retries never get shorter");
+            assert!(
+                highest(attempt) <= lowest(attempt + 1) || highest(attempt) == policy.backoff_max,
+                "attempt {attempt}: retries never get shorter"
+            );
             assert!(highest(attempt) <= policy.backoff_max);
         }
         assert_eq!(highest(50), policy.backoff_max);

@@ -183,10 +183,10 @@ impl JobQueue for SqlBackend {
                     return Ok(Enqueued::Added(job.job_id));
                 }
                 Err(err) if err.kind() == ErrorKind::Conflict => {
-                    if let Some(key) = &job.dedup_key {
-                        if let Some(existing) = self.job_with_key(job.queue, key).await? {
-                            return Ok(Enqueued::Duplicate(existing));
-                        }
+                    if let Some(key) = &job.dedup_key
+                        && let Some(existing) = self.job_with_key(job.queue, key).await?
+                    {
+                        return Ok(Enqueued::Duplicate(existing));
                     }
                     if self.contains(job.job_id).await? {
                         return Ok(Enqueued::Duplicate(job.job_id));

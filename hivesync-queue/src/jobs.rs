@@ -1,0 +1,231 @@
+//! Submitting jobs, and the reconciler that keeps the queue in step with the `Store`.
+//!
+//! The `Store` is the source of truth: a job is first recorded there, then enqueued. If the
+//! enqueue fails, or the queue later loses the job (Redis restarted without persistence, or was
+//! flushed), the reconciler finds the unfinished record the queue no longer has and enqueues it
+//! again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hivesync_core::Result;
+use hivesync_core::clock::SharedClock;
+use hivesync_core::domain::{
+    Job, JobFilter, JobId, JobState, JobUpdate, NewJob, Page, ProjectId, UserId,
+};
+use hivesync_core::ports::{JobQueue, Locks, NewQueuedJob, Queue, Store};
+use tokio_util::sync::CancellationToken;
+
+/// A job to run.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub queue: Queue,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub project_id: Option<ProjectId>,
+    pub user_id: Option<UserId>,
+    /// While an unfinished job of the same queue has this key, submitting returns that job.
+    pub dedup_key: Option<String>,
+    pub delay: Option<Duration>,
+}
+
+impl Submission {
+    pub fn new(queue: Queue, kind: &str, payload: serde_json::Value) -> Self {
+        Submission {
+            queue,
+            kind: kind.to_owned(),
+            payload,
+            project_id: None,
+            user_id: None,
+            dedup_key: None,
+            delay: None,
+        }
+    }
+}
+
+/// Records a job in the `Store` and puts it on its queue. Returns the job that will run: the new
+/// one, or the unfinished twin holding the same dedup key.
+///
+/// A failure to enqueue is logged, not returned: the job is safely recorded, and the reconciler
+/// enqueues it once the queue is reachable again.
+pub async fn submit(
+    store: &dyn Store,
+    queue: &dyn JobQueue,
+    submission: Submission,
+) -> Result<Job> {
+    let id = JobId::new();
+    let job = store
+        .create_job(NewJob {
+            id,
+            kind: submission.kind.clone(),
+            queue: submission.queue.as_str().to_owned(),
+            project_id: submission.project_id,
+            user_id: submission.user_id,
+            payload: submission.payload.clone(),
+            dedup_key: submission.dedup_key,
+        })
+        .await?;
+    if job.id != id {
+        return Ok(job);
+    }
+    let enqueued = queue
+        .enqueue(NewQueuedJob {
+            job_id: id,
+            queue: submission.queue,
+            kind: submission.kind,
+            payload: submission.payload,
+            delay: submission.delay,
+            // Deduplication already happened in the Store, which outlives the queue's memory.
+            dedup_key: None,
+            max_attempts: None,
+        })
+        .await;
+    if let Err(err) = enqueued {
+        tracing::warn!(job_id = %id, error = %err, "recorded but not enqueued; the reconciler will enqueue it");
+    }
+    Ok(job)
+}
+
+/// What one reconciliation pass found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Unfinished records looked at.
+    pub checked: u64,
+    /// Of those, jobs the queue did not have and that were enqueued again.
+    pub restored: u64,
+}
+
+/// The name of the lock that keeps one reconciler running at a time across the cluster.
+pub const RECONCILER_LOCK: &str = "reconciler";
+
+/// Re-enqueues unfinished jobs that the queue lost.
+#[derive(Clone)]
+pub struct Reconciler {
+    store: Arc<dyn Store>,
+    queue: Arc<dyn JobQueue>,
+    clock: SharedClock,
+    /// Records younger than this are left alone: they may be between being recorded and enqueued.
+    pub grace: Duration,
+}
+
+impl std::fmt::Debug for Reconciler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconciler")
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reconciler {
+    pub fn new(store: Arc<dyn Store>, queue: Arc<dyn JobQueue>, clock: SharedClock) -> Self {
+        Reconciler {
+            store,
+            queue,
+            clock,
+            grace: Duration::from_secs(30),
+        }
+    }
+
+    /// One pass over every unfinished record.
+    pub async fn run_once(&self) -> Result<ReconcileReport> {
+        let mut report = ReconcileReport::default();
+        let cutoff = self.clock.now() - chrono::Duration::from_std(self.grace).unwrap_or_default();
+        let unfinished = [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Building,
+            JobState::Bundling,
+            JobState::Uploading,
+        ];
+        for state in unfinished {
+            let filter = JobFilter {
+                state: Some(state),
+                ..JobFilter::default()
+            };
+            let mut page = Page::first(Page::<JobId>::MAX_LIMIT);
+            loop {
+                let jobs = self.store.list_jobs(&filter, page).await?;
+                for job in &jobs {
+                    if job.updated_at > cutoff {
+                        continue;
+                    }
+                    report.checked += 1;
+                    if self.restore_if_lost(job).await? {
+                        report.restored += 1;
+                    }
+                }
+                match jobs.last() {
+                    Some(last) if jobs.len() == page.limit as usize => page.after = Some(last.id),
+                    _ => break,
+                }
+            }
+        }
+        if report.restored > 0 {
+            tracing::warn!(
+                restored = report.restored,
+                checked = report.checked,
+                "re-enqueued jobs the queue had lost"
+            );
+        }
+        Ok(report)
+    }
+
+    async fn restore_if_lost(&self, job: &Job) -> Result<bool> {
+        if self.queue.contains(job.id).await? {
+            return Ok(false);
+        }
+        let Ok(queue) = job.queue.parse::<Queue>() else {
+            tracing::error!(job_id = %job.id, queue = %job.queue, "an unfinished job names an unknown queue");
+            return Ok(false);
+        };
+        if job.state != JobState::Queued {
+            // It was running when the queue lost it: it starts over.
+            let requeued =
+                JobUpdate::progress(JobState::Queued, 0.0, "re-queued by the reconciler");
+            if self.store.update_job(job.id, requeued).await.is_err() {
+                // Finished in the meantime.
+                return Ok(false);
+            }
+        }
+        self.queue
+            .enqueue(NewQueuedJob {
+                job_id: job.id,
+                queue,
+                kind: job.kind.clone(),
+                payload: job.payload.clone(),
+                delay: None,
+                dedup_key: None,
+                max_attempts: None,
+            })
+            .await?;
+        Ok(true)
+    }
+
+    /// Runs a pass every `interval` while holding the cluster-wide reconciler lock, until
+    /// `shutdown` fires.
+    pub async fn run(
+        self,
+        locks: Arc<dyn Locks>,
+        owner: String,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => break,
+            }
+            match locks.acquire(RECONCILER_LOCK, &owner, interval * 2).await {
+                Ok(true) => {
+                    if let Err(err) = self.run_once().await {
+                        tracing::warn!(error = %err, "reconciliation failed");
+                    }
+                }
+                Ok(false) => {}
+                Err(err) => tracing::warn!(error = %err, "cannot take the reconciler lock"),
+            }
+        }
+        let _ = locks.release(RECONCILER_LOCK, &owner).await;
+    }
+}

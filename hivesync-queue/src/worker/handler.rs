@@ -1,0 +1,161 @@
+//! What a job handler sees and returns.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use hivesync_core::domain::{Job, JobState, JobUpdate};
+use hivesync_core::ports::{Delivery, Store};
+use hivesync_core::{ApiErrorCode, Result};
+use tokio_util::sync::CancellationToken;
+
+/// Why a running job is being asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Someone cancelled the job.
+    Cancelled,
+    /// The lease went to another worker (this one was too slow to renew, or the queue lost it).
+    LeaseLost,
+    /// The worker is shutting down and the grace period is over.
+    Shutdown,
+}
+
+/// Everything a handler needs for one delivery of one job.
+pub struct JobContext {
+    /// The job's record, as it was when this delivery started.
+    pub job: Job,
+    pub delivery: Delivery,
+    /// Fires when the handler should stop; see [`JobContext::stop_reason`].
+    pub stop: CancellationToken,
+    pub(crate) reason: Arc<std::sync::Mutex<Option<StopReason>>>,
+    pub(crate) store: Arc<dyn Store>,
+}
+
+impl fmt::Debug for JobContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobContext")
+            .field("job", &self.job.id)
+            .field("kind", &self.job.kind)
+            .field("attempt", &self.delivery.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JobContext {
+    /// Records progress in the job's record (0.0 to 1.0, with a phase name).
+    pub async fn progress(&self, state: JobState, progress: f64, phase: &str) -> Result<()> {
+        self.store
+            .update_job(self.job.id, JobUpdate::progress(state, progress, phase))
+            .await
+            .map(|_| ())
+    }
+
+    /// Why the handler is asked to stop, once it is.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        *self.reason.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// How a handler failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobError {
+    /// Another attempt may succeed (a backend was down, a timeout).
+    Retryable { code: String, message: String },
+    /// Another attempt would fail the same way (invalid input, a broken project).
+    Permanent { code: String, message: String },
+    /// The handler stopped because it was asked to (see [`JobContext::stop_reason`]).
+    Stopped,
+}
+
+impl JobError {
+    pub fn retryable(code: ApiErrorCode, message: impl Into<String>) -> Self {
+        JobError::Retryable {
+            code: code.as_str().to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub fn permanent(code: ApiErrorCode, message: impl Into<String>) -> Self {
+        JobError::Permanent {
+            code: code.as_str().to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<hivesync_core::Error> for JobError {
+    fn from(err: hivesync_core::Error) -> Self {
+        let code = err.code().as_str().to_owned();
+        let message = err.to_string();
+        if err.is_retryable() {
+            JobError::Retryable { code, message }
+        } else {
+            JobError::Permanent { code, message }
+        }
+    }
+}
+
+/// A handler's answer: an optional result stored with the job, or an error.
+pub type JobResult = std::result::Result<Option<serde_json::Value>, JobError>;
+
+/// Runs jobs of one kind.
+#[async_trait]
+pub trait JobHandler: Send + Sync + 'static {
+    /// The state the job enters when a delivery starts (`building` for previews).
+    fn start_state(&self) -> JobState {
+        JobState::Running
+    }
+
+    /// Runs the job. Long handlers should watch `ctx.stop` and return [`JobError::Stopped`]
+    /// promptly when it fires.
+    async fn handle(&self, ctx: &JobContext) -> JobResult;
+}
+
+/// Handlers by job kind.
+#[derive(Clone, Default)]
+pub struct Handlers {
+    by_kind: HashMap<String, Arc<dyn JobHandler>>,
+}
+
+impl fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut kinds: Vec<_> = self.by_kind.keys().collect();
+        kinds.sort();
+        f.debug_struct("Handlers").field("kinds", &kinds).finish()
+    }
+}
+
+impl Handlers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `handler` for jobs of `kind`, replacing any earlier one.
+    pub fn register(mut self, kind: &str, handler: impl JobHandler) -> Self {
+        self.by_kind.insert(kind.to_owned(), Arc::new(handler));
+        self
+    }
+
+    pub fn get(&self, kind: &str) -> Option<Arc<dyn JobHandler>> {
+        self.by_kind.get(kind).cloned()
+    }
+}
+
+/// Answers `ping` jobs on `system_events`: the smoke test of the whole path
+/// (`hivesync queue ping`). Its result says which worker answered.
+#[derive(Debug, Clone)]
+pub struct PingHandler {
+    pub worker_id: String,
+}
+
+#[async_trait]
+impl JobHandler for PingHandler {
+    async fn handle(&self, ctx: &JobContext) -> JobResult {
+        Ok(Some(serde_json::json!({
+            "pong": true,
+            "worker": self.worker_id,
+            "attempt": ctx.delivery.attempt,
+        })))
+    }
+}

@@ -1,0 +1,581 @@
+//! The worker runtime: takes jobs from queues, runs their handlers under renewed leases, records
+//! the outcome in the `Store`, and reports heartbeats.
+//!
+//! Delivery is at least once; completion is exactly once. Before running a delivery the worker
+//! reads the job's record, and a job the `Store` already holds as finished is only acknowledged.
+//! Outcomes go to the `Store` first and the queue second, so a crash between the two re-delivers a
+//! job that the next worker then sees finished.
+
+mod handler;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use hivesync_core::clock::SharedClock;
+use hivesync_core::domain::{JobId, JobState, JobUpdate};
+use hivesync_core::ports::{
+    Delivery, Failure, JobQueue, LeaseStatus, Locks, Queue, Store, WorkerRegistry, WorkerRole,
+    WorkerStatus,
+};
+use hivesync_core::{ApiErrorCode, ErrorKind, Result};
+use rand::Rng;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub use handler::{Handlers, JobContext, JobError, JobHandler, JobResult, PingHandler, StopReason};
+
+/// The lock that keeps exactly one cleanup worker active across the cluster.
+pub const CLEANUP_LOCK: &str = "worker:cleanup";
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub id: String,
+    pub role: WorkerRole,
+    /// Queues to take jobs from, in the order tried first (the start rotates, so none starves).
+    pub queues: Vec<Queue>,
+    /// Jobs run at once. GPU and cleanup workers always run one.
+    pub concurrency: usize,
+    /// Longest wait between looks at empty queues (woken sooner when work arrives).
+    pub poll_interval: Duration,
+    pub heartbeat_interval: Duration,
+    /// After a shutdown signal, how long running jobs may take to finish before they are stopped
+    /// and given back to their queues.
+    pub shutdown_grace: Duration,
+    /// Overrides every queue's lease (and so how often leases are renewed: a third of it).
+    pub lease: Option<Duration>,
+}
+
+impl WorkerConfig {
+    /// A configuration for `role` with its default queues.
+    pub fn new(role: WorkerRole, concurrency: usize) -> Self {
+        WorkerConfig {
+            id: worker_id(),
+            role,
+            queues: role.default_queues(),
+            concurrency: match role {
+                WorkerRole::Gpu | WorkerRole::Cleanup => 1,
+                WorkerRole::Cpu => concurrency.max(1),
+            },
+            poll_interval: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+            lease: None,
+        }
+    }
+
+    /// The lease this worker takes on jobs of `queue`.
+    pub fn lease_for(&self, queue: Queue) -> Duration {
+        self.lease.unwrap_or(queue.policy().lease)
+    }
+}
+
+/// A worker id: host, process and a random suffix, so restarts never reuse one.
+pub fn worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let suffix: u16 = rand::rng().random();
+    format!("{host}-{}-{suffix:04x}", std::process::id())
+}
+
+/// The ports a worker uses.
+#[derive(Clone)]
+pub struct WorkerDeps {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn JobQueue>,
+    pub registry: Arc<dyn WorkerRegistry>,
+    pub locks: Arc<dyn Locks>,
+    pub clock: SharedClock,
+}
+
+impl std::fmt::Debug for WorkerDeps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerDeps")
+            .field("queue", &self.queue.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A worker process's job loop.
+#[derive(Debug)]
+pub struct Worker {
+    config: WorkerConfig,
+    deps: WorkerDeps,
+    handlers: Handlers,
+    active: Arc<Mutex<HashSet<JobId>>>,
+    started_at: chrono::DateTime<Utc>,
+}
+
+impl Worker {
+    pub fn new(config: WorkerConfig, deps: WorkerDeps, handlers: Handlers) -> Self {
+        Worker {
+            config,
+            deps,
+            handlers,
+            active: Arc::default(),
+            started_at: Utc::now(),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    fn status(&self, draining: bool) -> WorkerStatus {
+        let mut active: Vec<JobId> = self
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        active.sort();
+        WorkerStatus {
+            id: self.config.id.clone(),
+            role: self.config.role,
+            queues: self.config.queues.clone(),
+            hostname: self
+                .config
+                .id
+                .rsplitn(3, '-')
+                .nth(2)
+                .unwrap_or("unknown")
+                .to_owned(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            concurrency: self.config.concurrency as u32,
+            active_jobs: active,
+            draining,
+            started_at: self.started_at,
+            heartbeat_at: self.deps.clock.now(),
+        }
+    }
+
+    async fn heartbeat(&self, draining: bool) {
+        if let Err(err) = self.deps.registry.heartbeat(&self.status(draining)).await {
+            tracing::warn!(error = %err, "heartbeat failed");
+        }
+    }
+
+    /// Runs until `shutdown` fires, then stops taking jobs, lets running ones finish within the
+    /// grace period, gives the rest back to their queues, and deregisters.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let this = Arc::new(self);
+        tracing::info!(worker = %this.config.id, role = %this.config.role, queues = ?this.config.queues,
+            concurrency = this.config.concurrency, "worker started");
+        this.heartbeat(false).await;
+        let beating = CancellationToken::new();
+        let heartbeats = tokio::spawn({
+            let this = this.clone();
+            let beating = beating.clone();
+            async move {
+                let mut tick = tokio::time::interval(this.config.heartbeat_interval);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => this.heartbeat(false).await,
+                        () = beating.cancelled() => break,
+                    }
+                }
+            }
+        });
+
+        // Cancelled after the grace period: tells handlers still running to stop.
+        let stop_all = CancellationToken::new();
+        let mut running = JoinSet::new();
+        let result = this
+            .clone()
+            .consume(&shutdown, &stop_all, &mut running)
+            .await;
+
+        this.heartbeat(true).await;
+        let drained = tokio::time::timeout(this.config.shutdown_grace, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                jobs = running.len(),
+                "grace period over: stopping running jobs and giving them back"
+            );
+            stop_all.cancel();
+            // Handlers that ignore their stop signal are aborted after a further moment.
+            if tokio::time::timeout(Duration::from_secs(5), async {
+                while running.join_next().await.is_some() {}
+            })
+            .await
+            .is_err()
+            {
+                running.abort_all();
+            }
+        }
+        beating.cancel();
+        let _ = heartbeats.await;
+        if let Err(err) = this.deps.registry.deregister(&this.config.id).await {
+            tracing::warn!(error = %err, "cannot deregister");
+        }
+        if this.config.role == WorkerRole::Cleanup {
+            let _ = this.deps.locks.release(CLEANUP_LOCK, &this.config.id).await;
+        }
+        tracing::info!(worker = %this.config.id, "worker stopped");
+        result
+    }
+
+    /// The take-and-spawn loop; returns when `shutdown` fires.
+    async fn consume(
+        self: Arc<Self>,
+        shutdown: &CancellationToken,
+        stop_all: &CancellationToken,
+        running: &mut JoinSet<()>,
+    ) -> Result<()> {
+        let slots = Arc::new(Semaphore::new(self.config.concurrency));
+        let mut next_queue = 0usize;
+        let mut holds_cleanup_lock = false;
+        let mut lock_checked_at: Option<Instant> = None;
+        loop {
+            // Reap finished tasks so the set does not grow.
+            while running.try_join_next().is_some() {}
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            if self.config.role == WorkerRole::Cleanup
+                && lock_checked_at.is_none_or(|at| at.elapsed() >= self.config.heartbeat_interval)
+            {
+                holds_cleanup_lock = self.hold_cleanup_lock(holds_cleanup_lock).await;
+                lock_checked_at = Some(Instant::now());
+            }
+            if self.config.role == WorkerRole::Cleanup && !holds_cleanup_lock {
+                tokio::select! {
+                    () = tokio::time::sleep(self.config.heartbeat_interval) => continue,
+                    () = shutdown.cancelled() => return Ok(()),
+                }
+            }
+            let permit = tokio::select! {
+                permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                () = shutdown.cancelled() => return Ok(()),
+            };
+            match self.reserve_next(&mut next_queue).await {
+                Ok(Some(delivery)) => {
+                    let this = self.clone();
+                    let stop_all = stop_all.clone();
+                    running.spawn(async move {
+                        this.execute(delivery, stop_all).await;
+                        drop(permit);
+                    });
+                }
+                Ok(None) => {
+                    drop(permit);
+                    tokio::select! {
+                        result = self.deps.queue.wait_for_work(&self.config.queues, self.config.poll_interval) => {
+                            if let Err(err) = result {
+                                tracing::warn!(error = %err, "waiting for work failed");
+                                tokio::time::sleep(self.config.poll_interval).await;
+                            }
+                        }
+                        () = shutdown.cancelled() => return Ok(()),
+                    }
+                }
+                Err(err) => {
+                    drop(permit);
+                    tracing::warn!(error = %err, "cannot take a job; retrying shortly");
+                    tokio::select! {
+                        () = tokio::time::sleep(self.config.poll_interval) => {}
+                        () = shutdown.cancelled() => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the next job, trying each queue once, starting after the queue served last time.
+    async fn reserve_next(&self, next_queue: &mut usize) -> Result<Option<Delivery>> {
+        let queues = &self.config.queues;
+        for offset in 0..queues.len() {
+            let queue = queues[(*next_queue + offset) % queues.len()];
+            if let Some(delivery) = self
+                .deps
+                .queue
+                .reserve(queue, &self.config.id, self.config.lease_for(queue))
+                .await?
+            {
+                *next_queue = (*next_queue + offset + 1) % queues.len();
+                return Ok(Some(delivery));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn hold_cleanup_lock(&self, held: bool) -> bool {
+        let ttl = self.config.heartbeat_interval * 3;
+        match self
+            .deps
+            .locks
+            .acquire(CLEANUP_LOCK, &self.config.id, ttl)
+            .await
+        {
+            Ok(true) => {
+                if !held {
+                    tracing::info!("this is now the active cleanup worker");
+                }
+                true
+            }
+            Ok(false) => {
+                if held {
+                    tracing::warn!("another cleanup worker took over");
+                }
+                false
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot check the cleanup lock");
+                false
+            }
+        }
+    }
+
+    /// Runs one delivery to an outcome recorded in the `Store` and the queue, inside a span that
+    /// names the job.
+    async fn execute(self: Arc<Self>, delivery: Delivery, stop_all: CancellationToken) {
+        let span = tracing::info_span!("job", job_id = %delivery.job_id(), kind = %delivery.kind,
+            queue = %delivery.lease.queue, attempt = delivery.attempt);
+        self.execute_in_span(delivery, stop_all)
+            .instrument(span)
+            .await;
+    }
+
+    async fn execute_in_span(self: Arc<Self>, delivery: Delivery, stop_all: CancellationToken) {
+        let job_id = delivery.job_id();
+        let queue = delivery.lease.queue;
+        let record = match self.deps.store.get_job(job_id).await {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                tracing::warn!("a delivered job has no record; dropping it");
+                self.acknowledge(&delivery).await;
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the job's record; giving the job back");
+                let _ = self.deps.queue.release(&delivery.lease).await;
+                return;
+            }
+        };
+        if record.state.is_terminal() {
+            tracing::info!(state = %record.state, "already finished; acknowledging");
+            self.acknowledge(&delivery).await;
+            return;
+        }
+        let Some(handler) = self.handlers.get(&delivery.kind) else {
+            let message = format!("no handler for job kind {:?} on this worker", delivery.kind);
+            tracing::error!("{message}");
+            self.finish_failed(
+                &delivery,
+                ApiErrorCode::InternalError.as_str(),
+                &message,
+                false,
+            )
+            .await;
+            return;
+        };
+        let mut start = JobUpdate::progress(handler.start_state(), 0.0, "started");
+        start.new_attempt = true;
+        let record = match self.deps.store.update_job(job_id, start).await {
+            Ok(record) => record,
+            Err(err) if err.kind() == ErrorKind::Conflict => {
+                self.acknowledge(&delivery).await;
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot mark the job started; giving it back");
+                let _ = self.deps.queue.release(&delivery.lease).await;
+                return;
+            }
+        };
+
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job_id);
+        let ctx = JobContext {
+            job: record,
+            delivery: delivery.clone(),
+            stop: stop_all.child_token(),
+            reason: Arc::default(),
+            store: self.deps.store.clone(),
+        };
+        let set_reason = |reason: StopReason| {
+            let mut slot = ctx.reason.lock().unwrap_or_else(|e| e.into_inner());
+            slot.get_or_insert(reason);
+        };
+        let started = Instant::now();
+        let lease = self.config.lease_for(queue);
+        let outcome = {
+            let handling = handler.handle(&ctx);
+            tokio::pin!(handling);
+            let mut renew = tokio::time::interval(lease / 3);
+            renew.tick().await;
+            loop {
+                tokio::select! {
+                    outcome = &mut handling => break outcome,
+                    _ = renew.tick() => match self.deps.queue.renew(&delivery.lease, lease).await {
+                        Ok(LeaseStatus::Held) => {}
+                        Ok(LeaseStatus::CancelRequested) => {
+                            set_reason(StopReason::Cancelled);
+                            ctx.stop.cancel();
+                        }
+                        Ok(LeaseStatus::Lost) => {
+                            set_reason(StopReason::LeaseLost);
+                            ctx.stop.cancel();
+                        }
+                        Err(err) => tracing::warn!(error = %err, "cannot renew the lease"),
+                    },
+                    () = stop_all.cancelled(), if ctx.stop_reason().is_none() => {
+                        set_reason(StopReason::Shutdown);
+                    }
+                }
+            }
+        };
+        let elapsed = started.elapsed();
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&job_id);
+        let outcome_label = self.record_outcome(&delivery, &ctx, outcome).await;
+        metrics::counter!("hivesync_jobs_total", "queue" => queue.as_str(), "outcome" => outcome_label)
+            .increment(1);
+        metrics::histogram!("hivesync_job_duration_seconds", "queue" => queue.as_str())
+            .record(elapsed.as_secs_f64());
+    }
+
+    /// Writes the outcome to the `Store`, then to the queue. Returns a label for metrics.
+    async fn record_outcome(
+        &self,
+        delivery: &Delivery,
+        ctx: &JobContext,
+        outcome: JobResult,
+    ) -> &'static str {
+        let job_id = delivery.job_id();
+        match outcome {
+            Ok(result) => {
+                match self
+                    .deps
+                    .store
+                    .update_job(job_id, JobUpdate::success(result))
+                    .await
+                {
+                    Ok(_) => tracing::info!("job succeeded"),
+                    // Finished elsewhere already (a re-delivery raced this one): nothing to add.
+                    Err(err) if err.kind() == ErrorKind::Conflict => {}
+                    Err(err) => {
+                        // Leave the lease to expire: the job runs again rather than being lost.
+                        tracing::error!(error = %err, "cannot record success; the job will run again");
+                        return "error";
+                    }
+                }
+                self.acknowledge(delivery).await;
+                "success"
+            }
+            Err(JobError::Stopped) | Err(_) if ctx.stop_reason().is_some() => {
+                match ctx.stop_reason() {
+                    Some(StopReason::Cancelled) => {
+                        let cancelled = JobUpdate {
+                            state: JobState::Cancelled,
+                            progress: ctx.job.progress,
+                            phase: Some("cancelled".to_owned()),
+                            new_attempt: false,
+                            error_code: None,
+                            error_message: Some("cancelled while running".to_owned()),
+                            result: None,
+                        };
+                        let _ = self.deps.store.update_job(job_id, cancelled).await;
+                        self.acknowledge(delivery).await;
+                        tracing::info!("job cancelled");
+                        "cancelled"
+                    }
+                    Some(StopReason::Shutdown) => {
+                        let requeued =
+                            JobUpdate::progress(JobState::Queued, 0.0, "released at shutdown");
+                        let _ = self.deps.store.update_job(job_id, requeued).await;
+                        let _ = self.deps.queue.release(&delivery.lease).await;
+                        tracing::info!("job given back to its queue at shutdown");
+                        "released"
+                    }
+                    Some(StopReason::LeaseLost) | None => {
+                        tracing::warn!("the lease was lost; another worker owns the job now");
+                        "lease_lost"
+                    }
+                }
+            }
+            Err(JobError::Stopped) => {
+                self.finish_failed(
+                    delivery,
+                    ApiErrorCode::InternalError.as_str(),
+                    "the handler stopped without being asked to",
+                    true,
+                )
+                .await
+            }
+            Err(JobError::Retryable { code, message }) => {
+                self.finish_failed(delivery, &code, &message, true).await
+            }
+            Err(JobError::Permanent { code, message }) => {
+                self.finish_failed(delivery, &code, &message, false).await
+            }
+        }
+    }
+
+    /// Records a failure: a retry while attempts remain, otherwise `failed` and a dead letter.
+    async fn finish_failed(
+        &self,
+        delivery: &Delivery,
+        code: &str,
+        message: &str,
+        retryable: bool,
+    ) -> &'static str {
+        let job_id = delivery.job_id();
+        let will_retry = retryable && !delivery.is_last_attempt();
+        let update = if will_retry {
+            JobUpdate {
+                state: JobState::Queued,
+                progress: 0.0,
+                phase: Some("retrying".to_owned()),
+                new_attempt: false,
+                error_code: Some(code.to_owned()),
+                error_message: Some(message.to_owned()),
+                result: None,
+            }
+        } else {
+            JobUpdate::failed(code, message)
+        };
+        if let Err(err) = self.deps.store.update_job(job_id, update).await
+            && err.kind() != ErrorKind::Conflict
+        {
+            tracing::error!(error = %err, "cannot record the failure; the job will run again");
+            return "error";
+        }
+        let policy = delivery.lease.queue.policy();
+        let failure = Failure {
+            retryable,
+            code: code.to_owned(),
+            message: message.to_owned(),
+            retry_after: policy.backoff(delivery.attempt, rand::rng().random()),
+        };
+        match self.deps.queue.fail(&delivery.lease, failure).await {
+            Ok(outcome) => tracing::warn!(code, message, ?outcome, "job failed"),
+            Err(err) => tracing::error!(error = %err, "cannot record the failure in the queue"),
+        }
+        if will_retry { "retried" } else { "failed" }
+    }
+
+    async fn acknowledge(&self, delivery: &Delivery) {
+        if let Err(err) = self.deps.queue.complete(&delivery.lease).await {
+            tracing::warn!(error = %err, "cannot acknowledge the job; it may be delivered again");
+        }
+    }
+}
