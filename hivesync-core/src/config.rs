@@ -31,6 +31,14 @@
 //! | `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `OPENAI_MODEL` | unset, `https://api.openai.com/v1`, `gpt-4o-mini` | |
 //! | `LOCAL_AI_ENABLED`, `LOCAL_AI_MODEL_PATH` | `false`, unset | |
 //! | `AUTOSCALER_ENABLED`, `_MIN_WORKERS`, `_MAX_WORKERS`, `_SCALE_OUT_THRESHOLD`, `_SCALE_IN_THRESHOLD`, `_POLL_INTERVAL_SECONDS` | `false`, 1, 4, 20, 5, 30 | |
+//! | `AUTOSCALER_SCALER`, `AUTOSCALER_COMMAND`, `AUTOSCALER_DRAIN_TARGET_SECONDS`, `AUTOSCALER_SCALE_IN_COOLDOWN_SECONDS` | `none`, unset, unset, 300 | `none`, `command` (runs the command with `{n}`, `{role}`), `local` (worker processes here) |
+//! | `REDIS_KEY_PREFIX` | empty | prefix of every Redis key |
+//! | `CLEANUP_INTERVAL_SECONDS` | 600 | how often the cleanup worker runs |
+//! | `PREVIEW_RETENTION_SECONDS`, `PREVIEW_OBJECT_RETENTION_SECONDS` | 86400, 604800 | age of local bundles / stored preview objects that cleanup removes |
+//! | `TMP_RETENTION_SECONDS` | 21600 | age of `DATA_DIR/tmp` entries that cleanup removes |
+//! | `LOG_ROTATE_BYTES`, `LOG_RETENTION_SECONDS` | 10 MiB, 604800 | rotation size and age of rotated logs in `DATA_DIR/logs` |
+//! | `CACHE_RETENTION_SECONDS` | 2592000 | age of unused `DATA_DIR/cache` entries |
+//! | `METRICS_TOKEN` | unset | a bearer token for `/metrics` (admins can always read it) |
 //! | `LOG_LEVEL` | `info` | a level or a `target=level,…` filter |
 //! | `LOG_FORMAT` | `text` | `text` or `json` |
 //! | `HIVESYNC_BIND` | `127.0.0.1:8080` | listen address of `hivesync serve` |
@@ -63,8 +71,13 @@ pub struct Config {
     pub openai: Option<OpenAiConfig>,
     pub local_ai: LocalAiConfig,
     pub autoscaler: AutoscalerConfig,
+    pub cleanup: CleanupConfig,
     pub log: LogConfig,
     pub http: HttpConfig,
+    /// Prepended to every Redis key (`REDIS_KEY_PREFIX`), to share one Redis between deployments.
+    pub redis_key_prefix: String,
+    /// A bearer token that may read `/metrics` besides admins (`METRICS_TOKEN`).
+    pub metrics_token: Option<Secret>,
 }
 
 /// Where the `Store` lives. The URL may carry a password, so it is kept as a [`Secret`].
@@ -154,6 +167,45 @@ pub struct AutoscalerConfig {
     pub scale_out_threshold: u64,
     pub scale_in_threshold: u64,
     pub poll_interval: Duration,
+    /// How decisions are carried out.
+    pub scaler: ScalerKind,
+    /// For [`ScalerKind::Command`]: the command, with `{n}` and `{role}` filled in.
+    pub command: Option<String>,
+    /// Optional: scale out until the queue would drain (depth × median job duration / workers)
+    /// within this long.
+    pub drain_target: Option<Duration>,
+    /// Scale in only after the queue has stayed below the threshold this long.
+    pub scale_in_cooldown: Duration,
+}
+
+/// How the autoscaler's decisions are carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScalerKind {
+    /// Log the decision only (the default).
+    None,
+    /// Run `AUTOSCALER_COMMAND`.
+    Command,
+    /// Start and stop `hivesync worker` processes on this machine.
+    LocalProcesses,
+}
+
+/// What the cleanup worker removes, and when.
+#[derive(Debug, Clone)]
+pub struct CleanupConfig {
+    /// How often a cleanup runs.
+    pub interval: Duration,
+    /// Local bundles under `DATA_DIR/previews` older than this are removed.
+    pub preview_retention: Duration,
+    /// Preview objects under `previews/` in the object store older than this are removed.
+    pub preview_object_retention: Duration,
+    /// Entries of `DATA_DIR/tmp` older than this are removed (unless their job still runs).
+    pub tmp_retention: Duration,
+    /// Log files in `DATA_DIR/logs` larger than this are rotated.
+    pub log_rotate_bytes: u64,
+    /// Rotated logs older than this are removed.
+    pub log_retention: Duration,
+    /// Entries of `DATA_DIR/cache/*` not changed for this long are removed.
+    pub cache_retention: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,7 +376,39 @@ impl Config {
                 30,
                 1..=86_400,
             )?),
+            scaler: match env
+                .get("AUTOSCALER_SCALER")
+                .map(|s| s.trim().to_ascii_lowercase())
+                .as_deref()
+            {
+                None | Some("none") => ScalerKind::None,
+                Some("command") => ScalerKind::Command,
+                Some("local") => ScalerKind::LocalProcesses,
+                Some(_) => {
+                    return Err(invalid(
+                        "AUTOSCALER_SCALER",
+                        "expected none, command or local",
+                    ));
+                }
+            },
+            command: env.get("AUTOSCALER_COMMAND"),
+            drain_target: env
+                .get("AUTOSCALER_DRAIN_TARGET_SECONDS")
+                .map(|_| env.number("AUTOSCALER_DRAIN_TARGET_SECONDS", 0, 1..=86_400))
+                .transpose()?
+                .map(Duration::from_secs),
+            scale_in_cooldown: Duration::from_secs(env.number(
+                "AUTOSCALER_SCALE_IN_COOLDOWN_SECONDS",
+                300,
+                0..=86_400,
+            )?),
         };
+        if autoscaler.scaler == ScalerKind::Command && autoscaler.command.is_none() {
+            return Err(invalid(
+                "AUTOSCALER_COMMAND",
+                "must be set when AUTOSCALER_SCALER is command",
+            ));
+        }
         if autoscaler.min_workers > autoscaler.max_workers {
             return Err(invalid(
                 "AUTOSCALER_MIN_WORKERS",
@@ -335,6 +419,46 @@ impl Config {
             return Err(invalid(
                 "AUTOSCALER_SCALE_IN_THRESHOLD",
                 "must be less than AUTOSCALER_SCALE_OUT_THRESHOLD",
+            ));
+        }
+
+        let cleanup = CleanupConfig {
+            interval: Duration::from_secs(env.number(
+                "CLEANUP_INTERVAL_SECONDS",
+                600,
+                10..=7 * 86_400,
+            )?),
+            preview_retention: Duration::from_secs(env.number(
+                "PREVIEW_RETENTION_SECONDS",
+                86_400,
+                60..=365 * 86_400,
+            )?),
+            preview_object_retention: Duration::from_secs(env.number(
+                "PREVIEW_OBJECT_RETENTION_SECONDS",
+                7 * 86_400,
+                60..=365 * 86_400,
+            )?),
+            tmp_retention: Duration::from_secs(env.number(
+                "TMP_RETENTION_SECONDS",
+                6 * 3600,
+                60..=365 * 86_400,
+            )?),
+            log_rotate_bytes: env.number("LOG_ROTATE_BYTES", 10 << 20, 1024..=1 << 40)?,
+            log_retention: Duration::from_secs(env.number(
+                "LOG_RETENTION_SECONDS",
+                7 * 86_400,
+                60..=365 * 86_400,
+            )?),
+            cache_retention: Duration::from_secs(env.number(
+                "CACHE_RETENTION_SECONDS",
+                30 * 86_400,
+                60..=365 * 86_400,
+            )?),
+        };
+        if cleanup.tmp_retention <= preview.max_build_time {
+            return Err(invalid(
+                "TMP_RETENTION_SECONDS",
+                "must be longer than PREVIEW_MAX_TIMEOUT_MS, or cleanup could remove a running build's files",
             ));
         }
 
@@ -374,8 +498,11 @@ impl Config {
             openai,
             local_ai,
             autoscaler,
+            cleanup,
             log,
             http,
+            redis_key_prefix: env.get("REDIS_KEY_PREFIX").unwrap_or_default(),
+            metrics_token: env.get("METRICS_TOKEN").map(Secret::new),
         })
     }
 

@@ -4,10 +4,14 @@
 //!
 //! - [`redis`]: the Redis `JobQueue`, `WorkerRegistry`, `Locks` and `RateLimiter`, with their Lua
 //!   scripts in `lua/`.
+//! - [`autoscaler`]: the scaling decision, its cool-down, and the `Scaler` adapters.
+//! - [`cleanup`]: the cleanup worker's job: what it may delete, planned, then applied.
 //! - [`jobs`]: submitting jobs (`Store` first, then the queue) and the reconciler.
 //! - [`worker`]: the worker runtime: leases, handlers, outcomes, heartbeats, shutdown.
 //! - [`sql`]: the SQL-backed `JobQueue`, `WorkerRegistry` and `Locks` (SQLite, PostgreSQL).
 
+pub mod autoscaler;
+pub mod cleanup;
 pub mod jobs;
 pub mod redis;
 pub mod sql;

@@ -23,6 +23,7 @@ pub use sql::postgres::SqlStore as PostgresStore;
 pub use sql::sqlite::SqlStore as SqliteStore;
 
 /// Connections a PostgreSQL pool may open; SQLite's pool is sized by its adapter.
+#[cfg(feature = "postgres")]
 const POSTGRES_POOL_SIZE: u32 = 16;
 
 /// Opens the `Store` that `DATABASE_URL` names. Migrations are not applied here.
