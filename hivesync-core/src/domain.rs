@@ -569,6 +569,14 @@ pub struct JobFilter {
     pub kind: Option<String>,
 }
 
+/// How many jobs of a queue are in a state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobCount {
+    pub queue: String,
+    pub state: JobState,
+    pub count: u64,
+}
+
 /// An in-app notification for one user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {

@@ -4,6 +4,7 @@
 //!
 //! - [`redis`]: the Redis `JobQueue`, `WorkerRegistry`, `Locks` and `RateLimiter`, with their Lua
 //!   scripts in `lua/`.
+//! - [`backends`]: opening the store, object store and queue family from configuration.
 //! - [`autoscaler`]: the scaling decision, its cool-down, and the `Scaler` adapters.
 //! - [`cleanup`]: the cleanup worker's job: what it may delete, planned, then applied.
 //! - [`jobs`]: submitting jobs (`Store` first, then the queue) and the reconciler.
@@ -11,6 +12,7 @@
 //! - [`sql`]: the SQL-backed `JobQueue`, `WorkerRegistry` and `Locks` (SQLite, PostgreSQL).
 
 pub mod autoscaler;
+pub mod backends;
 pub mod cleanup;
 pub mod jobs;
 pub mod redis;

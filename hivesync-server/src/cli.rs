@@ -1,12 +1,25 @@
 //! The `hivesync` command line.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use hivesync_core::clock::system_clock;
 use hivesync_core::config::{self, Config};
-use hivesync_core::{Result, adapters};
+use hivesync_core::domain::{Email, JobState, JobUpdate};
+use hivesync_core::ports::{Queue, WorkerRole};
+use hivesync_core::{Error, ErrorKind, Result};
+use hivesync_queue::backends::Backends;
+use hivesync_queue::jobs::{Submission, submit};
+use hivesync_queue::worker::WorkerConfig;
 use poem::listener::{Acceptor, Listener, TcpListener};
+use tokio_util::sync::CancellationToken;
 
+use crate::http::health::{self, ComponentStatus, DetailedHealth, OverallStatus};
+use crate::runtime;
 use crate::state::AppState;
 
 #[derive(Debug, Parser)]
@@ -22,72 +35,489 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the API server (applies migrations first).
+    /// Run the API server (applies migrations first). On the embedded defaults (no REDIS_URL) it
+    /// also runs the workers.
     Serve {
         /// Address to listen on; overrides HIVESYNC_BIND. Port 0 picks a free port.
         #[arg(long)]
         bind: Option<SocketAddr>,
+        /// Do not run workers in this process, even without Redis.
+        #[arg(long)]
+        no_workers: bool,
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Run a worker: take jobs from queues until SIGTERM or Ctrl-C.
+    Worker {
+        /// cpu (previews, AI, system events), gpu (local models) or cleanup.
+        #[arg(long, value_parser = parse_role)]
+        role: WorkerRole,
+        /// Comma-separated queues instead of the role's defaults.
+        #[arg(long, value_delimiter = ',', value_parser = parse_queue)]
+        queues: Option<Vec<Queue>>,
+        /// Jobs at once (CPU workers only; default WORKER_CONCURRENCY).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Lease length in seconds, overriding each queue's (renewed every third of it).
+        #[arg(long)]
+        lease_seconds: Option<u64>,
+        /// Serve this worker's /metrics on this address.
+        #[arg(long)]
+        metrics_bind: Option<SocketAddr>,
+    },
+    /// Administer accounts.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Queue operations.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+    /// Check every component; exits non-zero when one is down.
+    Health {
+        /// JSON for machines instead of text for people (`-json` works too).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove expired previews, stale temp files, orphaned objects; rotate logs.
+    Cleanup {
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Make an account an admin.
+    Grant { email: String },
+    /// Take admin rights away.
+    Revoke { email: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Enqueue a ping on system_events and wait for a worker to answer.
+    Ping {
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// Ask the worker to hold the job this many milliseconds before answering.
+        #[arg(long, default_value_t = 0)]
+        hold_ms: u64,
+    },
+}
+
+fn parse_role(s: &str) -> std::result::Result<WorkerRole, String> {
+    s.parse().map_err(|e: Error| e.to_string())
+}
+
+fn parse_queue(s: &str) -> std::result::Result<Queue, String> {
+    s.parse().map_err(|e: Error| e.to_string())
+}
+
+/// Parses the process's arguments, accepting the spec's single-dash `-json` as `--json`.
+pub fn parse_args() -> Cli {
+    let args = std::env::args_os().map(|arg| if arg == "-json" { "--json".into() } else { arg });
+    Cli::parse_from(args)
 }
 
 /// Runs a parsed command line to completion.
-pub async fn run(cli: Cli) -> Result<()> {
+pub async fn run(cli: Cli) -> Result<ExitCode> {
     let config = Config::from_env()?;
     crate::telemetry::init(&config.log);
     match cli.command {
-        Command::Serve { bind } => serve(config, bind).await,
+        Command::Serve { bind, no_workers } => serve(config, bind, no_workers).await,
         Command::Migrate => migrate(config).await,
+        Command::Worker {
+            role,
+            queues,
+            concurrency,
+            lease_seconds,
+            metrics_bind,
+        } => {
+            let mut worker =
+                WorkerConfig::new(role, concurrency.unwrap_or(config.worker_concurrency));
+            if let Some(queues) = queues {
+                worker.queues = queues;
+            }
+            worker.lease = lease_seconds.map(Duration::from_secs);
+            run_worker(config, worker, metrics_bind).await
+        }
+        Command::Admin { command } => admin(config, command).await,
+        Command::Queue {
+            command: QueueCommand::Ping { timeout, hold_ms },
+        } => ping(config, Duration::from_secs(timeout), hold_ms).await,
+        Command::Health { json } => health_command(config, json).await,
+        Command::Cleanup { dry_run } => cleanup(config, dry_run).await,
     }
 }
 
-async fn migrate(config: Config) -> Result<()> {
+/// Opens the backends without migrating (only `serve` and `migrate` change the schema).
+async fn open_state(config: Config) -> Result<Arc<AppState>> {
     config::prepare_data_dir(&config)?;
-    let store = adapters::open_store(&config).await?;
-    store.migrate().await?;
-    println!("migrations applied");
-    Ok(())
+    let backends = Backends::open(&config, system_clock(), false).await?;
+    AppState::new(config, backends, None)
 }
 
-async fn serve(config: Config, bind: Option<SocketAddr>) -> Result<()> {
-    let bind = bind.unwrap_or(config.http.bind);
-    let embedded = config.is_embedded();
-    let data_dir = config.data_dir.clone();
-    let state = AppState::open(config).await?;
+async fn migrate(config: Config) -> Result<ExitCode> {
+    config::prepare_data_dir(&config)?;
+    Backends::open(&config, system_clock(), true).await?;
+    println!("migrations applied");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn listen(bind: SocketAddr) -> Result<(impl Acceptor, SocketAddr)> {
     let acceptor = TcpListener::bind(bind).into_acceptor().await.map_err(|e| {
-        hivesync_core::Error::new(
-            hivesync_core::ErrorKind::Config,
-            "cannot listen on the bind address",
-        )
-        .with_context("variable", "HIVESYNC_BIND")
-        .with_context("address", bind)
-        .with_source(e)
+        Error::new(ErrorKind::Config, "cannot listen on the bind address")
+            .with_context("variable", "HIVESYNC_BIND")
+            .with_context("address", bind)
+            .with_source(e)
     })?;
     let local = acceptor
         .local_addr()
         .into_iter()
         .find_map(|addr| addr.as_socket_addr().copied())
         .unwrap_or(bind);
-    tracing::info!(address = %local, embedded, data_dir = %data_dir.display(), objects = state.objects.name(), "listening");
+    Ok((acceptor, local))
+}
+
+async fn serve(config: Config, bind: Option<SocketAddr>, no_workers: bool) -> Result<ExitCode> {
+    let bind = bind.unwrap_or(config.http.bind);
+    config::prepare_data_dir(&config)?;
+    let metrics = crate::metrics::install();
+    let backends = Backends::open(&config, system_clock(), true).await?;
+    let embedded_queue = backends.queue_is_embedded();
+    let state = AppState::new(config, backends, Some(metrics))?;
+    let (acceptor, local) = listen(bind).await?;
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(forward_signals(shutdown.clone()));
+    let owner = format!("serve-{}", hivesync_queue::worker::worker_id());
+    let mut tasks = Vec::new();
+    let in_process_workers = embedded_queue && !no_workers;
+    if in_process_workers {
+        tasks.extend(runtime::spawn_embedded_workers(&state, &shutdown));
+    }
+    tasks.push(runtime::spawn_reconciler(&state, &owner, &shutdown));
+    tasks.extend(runtime::spawn_autoscaler(&state, &owner, &shutdown));
+
+    tracing::info!(address = %local, embedded = state.config.is_embedded(), in_process_workers,
+        data_dir = %state.config.data_dir.display(), objects = state.objects.name(),
+        queue = state.queue.name(), "listening");
     // Tests and scripts read this line to find the port when binding to port 0.
     println!("hivesync listening on http://{local}");
+    let stopping = shutdown.clone();
     poem::Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(
             crate::http::app(state),
-            shutdown_signal(),
-            Some(std::time::Duration::from_secs(30)),
+            async move { stopping.cancelled().await },
+            Some(Duration::from_secs(30)),
         )
         .await
-        .map_err(|e| {
-            hivesync_core::Error::internal("the server stopped with an error").with_source(e)
-        })?;
+        .map_err(|e| Error::internal("the server stopped with an error").with_source(e))?;
+    shutdown.cancel();
+    for task in tasks {
+        let _ = task.await;
+    }
     tracing::info!("shut down");
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+async fn run_worker(
+    config: Config,
+    worker: WorkerConfig,
+    metrics_bind: Option<SocketAddr>,
+) -> Result<ExitCode> {
+    let metrics = crate::metrics::install();
+    config::prepare_data_dir(&config)?;
+    let backends = Backends::open(&config, system_clock(), false).await?;
+    let state = AppState::new(config, backends, Some(metrics))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(forward_signals(shutdown.clone()));
+    let mut tasks = runtime::spawn_worker(&state, worker.clone(), &shutdown);
+    tasks.push(runtime::spawn_reconciler(&state, &worker.id, &shutdown));
+    if let Some(bind) = metrics_bind {
+        let (acceptor, local) = listen(bind).await?;
+        tracing::info!(address = %local, "serving worker metrics");
+        let app = crate::http::with_middleware(
+            poem::Route::new().at("/metrics", poem::get(crate::http::metrics_endpoint)),
+            state.clone(),
+        );
+        let stopping = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = poem::Server::new_with_acceptor(acceptor)
+                .run_with_graceful_shutdown(
+                    app,
+                    async move { stopping.cancelled().await },
+                    Some(Duration::from_secs(5)),
+                )
+                .await;
+        }));
+    }
+    println!("hivesync worker {} ({}) started", worker.id, worker.role);
+    for task in tasks {
+        let _ = task.await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn admin(config: Config, command: AdminCommand) -> Result<ExitCode> {
+    let state = open_state(config).await?;
+    let (email, grant) = match &command {
+        AdminCommand::Grant { email } => (email, true),
+        AdminCommand::Revoke { email } => (email, false),
+    };
+    let email = Email::parse(email)?;
+    let user = state
+        .store
+        .get_user_by_email(&email)
+        .await?
+        .ok_or_else(|| {
+            Error::not_found("no account with this email").with_context("email", &email)
+        })?;
+    state.store.set_admin(user.id, grant).await?;
+    println!(
+        "{email} is {}an admin",
+        if grant { "now " } else { "no longer " }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn ping(config: Config, timeout: Duration, hold_ms: u64) -> Result<ExitCode> {
+    let state = open_state(config).await?;
+    let started = Instant::now();
+    let job = submit(
+        &*state.store,
+        &*state.queue,
+        Submission::new(
+            Queue::SystemEvents,
+            runtime::PING_JOB_KIND,
+            serde_json::json!({"sent_at": chrono::Utc::now(), "hold_ms": hold_ms}),
+        ),
+    )
+    .await?;
+    loop {
+        let current = state
+            .store
+            .get_job(job.id)
+            .await?
+            .ok_or_else(|| Error::internal("the ping job vanished"))?;
+        match current.state {
+            JobState::Success => {
+                let worker = current
+                    .result
+                    .as_ref()
+                    .and_then(|r| r["worker"].as_str())
+                    .unwrap_or("a worker")
+                    .to_owned();
+                println!(
+                    "pong from {worker} in {} ms (job {}, queue {})",
+                    started.elapsed().as_millis(),
+                    job.id,
+                    state.queue.name()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            state_now if state_now.is_terminal() => {
+                eprintln!(
+                    "ping job {} ended {state_now}: {}",
+                    job.id,
+                    current.error_message.unwrap_or_default()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            _ => {}
+        }
+        if started.elapsed() >= timeout {
+            // Leave nothing behind: a worker that starts later must not answer a ping nobody
+            // waits for.
+            let _ = state.queue.cancel(job.id).await;
+            let cancelled = JobUpdate {
+                state: JobState::Cancelled,
+                progress: 0.0,
+                phase: Some("timed out".to_owned()),
+                new_attempt: false,
+                error_code: None,
+                error_message: Some("no worker answered in time".to_owned()),
+                result: None,
+            };
+            let _ = state.store.update_job(job.id, cancelled).await;
+            eprintln!(
+                "no worker answered within {} s (is a worker running?)",
+                timeout.as_secs()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn health_command(config: Config, json: bool) -> Result<ExitCode> {
+    let state = match open_state(config).await {
+        Ok(state) => state,
+        Err(err) => {
+            // The database (or Redis) cannot even be opened: that is a "down" answer too.
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"status": "down", "error": err.to_string()})
+                );
+            } else {
+                println!("{} cannot connect: {err}", paint("down", Paint::Red));
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let report = health::check(&state).await;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print_health(&report);
+    }
+    Ok(if report.report.status == OverallStatus::Down {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Paint {
+    Green,
+    Yellow,
+    Red,
+}
+
+/// Colours text when stdout is a terminal.
+fn paint(text: &str, colour: Paint) -> String {
+    if !std::io::stdout().is_terminal() {
+        return text.to_owned();
+    }
+    let code = match colour {
+        Paint::Green => 32,
+        Paint::Yellow => 33,
+        Paint::Red => 31,
+    };
+    format!("\x1b[{code}m{text}\x1b[0m")
+}
+
+fn print_health(report: &DetailedHealth) {
+    let overall = match report.report.status {
+        OverallStatus::Ok => paint("ok", Paint::Green),
+        OverallStatus::Degraded => paint("degraded", Paint::Yellow),
+        OverallStatus::Down => paint("down", Paint::Red),
+    };
+    println!("HiveSync {}: {overall}", report.report.version);
+    for (name, component) in &report.report.components {
+        let status = match component.status {
+            ComponentStatus::Up => paint("up", Paint::Green),
+            ComponentStatus::Degraded => paint("degraded", Paint::Yellow),
+            ComponentStatus::Down => paint("down", Paint::Red),
+        };
+        let detail = component
+            .detail
+            .as_deref()
+            .map(|d| format!(" — {d}"))
+            .unwrap_or_default();
+        println!(
+            "  {name:<13} {status:<8} {:>8.1} ms{detail}",
+            component.latency_ms
+        );
+    }
+    println!("  queues:");
+    for q in &report.queues {
+        let flag = if q.saturated {
+            paint(" saturated", Paint::Yellow)
+        } else {
+            String::new()
+        };
+        println!(
+            "    {:<14} ready {:>5}  delayed {:>5}  running {:>4}  dead {:>4}{flag}",
+            q.queue.as_str(),
+            q.stats.ready,
+            q.stats.delayed,
+            q.stats.running,
+            q.stats.dead
+        );
+    }
+    println!("  workers:");
+    if report.workers.is_empty() {
+        println!("    (none)");
+    }
+    for w in &report.workers {
+        let state = if w.responsive {
+            paint("responsive", Paint::Green)
+        } else {
+            paint("unresponsive", Paint::Red)
+        };
+        println!(
+            "    {:<32} {:<7} {state}  last heartbeat {} s ago, {} jobs",
+            w.id,
+            w.role.as_str(),
+            w.seconds_since_heartbeat,
+            w.active_jobs
+        );
+    }
+}
+
+async fn cleanup(config: Config, dry_run: bool) -> Result<ExitCode> {
+    let state = open_state(config).await?;
+    let (plan, report) = runtime::cleaner(&state).run(dry_run).await?;
+    for action in &plan.actions {
+        println!(
+            "{}{}",
+            if dry_run { "would " } else { "" },
+            describe_action(action)
+        );
+    }
+    if dry_run {
+        println!(
+            "{} actions, {} bytes would be freed (dry run: nothing changed)",
+            plan.actions.len(),
+            plan.bytes()
+        );
+    } else {
+        println!(
+            "removed {}, rotated {}, deleted {} objects, freed {} bytes, {} failures",
+            report.removed,
+            report.rotated,
+            report.objects_deleted,
+            report.bytes_freed,
+            report.failures
+        );
+    }
+    Ok(if report.failures > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn describe_action(action: &hivesync_queue::cleanup::CleanupAction) -> String {
+    use hivesync_queue::cleanup::CleanupAction;
+    match action {
+        CleanupAction::Remove {
+            path,
+            bytes,
+            reason,
+        } => format!("remove {} ({bytes} bytes): {reason}", path.display()),
+        CleanupAction::Rotate { path, to, .. } => {
+            format!("rotate {} -> {}", path.display(), to.display())
+        }
+        CleanupAction::DeleteObject { key, bytes, reason } => {
+            format!("delete object {key} ({bytes} bytes): {reason}")
+        }
+    }
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM.
+async fn forward_signals(token: CancellationToken) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -105,5 +535,7 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
         () = terminate => tracing::info!("SIGTERM received, shutting down"),
+        () = token.cancelled() => return,
     }
+    token.cancel();
 }

@@ -4,10 +4,14 @@
 //!
 //! - [`state`]: [`state::AppState`], the adapters and services shared by every request.
 //! - [`http`]: routes, the standard error shape, authentication, middleware, the OpenAPI spec.
+//! - [`metrics`]: Prometheus names, the recorder, and gauges refreshed at each scrape.
+//! - [`runtime`]: background work: workers, cleanup schedule, reconciler, autoscaler.
 //! - [`cli`]: the `hivesync` command line (`serve`, `migrate`).
 //! - [`telemetry`]: logging setup.
 
 pub mod cli;
 pub mod http;
+pub mod metrics;
+pub mod runtime;
 pub mod state;
 pub mod telemetry;

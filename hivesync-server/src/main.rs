@@ -1,11 +1,9 @@
-use clap::Parser;
-use hivesync_server::cli::{Cli, run};
+use hivesync_server::cli::{parse_args, run};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    match run(cli).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    match run(parse_args()).await {
+        Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err}");
             if err.kind() == hivesync_core::ErrorKind::Config {

@@ -3,65 +3,108 @@
 use std::sync::Arc;
 
 use hivesync_core::Result;
-use hivesync_core::adapters::{self, InProcessRateLimiter};
 use hivesync_core::auth::{JwtIssuer, PasswordHasher};
+use hivesync_core::clock::{SharedClock, system_clock};
 use hivesync_core::config::{self, Config};
-use hivesync_core::ports::{ObjectStore, Quota, RateLimiter, Store};
+use hivesync_core::ports::{
+    JobQueue, Locks, ObjectStore, Quota, RateLimiter, Store, WorkerRegistry,
+};
 use hivesync_core::preview_token::PreviewTokenSigner;
+use hivesync_queue::RedisBackend;
+use hivesync_queue::autoscaler::{Bounds, Decision};
+use hivesync_queue::backends::Backends;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::RwLock;
 
 /// The adapters and services of one running server, shared by every request.
 pub struct AppState {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub objects: Arc<dyn ObjectStore>,
+    pub queue: Arc<dyn JobQueue>,
+    pub registry: Arc<dyn WorkerRegistry>,
+    pub locks: Arc<dyn Locks>,
     pub rate_limiter: Arc<dyn RateLimiter>,
+    /// The Redis backend, when `REDIS_URL` is set (for health checks).
+    pub redis: Option<RedisBackend>,
+    pub clock: SharedClock,
     pub passwords: PasswordHasher,
     pub jwt: JwtIssuer,
     pub preview_tokens: PreviewTokenSigner,
     /// Attempts per client address and per account on `/auth/login` and `/auth/register`.
     pub login_quota: Quota,
+    /// Renders `/metrics`; `None` when this process did not install the Prometheus recorder.
+    pub metrics: Option<PrometheusHandle>,
+    /// What the autoscaler last decided, for `/admin/autoscaler`.
+    pub autoscaler: Arc<RwLock<AutoscalerView>>,
+}
+
+/// The autoscaler as the admin API shows it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct AutoscalerView {
+    /// Whether this process runs the autoscaler loop (and holds its lock).
+    pub active: bool,
+    pub bounds: Option<Bounds>,
+    /// The current target per role.
+    pub targets: Vec<(String, u32)>,
+    /// The latest decisions, newest last.
+    pub decisions: Vec<(String, Decision)>,
+    pub last_error: Option<String>,
 }
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
-            .field("store", &"dyn Store")
             .field("objects", &self.objects.name())
+            .field("queue", &self.queue.name())
             .finish_non_exhaustive()
     }
 }
 
 impl AppState {
-    /// Prepares `DATA_DIR`, opens the adapters the configuration names and applies migrations.
+    /// Prepares `DATA_DIR`, opens the backends the configuration names and applies migrations.
     pub async fn open(config: Config) -> Result<Arc<Self>> {
         config::prepare_data_dir(&config)?;
-        let store = adapters::open_store(&config).await?;
-        store.migrate().await?;
-        let objects = adapters::open_object_store(&config).await?;
-        Self::with_adapters(
-            config,
-            store,
-            objects,
-            Arc::new(InProcessRateLimiter::new()),
-        )
+        let backends = Backends::open(&config, system_clock(), true).await?;
+        Self::new(config, backends, None)
     }
 
-    /// Assembles a state from adapters the caller opened (tests, embedders).
-    pub fn with_adapters(
+    /// Assembles a state from opened backends (tests, embedders).
+    pub fn new(
         config: Config,
-        store: Arc<dyn Store>,
-        objects: Arc<dyn ObjectStore>,
-        rate_limiter: Arc<dyn RateLimiter>,
+        backends: Backends,
+        metrics: Option<PrometheusHandle>,
     ) -> Result<Arc<Self>> {
         Ok(Arc::new(AppState {
             jwt: JwtIssuer::from_config(&config.jwt),
             preview_tokens: PreviewTokenSigner::from_config(&config.preview)?,
             login_quota: Quota::per_minute(config.http.login_attempts_per_minute)?,
             passwords: PasswordHasher::owasp(),
+            store: backends.store,
+            objects: backends.objects,
+            queue: backends.queue,
+            registry: backends.registry,
+            locks: backends.locks,
+            rate_limiter: backends.rate_limiter,
+            redis: backends.redis,
+            clock: backends.clock,
+            metrics,
+            autoscaler: Arc::default(),
             config,
-            store,
-            objects,
-            rate_limiter,
         }))
+    }
+
+    /// The backends again, for components that take them whole (workers, cleanup).
+    pub fn backends(&self) -> Backends {
+        Backends {
+            store: self.store.clone(),
+            objects: self.objects.clone(),
+            queue: self.queue.clone(),
+            registry: self.registry.clone(),
+            locks: self.locks.clone(),
+            rate_limiter: self.rate_limiter.clone(),
+            redis: self.redis.clone(),
+            clock: self.clock.clone(),
+        }
     }
 }

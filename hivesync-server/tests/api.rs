@@ -897,6 +897,13 @@ async fn the_served_spec_lists_every_route() {
         ("/projects/{id}/members/{user_id}", "patch"),
         ("/projects/{id}/members/{user_id}", "delete"),
         ("/health", "get"),
+        ("/admin/workers", "get"),
+        ("/admin/queues", "get"),
+        ("/admin/jobs", "get"),
+        ("/admin/dead-letters", "get"),
+        ("/admin/dead-letters/{job_id}/retry", "post"),
+        ("/admin/dead-letters/{job_id}", "delete"),
+        ("/admin/autoscaler", "get"),
     ];
     for (path, method) in expected {
         let operation = &paths.get(path).unwrap_or_else(|| panic!("{path} missing"))[method];

@@ -66,15 +66,11 @@ async fn logs_never_contain_passwords_hashes_or_tokens() {
     .await
     .unwrap();
     broken_store.pool().close().await;
-    let broken = TestApp::from_state(
-        AppState::with_adapters(
-            app.state.config.clone(),
-            Arc::new(broken_store),
-            app.state.objects.clone(),
-            Arc::new(InProcessRateLimiter::new()),
-        )
-        .unwrap(),
-    );
+    let mut backends = app.state.backends();
+    backends.store = Arc::new(broken_store);
+    backends.rate_limiter = Arc::new(InProcessRateLimiter::new());
+    let broken =
+        TestApp::from_state(AppState::new(app.state.config.clone(), backends, None).unwrap());
     let failed = broken
         .post(
             "/api/v1/auth/login",

@@ -3,9 +3,9 @@
 use async_trait::async_trait;
 
 use crate::domain::{
-    Credentials, Email, Job, JobFilter, JobId, JobUpdate, Member, NewJob, NewNotification,
-    NewProject, NewUser, Notification, NotificationId, Page, Project, ProjectId, ProjectPatch,
-    ProjectWithRole, Role, User, UserId, UserPatch,
+    Credentials, Email, Job, JobCount, JobFilter, JobId, JobUpdate, Member, NewJob,
+    NewNotification, NewProject, NewUser, Notification, NotificationId, Page, Project, ProjectId,
+    ProjectPatch, ProjectWithRole, Role, User, UserId, UserPatch,
 };
 use crate::error::Result;
 
@@ -33,6 +33,8 @@ use crate::error::Result;
 /// - `update_job` on a job in a terminal state fails with `Conflict`; a progress outside 0..=1 is
 ///   a `Validation` error. Leaving `queued` sets `started_at` once; a terminal state sets
 ///   `finished_at`.
+/// - `reset_job` works only on `failed` and `cancelled` jobs (`Conflict` otherwise, `NotFound` for
+///   unknown ids).
 /// - `mark_notifications_read` only touches the given user's notifications and returns how many
 ///   changed from unread to read.
 /// - Backend failures are `Unavailable` (retryable); nothing is partially written.
@@ -74,7 +76,12 @@ pub trait Store: Send + Sync + 'static {
     async fn create_job(&self, job: NewJob) -> Result<Job>;
     async fn get_job(&self, id: JobId) -> Result<Option<Job>>;
     async fn update_job(&self, id: JobId, update: JobUpdate) -> Result<Job>;
+    /// Puts a `failed` or `cancelled` job back to `queued` for another run (an operator retrying a
+    /// dead letter): progress, error and `finished_at` are cleared, attempts kept.
+    async fn reset_job(&self, id: JobId) -> Result<Job>;
     async fn list_jobs(&self, filter: &JobFilter, page: Page<JobId>) -> Result<Vec<Job>>;
+    /// Jobs per queue and state, for metrics and the admin view (states with none are absent).
+    async fn count_jobs(&self) -> Result<Vec<JobCount>>;
 
     async fn create_notification(&self, notification: NewNotification) -> Result<Notification>;
     async fn list_notifications(

@@ -510,6 +510,34 @@ async fn jobs(store: &dyn Store) {
     );
     let queued = store.create_job(new_job("preview_build")).await.unwrap();
 
+    // A failed job can be reset for another run; an unfinished or successful one cannot.
+    assert_eq!(
+        store.reset_job(queued.id).await.unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
+    assert_eq!(
+        store.reset_job(job.id).await.unwrap_err().kind(),
+        ErrorKind::Conflict,
+        "success stays"
+    );
+    assert_eq!(
+        store.reset_job(JobId::new()).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    let reset = store.reset_job(failed.id).await.unwrap();
+    assert_eq!(
+        (reset.state, reset.progress, reset.error_code.clone()),
+        (JobState::Queued, 0.0, None)
+    );
+    assert!(reset.finished_at.is_none());
+    let failed = store
+        .update_job(
+            failed.id,
+            JobUpdate::failed("AI_PROVIDER_UNAVAILABLE", "all providers down"),
+        )
+        .await
+        .unwrap();
+
     // Newest first, filtered, paged.
     let all = JobFilter {
         queue: Some(queue.clone()),

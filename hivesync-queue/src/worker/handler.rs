@@ -143,19 +143,39 @@ impl Handlers {
 }
 
 /// Answers `ping` jobs on `system_events`: the smoke test of the whole path
-/// (`hivesync queue ping`). Its result says which worker answered.
+/// (`hivesync queue ping`). Its result says which worker answered. With `{"hold_ms": n}` in the
+/// payload it holds the job that long first (at most ten minutes, and it stops when asked), so
+/// operators can watch a job run: in the admin views, across a worker restart, at shutdown.
 #[derive(Debug, Clone)]
 pub struct PingHandler {
     pub worker_id: String,
 }
 
+/// The longest hold a ping may ask for.
+const MAX_PING_HOLD: std::time::Duration = std::time::Duration::from_secs(600);
+
 #[async_trait]
 impl JobHandler for PingHandler {
     async fn handle(&self, ctx: &JobContext) -> JobResult {
+        let hold = ctx
+            .job
+            .payload
+            .get("hold_ms")
+            .and_then(serde_json::Value::as_u64)
+            .map(std::time::Duration::from_millis)
+            .unwrap_or_default()
+            .min(MAX_PING_HOLD);
+        if !hold.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(hold) => {}
+                () = ctx.stop.cancelled() => return Err(JobError::Stopped),
+            }
+        }
         Ok(Some(serde_json::json!({
             "pong": true,
             "worker": self.worker_id,
             "attempt": ctx.delivery.attempt,
+            "held_ms": hold.as_millis() as u64,
         })))
     }
 }

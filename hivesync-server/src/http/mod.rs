@@ -16,6 +16,7 @@ use poem_openapi::OpenApiService;
 
 use crate::state::AppState;
 
+pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod health;
@@ -33,6 +34,7 @@ type Apis = (
     auth::AuthApi,
     users::UsersApi,
     projects::ProjectsApi,
+    admin::AdminApi,
     health::HealthApi,
 );
 
@@ -45,6 +47,9 @@ fn api_service(state: &Arc<AppState>) -> OpenApiService<Apis, ()> {
             state: state.clone(),
         },
         projects::ProjectsApi {
+            state: state.clone(),
+        },
+        admin::AdminApi {
             state: state.clone(),
         },
         health::HealthApi {
@@ -69,7 +74,8 @@ pub fn app(state: Arc<AppState>) -> BoxEndpoint<'static, Response> {
     let routes = Route::new()
         .nest(API_PREFIX, service)
         .at(format!("{API_PREFIX}/openapi.json"), spec)
-        .nest("/docs", docs);
+        .nest("/docs", docs)
+        .at("/metrics", poem::get(metrics_endpoint));
     with_middleware(routes, state)
 }
 
@@ -86,4 +92,49 @@ where
         .data(state)
         .around(middleware::request_context)
         .boxed()
+}
+
+/// `GET /metrics`: Prometheus exposition, for admins or the holder of `METRICS_TOKEN`.
+#[poem::handler]
+pub(crate) async fn metrics_endpoint(req: &poem::Request) -> poem::Result<Response> {
+    use subtle::ConstantTimeEq;
+
+    let state = req
+        .data::<Arc<AppState>>()
+        .ok_or_else(|| poem::Error::from_status(poem::http::StatusCode::INTERNAL_SERVER_ERROR))?;
+    let token = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| error::ApiError::unauthorized("metrics need a bearer token"))?;
+    let metrics_token =
+        state.config.metrics_token.as_ref().is_some_and(|expected| {
+            bool::from(expected.expose().as_bytes().ct_eq(token.as_bytes()))
+        });
+    if !metrics_token {
+        let claims = state
+            .jwt
+            .verify(token)
+            .map_err(|e| error::ApiError::unauthorized(e.message().to_owned()))?;
+        let admin = state
+            .store
+            .get_user(claims.sub)
+            .await
+            .map_err(error::ApiError::from)?
+            .is_some_and(|user| user.is_admin);
+        if !admin {
+            return Err(error::ApiError::forbidden("metrics are for admins").into());
+        }
+    }
+    let handle = state
+        .metrics
+        .clone()
+        .unwrap_or_else(crate::metrics::install);
+    let body = crate::metrics::render(state, &handle)
+        .await
+        .map_err(error::ApiError::from)?;
+    Ok(Response::builder()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(body))
 }

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::adapters::sql::{db_error, now};
 use crate::domain::{
-    Credentials, Email, Job, JobFilter, JobId, JobState, JobUpdate, Member, NewJob,
+    Credentials, Email, Job, JobCount, JobFilter, JobId, JobState, JobUpdate, Member, NewJob,
     NewNotification, NewProject, NewUser, Notification, NotificationId, Page, Project, ProjectId,
     ProjectPatch, ProjectWithRole, Role, User, UserId, UserPatch,
 };
@@ -619,6 +619,36 @@ impl Store for SqlStore {
         }
     }
 
+    async fn reset_job(&self, id: JobId) -> Result<Job> {
+        let row = sqlx::query(
+            "UPDATE jobs SET state = 'queued', progress = 0, phase = 'retried', error_code = NULL, \
+             error_message = NULL, result = NULL, finished_at = NULL, updated_at = $2 \
+             WHERE id = $1 AND state IN ('failed', 'cancelled') \
+             RETURNING id, kind, queue, project_id, user_id, state, progress, phase, attempts, error_code, \
+             error_message, payload, result, dedup_key, created_at, updated_at, started_at, finished_at",
+        )
+        .bind(id.as_uuid())
+        .bind(now())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| match db_error(e) {
+            // Another unfinished job took its dedup key meanwhile.
+            err if err.kind() == crate::error::ErrorKind::Conflict => {
+                Error::conflict("an unfinished job with the same dedup key exists").with_context("job_id", id)
+            }
+            err => err,
+        })?;
+        match row {
+            Some(row) => job_from_row(&row),
+            None => match self.get_job(id).await? {
+                Some(job) => Err(Error::conflict("only failed or cancelled jobs can be reset")
+                    .with_context("job_id", id)
+                    .with_context("state", job.state)),
+                None => Err(Error::not_found("no such job").with_context("job_id", id)),
+            },
+        }
+    }
+
     async fn list_jobs(&self, filter: &JobFilter, page: Page<JobId>) -> Result<Vec<Job>> {
         let rows = sqlx::query(
             "SELECT id, kind, queue, project_id, user_id, state, progress, phase, attempts, error_code, \
@@ -637,6 +667,24 @@ impl Store for SqlStore {
         .await
         .map_err(db_error)?;
         rows.iter().map(job_from_row).collect()
+    }
+
+    async fn count_jobs(&self) -> Result<Vec<JobCount>> {
+        let rows = sqlx::query(
+            "SELECT queue, state, COUNT(*) AS n FROM jobs GROUP BY queue, state ORDER BY queue, state",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(JobCount {
+                    queue: row.try_get("queue").map_err(db_error)?,
+                    state: row.try_get::<&str, _>("state").map_err(db_error)?.parse()?,
+                    count: row.try_get::<i64, _>("n").map_err(db_error)?.max(0) as u64,
+                })
+            })
+            .collect()
     }
 
     async fn create_notification(&self, notification: NewNotification) -> Result<Notification> {
