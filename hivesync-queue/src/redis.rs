@@ -42,6 +42,8 @@ use redis::{AsyncCommands, Script};
 
 use crate::sql::{from_ms, lease_token, to_ms};
 
+/// The longest single `BRPOP` in `wait_for_work`.
+const MAX_BLOCKING_WAIT: Duration = Duration::from_secs(30);
 /// Workers silent for this long are dropped from the registry.
 const WORKER_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
@@ -195,11 +197,17 @@ impl RedisBackend {
             .pop();
         match reused {
             Some(conn) => Ok(conn),
-            None => self
-                .client
-                .get_multiplexed_async_connection()
-                .await
-                .map_err(|e| Error::unavailable("cannot connect to Redis").with_source(e)),
+            None => {
+                // The response timeout must outlast the longest BRPOP, or every quiet wait would
+                // end in a timeout error.
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(5)))
+                    .set_response_timeout(Some(MAX_BLOCKING_WAIT + Duration::from_secs(10)));
+                self.client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map_err(|e| Error::unavailable("cannot connect to Redis").with_source(e))
+            }
         }
     }
 }
@@ -459,7 +467,7 @@ impl JobQueue for RedisBackend {
         for queue in queues {
             command.arg(self.key(&format!("queue:{queue}:notify")));
         }
-        command.arg(timeout.as_secs_f64().max(0.01));
+        command.arg(timeout.min(MAX_BLOCKING_WAIT).as_secs_f64().max(0.01));
         let woke: redis::RedisResult<Option<(String, String)>> =
             command.query_async(&mut conn).await;
         match woke {

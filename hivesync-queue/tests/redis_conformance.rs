@@ -54,3 +54,103 @@ async fn redis_rate_limiter_conforms() {
     testkit::rate_limiter::run(&backend, "conformance", &advance).await;
     backend.clear_namespace().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciler_restores_every_job_after_redis_loses_its_data() {
+    use hivesync_core::adapters::SqliteStore;
+    use hivesync_core::domain::JobState;
+    use hivesync_core::ports::{JobQueue, Queue, Store};
+    use hivesync_queue::jobs::{Reconciler, Submission, submit};
+
+    let clock = ManualClock::starting_now();
+    let Some(redis) = backend(
+        "the_reconciler_restores_every_job_after_redis_loses_its_data",
+        &clock,
+    )
+    .await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::connect_sqlite(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("r.db").display()
+    ))
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let queues = [
+        Queue::AiJobs,
+        Queue::PreviewBuild,
+        Queue::SystemEvents,
+        Queue::Cleanup,
+    ];
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let queue = queues[n % queues.len()];
+        let job = submit(
+            &*store,
+            &redis,
+            Submission::new(queue, "work", serde_json::json!({"n": n})),
+        )
+        .await
+        .unwrap();
+        ids.push((job.id, queue));
+    }
+    // One of them was running when the data went.
+    let running = redis
+        .reserve(Queue::AiJobs, "w", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .update_job(
+            running.job_id(),
+            hivesync_core::domain::JobUpdate::progress(JobState::Running, 0.3, "working"),
+        )
+        .await
+        .unwrap();
+
+    // Redis loses everything (a restart without persistence, a FLUSHALL).
+    assert!(redis.clear_namespace().await.unwrap() > 0);
+    for (id, _) in &ids {
+        assert!(!redis.contains(*id).await.unwrap());
+    }
+
+    clock.advance(Duration::from_secs(60));
+    let reconciler = Reconciler::new(
+        store.clone(),
+        Arc::new(redis.clone()),
+        Arc::new(clock.clone()),
+    );
+    let report = reconciler.run_once().await.unwrap();
+    assert_eq!((report.checked, report.restored), (20, 20));
+    assert_eq!(
+        store
+            .get_job(running.job_id())
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        JobState::Queued,
+        "the interrupted job starts over"
+    );
+
+    // Every job is deliverable again, each exactly once, on its own queue.
+    let mut delivered = Vec::new();
+    for queue in queues {
+        while let Some(d) = redis
+            .reserve(queue, "w", Duration::from_secs(60))
+            .await
+            .unwrap()
+        {
+            delivered.push((d.job_id(), queue));
+            redis.complete(&d.lease).await.unwrap();
+        }
+    }
+    delivered.sort();
+    ids.sort();
+    assert_eq!(delivered, ids);
+    redis.clear_namespace().await.unwrap();
+}

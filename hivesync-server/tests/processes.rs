@@ -1,0 +1,381 @@
+//! Real `hivesync` processes: workers killed with SIGKILL mid-job, graceful stops, `queue ping`,
+//! `health`, `admin grant`, `cleanup --dry-run`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hivesync_core::adapters::SqliteStore;
+use hivesync_core::clock::system_clock;
+use hivesync_core::domain::{Email, Job, JobId, JobState, NewUser};
+use hivesync_core::ports::{JobQueue, Queue, Store};
+use hivesync_core::testkit;
+use hivesync_queue::jobs::{Submission, submit};
+use hivesync_queue::{RedisBackend, SqliteBackend};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_hivesync");
+
+/// A `DATA_DIR` (SQLite records) and, optionally, a Redis namespace for the queue.
+struct Deployment {
+    data: tempfile::TempDir,
+    redis: Option<(String, String)>,
+}
+
+impl Deployment {
+    fn embedded() -> Self {
+        Deployment {
+            data: tempfile::tempdir().unwrap(),
+            redis: None,
+        }
+    }
+
+    fn with_redis(url: String) -> Self {
+        Deployment {
+            data: tempfile::tempdir().unwrap(),
+            redis: Some((url, format!("hivesync-test:{}:", testkit::unique_suffix()))),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BINARY);
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATA_DIR", self.data.path())
+            .env("LOG_LEVEL", "warn");
+        if let Some((url, prefix)) = &self.redis {
+            command
+                .env("REDIS_URL", url)
+                .env("REDIS_KEY_PREFIX", prefix);
+        }
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Starts `hivesync worker` and waits until it says it started; returns it and its id.
+    fn worker(&self, extra: &[&str]) -> (Child, String) {
+        let mut args = vec!["worker", "--role", "cpu", "--lease-seconds", "1"];
+        args.extend_from_slice(extra);
+        let mut child = self.command(&args).stdout(Stdio::piped()).spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let id = line
+            .strip_prefix("hivesync worker ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        (child, id)
+    }
+
+    /// The store and queue, as the processes see them.
+    async fn backends(&self) -> (Arc<dyn Store>, Arc<dyn JobQueue>) {
+        // `migrate` prepares the schema exactly as the processes will find it.
+        assert!(self.run(&["migrate"]).status.success());
+        let url = format!(
+            "sqlite://{}",
+            self.data.path().join("hivesync.db").display()
+        );
+        let store = SqliteStore::connect_sqlite(&url).await.unwrap();
+        let queue: Arc<dyn JobQueue> = match &self.redis {
+            Some((url, prefix)) => Arc::new(
+                RedisBackend::connect(url, prefix, system_clock())
+                    .await
+                    .unwrap(),
+            ),
+            None => Arc::new(SqliteBackend::new(store.pool().clone(), system_clock())),
+        };
+        (Arc::new(store), queue)
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        if let Some((url, prefix)) = self.redis.take() {
+            // Best effort: remove this test's keys.
+            let _ = std::thread::spawn(move || {
+                tokio::runtime::Runtime::new().unwrap().block_on(async {
+                    if let Ok(redis) = RedisBackend::connect(&url, &prefix, system_clock()).await {
+                        let _ = redis.clear_namespace().await;
+                    }
+                })
+            })
+            .join();
+        }
+    }
+}
+
+fn signal(child: &Child, signal: &str) {
+    assert!(
+        Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// Waits, with a deadline, until the job's record satisfies `done`.
+async fn wait_for(store: &dyn Store, id: JobId, what: &str, done: impl Fn(&Job) -> bool) -> Job {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let job = store.get_job(id).await.unwrap().unwrap();
+        if done(&job) {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {job:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A worker killed with SIGKILL mid-job: its lease expires, another worker takes the job, and
+/// the job completes exactly once.
+async fn killed_worker_job_completes_once_elsewhere(deployment: Deployment) {
+    let (store, queue) = deployment.backends().await;
+    let (mut doomed, doomed_id) = deployment.worker(&[]);
+    let job = submit(
+        &*store,
+        &*queue,
+        Submission::new(
+            Queue::SystemEvents,
+            "ping",
+            serde_json::json!({"hold_ms": 3000}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_for(&*store, job.id, "the first worker to start the job", |j| {
+        j.state == JobState::Running
+    })
+    .await;
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+
+    let (mut survivor, survivor_id) = deployment.worker(&[]);
+    let done = wait_for(&*store, job.id, "the job to finish", |j| {
+        j.state.is_terminal()
+    })
+    .await;
+    assert_eq!(done.state, JobState::Success);
+    let result = done.result.unwrap();
+    assert_eq!(
+        result["worker"],
+        survivor_id.as_str(),
+        "finished by the survivor, not {doomed_id}"
+    );
+    assert_eq!(
+        result["attempt"], 2,
+        "the killed delivery counted as an attempt"
+    );
+    assert_eq!(done.attempts, 2);
+    // Acknowledged: nothing left to deliver.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while queue.contains(job.id).await.unwrap() {
+        assert!(tokio::time::Instant::now() < deadline, "never acknowledged");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    signal(&survivor, "-TERM");
+    assert!(survivor.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_job_on_the_embedded_queue() {
+    killed_worker_job_completes_once_elsewhere(Deployment::embedded()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_job_on_redis() {
+    let Some(url) = testkit::service_env("REDIS_URL", "sigkill_mid_job_on_redis") else {
+        return;
+    };
+    killed_worker_job_completes_once_elsewhere(Deployment::with_redis(url)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_gives_a_running_job_back_and_the_next_worker_finishes_it() {
+    let deployment = Deployment::embedded();
+    let (store, queue) = deployment.backends().await;
+    // The job holds for 2 s, well within the 30 s grace period: the stopping worker finishes it.
+    let (mut worker, worker_id) = deployment.worker(&[]);
+    let job = submit(
+        &*store,
+        &*queue,
+        Submission::new(
+            Queue::SystemEvents,
+            "ping",
+            serde_json::json!({"hold_ms": 2000}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_for(&*store, job.id, "the job to start", |j| {
+        j.state == JobState::Running
+    })
+    .await;
+    signal(&worker, "-TERM");
+    let status = worker.wait().unwrap();
+    assert!(status.success(), "a graceful stop exits 0, got {status}");
+    // The running job finished within the grace period rather than being dropped.
+    let done = store.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(done.state, JobState::Success);
+    assert_eq!(done.result.unwrap()["worker"], worker_id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_ping_round_trips_through_an_embedded_server() {
+    let deployment = Deployment::embedded();
+    let mut server = deployment
+        .command(&["serve", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("hivesync listening on"), "{line}");
+
+    let output = deployment.run(&["queue", "ping", "--timeout", "30"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "ping failed: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.starts_with("pong from "), "{stdout}");
+    assert!(stdout.contains(" ms (job "), "{stdout}");
+
+    // `health` sees the in-process workers and every component up.
+    let output = deployment.run(&["health", "-json"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["components"]["database"]["status"], "up");
+    assert_eq!(report["components"]["workers"]["status"], "up");
+    let roles: Vec<&str> = report["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["role"].as_str().unwrap())
+        .collect();
+    assert!(
+        roles.contains(&"cpu") && roles.contains(&"cleanup"),
+        "{roles:?}"
+    );
+    let text = deployment.run(&["health"]);
+    assert!(text.status.success());
+    assert!(String::from_utf8_lossy(&text.stdout).contains("database"));
+
+    signal(&server, "-TERM");
+    assert!(server.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_ping_without_a_worker_fails_and_leaves_nothing_behind() {
+    let deployment = Deployment::embedded();
+    let (store, queue) = deployment.backends().await;
+    let output = deployment.run(&["queue", "ping", "--timeout", "1"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no worker answered"));
+    let jobs = store
+        .list_jobs(&Default::default(), hivesync_core::domain::Page::first(10))
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].state, JobState::Cancelled);
+    assert!(!queue.contains(jobs[0].id).await.unwrap());
+}
+
+#[test]
+fn health_exits_non_zero_when_the_database_is_down() {
+    let data = tempfile::tempdir().unwrap();
+    let output = Command::new(BINARY)
+        .args(["health", "--json"])
+        .env_clear()
+        .env("DATA_DIR", data.path())
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
+        .env("JWT_SECRET", "x".repeat(40))
+        .env("PREVIEW_TOKEN_SECRET", "y".repeat(40))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["status"], "down");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_grant_and_revoke() {
+    let deployment = Deployment::embedded();
+    let (store, _) = deployment.backends().await;
+    let email = Email::parse("ops@example.org").unwrap();
+    let user = store
+        .create_user(NewUser {
+            email: email.clone(),
+            display_name: "ops".to_owned(),
+            password_hash: "x".to_owned(),
+        })
+        .await
+        .unwrap();
+    let granted = deployment.run(&["admin", "grant", "OPS@example.org"]);
+    assert!(
+        granted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&granted.stderr)
+    );
+    assert!(store.get_user(user.id).await.unwrap().unwrap().is_admin);
+    assert!(
+        deployment
+            .run(&["admin", "revoke", "ops@example.org"])
+            .status
+            .success()
+    );
+    assert!(!store.get_user(user.id).await.unwrap().unwrap().is_admin);
+    let unknown = deployment.run(&["admin", "grant", "nobody@example.org"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no account"));
+}
+
+fn make_old(path: &Path) {
+    std::fs::File::open(path)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(30 * 86_400))
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_dry_run_lists_without_deleting() {
+    let deployment = Deployment::embedded();
+    deployment.backends().await;
+    let stale = deployment.data.path().join("tmp/stale-build");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("file"), b"x").unwrap();
+    make_old(&stale);
+    let dry = deployment.run(&["cleanup", "--dry-run"]);
+    let out = String::from_utf8_lossy(&dry.stdout);
+    assert!(dry.status.success(), "{out}");
+    assert!(
+        out.contains("would remove") && out.contains("stale-build"),
+        "{out}"
+    );
+    assert!(stale.exists(), "a dry run deletes nothing");
+    let real = deployment.run(&["cleanup"]);
+    assert!(
+        real.status.success(),
+        "{}",
+        String::from_utf8_lossy(&real.stdout)
+    );
+    assert!(!stale.exists());
+}
