@@ -382,9 +382,9 @@ fn is_rotated_log(name: &str) -> bool {
 
 fn human(duration: Duration) -> String {
     let secs = duration.as_secs();
-    if secs % 86_400 == 0 {
+    if secs.is_multiple_of(86_400) {
         format!("{} d", secs / 86_400)
-    } else if secs % 3600 == 0 {
+    } else if secs.is_multiple_of(3600) {
         format!("{} h", secs / 3600)
     } else {
         format!("{secs} s")

@@ -52,6 +52,7 @@ struct Scripts {
     reserve: Script,
     renew: Script,
     complete: Script,
+    complete_reserve: Script,
     fail: Script,
     release: Script,
     cancel: Script,
@@ -66,9 +67,20 @@ struct Scripts {
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     enqueue: Script::new(include_str!("../lua/enqueue.lua")),
-    reserve: Script::new(include_str!("../lua/reserve.lua")),
+    reserve: Script::new(concat!(
+        include_str!("../lua/lib/reserve.lua"),
+        include_str!("../lua/reserve.lua")
+    )),
     renew: Script::new(include_str!("../lua/renew.lua")),
-    complete: Script::new(include_str!("../lua/complete.lua")),
+    complete: Script::new(concat!(
+        include_str!("../lua/lib/complete.lua"),
+        include_str!("../lua/complete.lua")
+    )),
+    complete_reserve: Script::new(concat!(
+        include_str!("../lua/lib/complete.lua"),
+        include_str!("../lua/lib/reserve.lua"),
+        include_str!("../lua/complete_reserve.lua"),
+    )),
     fail: Script::new(include_str!("../lua/fail.lua")),
     release: Script::new(include_str!("../lua/release.lua")),
     cancel: Script::new(include_str!("../lua/cancel.lua")),
@@ -99,6 +111,36 @@ impl std::fmt::Debug for RedisBackend {
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
     }
+}
+
+/// A delivery from the fields the reserve script returns.
+fn delivery(
+    queue: Queue,
+    token: String,
+    expiry: i64,
+    (id, kind, payload, attempt, max_attempts, enqueued_at): (
+        String,
+        String,
+        String,
+        i64,
+        i64,
+        i64,
+    ),
+) -> Result<Delivery> {
+    Ok(Delivery {
+        lease: LeaseRef {
+            job_id: id.parse()?,
+            queue,
+            token,
+        },
+        kind,
+        payload: serde_json::from_str(&payload)
+            .map_err(|e| Error::internal("a queued payload is not JSON").with_source(e))?,
+        attempt: attempt.max(0) as u32,
+        max_attempts: max_attempts.max(0) as u32,
+        enqueued_at: from_ms(enqueued_at),
+        lease_expires_at: from_ms(expiry),
+    })
 }
 
 fn redis_error(err: redis::RedisError) -> Error {
@@ -280,23 +322,56 @@ impl JobQueue for RedisBackend {
                     .arg(worker),
             )
             .await?;
-        let Some((id, kind, payload, attempt, max_attempts, enqueued_at)) = reserved else {
-            return Ok(None);
+        reserved
+            .map(|fields| delivery(queue, token, expiry, fields))
+            .transpose()
+    }
+
+    async fn complete_and_reserve(
+        &self,
+        lease: &LeaseRef,
+        next: Queue,
+        worker: &str,
+        lease_for: Duration,
+    ) -> Result<(bool, Option<Delivery>)> {
+        let now = self.now_ms();
+        let expiry = now + lease_for.as_millis() as i64;
+        let token = lease_token();
+        let answer: Vec<redis::Value> = self
+            .run(
+                SCRIPTS
+                    .complete_reserve
+                    .arg(&self.prefix)
+                    .arg(lease.job_id.to_string())
+                    .arg(&lease.token)
+                    .arg(next.as_str())
+                    .arg(now)
+                    .arg(expiry)
+                    .arg(&token)
+                    .arg(worker),
+            )
+            .await?;
+        let decode = |value: &redis::Value| -> Result<i64> {
+            redis::from_redis_value_ref(value)
+                .map_err(|e| Error::internal("unexpected script answer").with_source(e))
         };
-        Ok(Some(Delivery {
-            lease: LeaseRef {
-                job_id: id.parse()?,
-                queue,
-                token,
-            },
-            kind,
-            payload: serde_json::from_str(&payload)
-                .map_err(|e| Error::internal("a queued payload is not JSON").with_source(e))?,
-            attempt: attempt.max(0) as u32,
-            max_attempts: max_attempts.max(0) as u32,
-            enqueued_at: from_ms(enqueued_at),
-            lease_expires_at: from_ms(expiry),
-        }))
+        let text = |value: &redis::Value| -> Result<String> {
+            redis::from_redis_value_ref(value)
+                .map_err(|e| Error::internal("unexpected script answer").with_source(e))
+        };
+        let done = answer.first().map(decode).transpose()?.unwrap_or(0) == 1;
+        if answer.len() < 7 {
+            return Ok((done, None));
+        }
+        let fields = (
+            text(&answer[1])?,
+            text(&answer[2])?,
+            text(&answer[3])?,
+            decode(&answer[4])?,
+            decode(&answer[5])?,
+            decode(&answer[6])?,
+        );
+        Ok((done, Some(delivery(next, token, expiry, fields)?)))
     }
 
     async fn renew(&self, lease: &LeaseRef, duration: Duration) -> Result<LeaseStatus> {

@@ -285,3 +285,51 @@ async fn metrics_need_an_admin_or_the_metrics_token_and_export_every_name() {
         }
     }
 }
+
+#[tokio::test]
+async fn promtool_accepts_the_metrics() {
+    let available = std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !available {
+        assert!(
+            !testkit_required(),
+            "promtool is not installed, and HIVESYNC_REQUIRE_SERVICES=1 requires it (Debian package prometheus)"
+        );
+        eprintln!(
+            "skipping promtool_accepts_the_metrics: promtool is not installed (Debian package prometheus)"
+        );
+        return;
+    }
+    let app = TestApp::with_env(&[("METRICS_TOKEN", "metrics-secret-token-0123456789")]).await;
+    let answer = app
+        .get("/metrics", Some("metrics-secret-token-0123456789"))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answer.text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn testkit_required() -> bool {
+    hivesync_core::testkit::services_required()
+}

@@ -312,6 +312,18 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn renew(&self, lease: &LeaseRef, duration: Duration) -> Result<LeaseStatus>;
     /// Removes a delivered job for good (done, or cancelled at the worker's end).
     async fn complete(&self, lease: &LeaseRef) -> Result<bool>;
+    /// `complete`, then `reserve` the next job of `next`: what a worker does after a success.
+    /// Backends that can do both in one round trip override this.
+    async fn complete_and_reserve(
+        &self,
+        lease: &LeaseRef,
+        next: Queue,
+        worker: &str,
+        lease_for: Duration,
+    ) -> Result<(bool, Option<Delivery>)> {
+        let completed = self.complete(lease).await?;
+        Ok((completed, self.reserve(next, worker, lease_for).await?))
+    }
     async fn fail(&self, lease: &LeaseRef, failure: Failure) -> Result<FailOutcome>;
     async fn release(&self, lease: &LeaseRef) -> Result<bool>;
     async fn cancel(&self, job: JobId) -> Result<CancelOutcome>;

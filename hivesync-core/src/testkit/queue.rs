@@ -30,6 +30,7 @@ pub async fn run(queue: Arc<dyn JobQueue>, clock: ManualClock) {
     dedup_holds_while_unfinished(q).await;
     cancellation(q, &clock).await;
     release_does_not_count_an_attempt(q).await;
+    complete_and_reserve_chains_jobs(q).await;
     expiry_on_the_last_attempt_dead_letters(q, &clock).await;
     stats_count_every_state(q, &clock).await;
     concurrent_reservers_never_share_a_job(queue.clone()).await;
@@ -569,6 +570,43 @@ async fn cancellation(queue: &dyn JobQueue, clock: &ManualClock) {
             .iter()
             .all(|l| l.job_id != dead)
     );
+}
+
+async fn complete_and_reserve_chains_jobs(queue: &dyn JobQueue) {
+    let first = add(queue, job(Queue::SystemEvents, "one")).await;
+    let second = add(queue, job(Queue::AiJobs, "two")).await;
+    let d = queue
+        .reserve(Queue::SystemEvents, "w", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.job_id(), first);
+    let (done, next) = queue
+        .complete_and_reserve(&d.lease, Queue::AiJobs, "w", LEASE)
+        .await
+        .unwrap();
+    assert!(done, "the first is completed");
+    assert!(!queue.contains(first).await.unwrap());
+    let next = next.expect("the next job, from the queue asked for");
+    assert_eq!(
+        (next.job_id(), next.kind.as_str(), next.attempt),
+        (second, "two", 1)
+    );
+    assert_eq!(next.payload["kind"], "two");
+    // A stale lease completes nothing but still hands out work; an empty queue hands out none.
+    let third = add(queue, job(Queue::AiJobs, "three")).await;
+    let (done, stale_next) = queue
+        .complete_and_reserve(&d.lease, Queue::AiJobs, "w", LEASE)
+        .await
+        .unwrap();
+    assert!(!done);
+    assert_eq!(stale_next.as_ref().map(|n| n.job_id()), Some(third));
+    let (done, none) = queue
+        .complete_and_reserve(&next.lease, Queue::AiJobs, "w", LEASE)
+        .await
+        .unwrap();
+    assert!(done && none.is_none());
+    assert!(queue.complete(&stale_next.unwrap().lease).await.unwrap());
 }
 
 async fn release_does_not_count_an_attempt(queue: &dyn JobQueue) {

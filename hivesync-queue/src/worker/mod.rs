@@ -9,6 +9,7 @@
 mod handler;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -112,6 +113,8 @@ pub struct Worker {
     handlers: Handlers,
     active: Arc<Mutex<HashSet<JobId>>>,
     started_at: chrono::DateTime<Utc>,
+    /// Where the round-robin over queues starts next, so that no queue starves another.
+    next_queue: AtomicUsize,
 }
 
 impl Worker {
@@ -122,6 +125,7 @@ impl Worker {
             handlers,
             active: Arc::default(),
             started_at: Utc::now(),
+            next_queue: AtomicUsize::new(0),
         }
     }
 
@@ -237,7 +241,6 @@ impl Worker {
         running: &mut JoinSet<()>,
     ) -> Result<()> {
         let slots = Arc::new(Semaphore::new(self.config.concurrency));
-        let mut next_queue = 0usize;
         let mut holds_cleanup_lock = false;
         let mut lock_checked_at: Option<Instant> = None;
         loop {
@@ -262,12 +265,20 @@ impl Worker {
                 permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
                 () = shutdown.cancelled() => return Ok(()),
             };
-            match self.reserve_next(&mut next_queue).await {
+            match self.reserve_next().await {
                 Ok(Some(delivery)) => {
                     let this = self.clone();
                     let stop_all = stop_all.clone();
+                    let shutdown = shutdown.clone();
+                    // A slot keeps working while each success hands it the next job.
                     running.spawn(async move {
-                        this.execute(delivery, stop_all).await;
+                        let mut next = Some(delivery);
+                        while let Some(delivery) = next.take() {
+                            next = this
+                                .clone()
+                                .execute(delivery, stop_all.clone(), shutdown.clone())
+                                .await;
+                        }
                         drop(permit);
                     });
                 }
@@ -295,18 +306,22 @@ impl Worker {
         }
     }
 
-    /// Takes the next job, trying each queue once, starting after the queue served last time.
-    async fn reserve_next(&self, next_queue: &mut usize) -> Result<Option<Delivery>> {
+    /// The queue the round-robin offers next, advancing it.
+    fn rotate(&self) -> Queue {
         let queues = &self.config.queues;
-        for offset in 0..queues.len() {
-            let queue = queues[(*next_queue + offset) % queues.len()];
+        queues[self.next_queue.fetch_add(1, Ordering::Relaxed) % queues.len()]
+    }
+
+    /// Takes the next job, trying each queue once, starting where the round-robin stands.
+    async fn reserve_next(&self) -> Result<Option<Delivery>> {
+        for _ in 0..self.config.queues.len() {
+            let queue = self.rotate();
             if let Some(delivery) = self
                 .deps
                 .queue
                 .reserve(queue, &self.config.id, self.config.lease_for(queue))
                 .await?
             {
-                *next_queue = (*next_queue + offset + 1) % queues.len();
                 return Ok(Some(delivery));
             }
         }
@@ -341,16 +356,26 @@ impl Worker {
     }
 
     /// Runs one delivery to an outcome recorded in the `Store` and the queue, inside a span that
-    /// names the job.
-    async fn execute(self: Arc<Self>, delivery: Delivery, stop_all: CancellationToken) {
+    /// names the job. After a success it may already hold the next job, which it returns.
+    async fn execute(
+        self: Arc<Self>,
+        delivery: Delivery,
+        stop_all: CancellationToken,
+        shutdown: CancellationToken,
+    ) -> Option<Delivery> {
         let span = tracing::info_span!("job", job_id = %delivery.job_id(), kind = %delivery.kind,
             queue = %delivery.lease.queue, attempt = delivery.attempt);
-        self.execute_in_span(delivery, stop_all)
+        self.execute_in_span(delivery, stop_all, shutdown)
             .instrument(span)
-            .await;
+            .await
     }
 
-    async fn execute_in_span(self: Arc<Self>, delivery: Delivery, stop_all: CancellationToken) {
+    async fn execute_in_span(
+        self: Arc<Self>,
+        delivery: Delivery,
+        stop_all: CancellationToken,
+        shutdown: CancellationToken,
+    ) -> Option<Delivery> {
         let job_id = delivery.job_id();
         let queue = delivery.lease.queue;
         let record = match self.deps.store.get_job(job_id).await {
@@ -358,18 +383,18 @@ impl Worker {
             Ok(None) => {
                 tracing::warn!("a delivered job has no record; dropping it");
                 self.acknowledge(&delivery).await;
-                return;
+                return None;
             }
             Err(err) => {
                 tracing::warn!(error = %err, "cannot read the job's record; giving the job back");
                 let _ = self.deps.queue.release(&delivery.lease).await;
-                return;
+                return None;
             }
         };
         if record.state.is_terminal() {
             tracing::info!(state = %record.state, "already finished; acknowledging");
             self.acknowledge(&delivery).await;
-            return;
+            return None;
         }
         let Some(handler) = self.handlers.get(&delivery.kind) else {
             let message = format!("no handler for job kind {:?} on this worker", delivery.kind);
@@ -381,7 +406,7 @@ impl Worker {
                 false,
             )
             .await;
-            return;
+            return None;
         };
         let mut start = JobUpdate::progress(handler.start_state(), 0.0, "started");
         start.new_attempt = true;
@@ -389,12 +414,12 @@ impl Worker {
             Ok(record) => record,
             Err(err) if err.kind() == ErrorKind::Conflict => {
                 self.acknowledge(&delivery).await;
-                return;
+                return None;
             }
             Err(err) => {
                 tracing::warn!(error = %err, "cannot mark the job started; giving it back");
                 let _ = self.deps.queue.release(&delivery.lease).await;
-                return;
+                return None;
             }
         };
 
@@ -446,22 +471,28 @@ impl Worker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&job_id);
-        let outcome_label = self.record_outcome(&delivery, &ctx, outcome).await;
+        let (outcome_label, next) = self
+            .record_outcome(&delivery, &ctx, outcome, &shutdown)
+            .await;
         metrics::counter!("hivesync_jobs_total", "queue" => queue.as_str(), "outcome" => outcome_label)
             .increment(1);
         metrics::histogram!("hivesync_job_duration_seconds", "queue" => queue.as_str())
             .record(elapsed.as_secs_f64());
+        next
     }
 
-    /// Writes the outcome to the `Store`, then to the queue. Returns a label for metrics.
+    /// Writes the outcome to the `Store`, then to the queue. Returns a label for metrics and,
+    /// after a success while not shutting down, the next job (taken in the same round trip as
+    /// the acknowledgement).
     async fn record_outcome(
         &self,
         delivery: &Delivery,
         ctx: &JobContext,
         outcome: JobResult,
-    ) -> &'static str {
+        shutdown: &CancellationToken,
+    ) -> (&'static str, Option<Delivery>) {
         let job_id = delivery.job_id();
-        match outcome {
+        let label = match outcome {
             Ok(result) => {
                 match self
                     .deps
@@ -475,11 +506,28 @@ impl Worker {
                     Err(err) => {
                         // Leave the lease to expire: the job runs again rather than being lost.
                         tracing::error!(error = %err, "cannot record success; the job will run again");
-                        return "error";
+                        return ("error", None);
                     }
                 }
-                self.acknowledge(delivery).await;
-                "success"
+                // The cleanup worker takes each job through `consume`, which checks its lock first.
+                if shutdown.is_cancelled() || self.config.role == WorkerRole::Cleanup {
+                    self.acknowledge(delivery).await;
+                    return ("success", None);
+                }
+                let next_queue = self.rotate();
+                let lease = self.config.lease_for(next_queue);
+                return match self
+                    .deps
+                    .queue
+                    .complete_and_reserve(&delivery.lease, next_queue, &self.config.id, lease)
+                    .await
+                {
+                    Ok((_, next)) => ("success", next),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot acknowledge the job; it may be delivered again");
+                        ("success", None)
+                    }
+                };
             }
             Err(JobError::Stopped) | Err(_) if ctx.stop_reason().is_some() => {
                 match ctx.stop_reason() {
@@ -527,7 +575,8 @@ impl Worker {
             Err(JobError::Permanent { code, message }) => {
                 self.finish_failed(delivery, &code, &message, false).await
             }
-        }
+        };
+        (label, None)
     }
 
     /// Records a failure: a retry while attempts remain, otherwise `failed` and a dead letter.

@@ -334,7 +334,7 @@ impl AdminApi {
             };
             jobs.extend(self.state.store.list_jobs(&filter, page).await?);
         }
-        jobs.sort_by(|a, b| b.id.cmp(&a.id));
+        jobs.sort_by_key(|job| std::cmp::Reverse(job.id));
         jobs.truncate(limit as usize);
         let next_after = (jobs.len() == limit as usize)
             .then(|| jobs.last().map(|j| j.id.as_uuid()))
