@@ -108,9 +108,9 @@ pub struct QueuePolicy {
 
 impl QueuePolicy {
     /// The wait before the retry that follows failed attempt `attempt` (1-based): exponential,
-    /// capped, with "equal jitter" — a random point in the upper half — so that jobs that failed
-    /// together do not retry together, while each retry still waits at least as long as the
-    /// previous one could have.
+    /// capped at `backoff_max`, with "equal jitter" — a random point in the upper half — so that
+    /// jobs that failed together do not retry together. Below the cap each retry waits at least
+    /// as long as the previous one could have; at the cap the waits spread over its upper half.
     pub fn backoff(&self, attempt: u32, unit_random: f64) -> Duration {
         let exponent = attempt.saturating_sub(1).min(30);
         let full = self
@@ -360,12 +360,18 @@ mod tests {
         assert_eq!(highest(1), Duration::from_secs(2));
         assert_eq!(lowest(1), Duration::from_secs(1));
         for attempt in 1..12 {
+            let next_capped = highest(attempt + 1) == policy.backoff_max;
             assert!(
-                highest(attempt) <= lowest(attempt + 1) || highest(attempt) == policy.backoff_max,
-                "attempt {attempt}: retries never get shorter"
+                highest(attempt) <= lowest(attempt + 1) || next_capped,
+                "attempt {attempt}: below the cap, retries never get shorter"
             );
             assert!(highest(attempt) <= policy.backoff_max);
         }
         assert_eq!(highest(50), policy.backoff_max);
+        assert_eq!(
+            lowest(50),
+            policy.backoff_max / 2,
+            "at the cap, waits still spread"
+        );
     }
 }
