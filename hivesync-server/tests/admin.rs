@@ -333,3 +333,53 @@ async fn promtool_accepts_the_metrics() {
 fn testkit_required() -> bool {
     hivesync_core::testkit::services_required()
 }
+
+#[tokio::test]
+async fn the_dashboard_is_served_with_a_strict_content_security_policy() {
+    let app = TestApp::new().await;
+    let page = common::read(app.client.get("/admin").send().await).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(page.text.contains("/admin/admin.js"));
+    assert!(!page.text.contains("<script>"), "no inline script");
+    let script = common::read(app.client.get("/admin/admin.js").send().await).await;
+    assert_eq!(script.status, StatusCode::OK);
+    assert!(
+        script.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    assert!(
+        !script.text.contains("innerHTML"),
+        "server data is inserted as text only"
+    );
+    // The script parses (Node is on every machine that runs these tests; skip where it is not).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("admin.js");
+    std::fs::write(&file, &script.text).unwrap();
+    match std::process::Command::new("node")
+        .arg("--check")
+        .arg(&file)
+        .output()
+    {
+        Ok(output) => assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        ),
+        Err(_) => eprintln!("node is not installed: the script's syntax was not checked"),
+    }
+    let style = common::read(app.client.get("/admin/admin.css").send().await).await;
+    assert_eq!(style.status, StatusCode::OK);
+}

@@ -18,6 +18,7 @@ use crate::state::AppState;
 
 pub mod admin;
 pub mod auth;
+mod dashboard;
 pub mod error;
 pub mod health;
 pub mod middleware;
@@ -75,7 +76,10 @@ pub fn app(state: Arc<AppState>) -> BoxEndpoint<'static, Response> {
         .nest(API_PREFIX, service)
         .at(format!("{API_PREFIX}/openapi.json"), spec)
         .nest("/docs", docs)
-        .at("/metrics", poem::get(metrics_endpoint));
+        .at("/metrics", poem::get(metrics_endpoint))
+        .at("/admin", poem::get(dashboard::page))
+        .at("/admin/admin.js", poem::get(dashboard::script))
+        .at("/admin/admin.css", poem::get(dashboard::style));
     with_middleware(routes, state)
 }
 
