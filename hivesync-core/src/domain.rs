@@ -517,9 +517,32 @@ pub struct JobUpdate {
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub result: Option<serde_json::Value>,
+    /// When set, the update applies only while the job's attempt count is this: a worker whose
+    /// delivery was superseded by a later one (its lease expired) can no longer write.
+    pub expected_attempts: Option<u32>,
 }
 
 impl JobUpdate {
+    /// The same update, fenced to attempt `attempts` (see [`JobUpdate::expected_attempts`]).
+    pub fn for_attempt(mut self, attempts: u32) -> Self {
+        self.expected_attempts = Some(attempts);
+        self
+    }
+
+    /// A terminal `cancelled` state, keeping `progress`.
+    pub fn cancelled(progress: f64, why: impl Into<String>) -> Self {
+        JobUpdate {
+            state: JobState::Cancelled,
+            progress,
+            phase: Some("cancelled".to_owned()),
+            new_attempt: false,
+            error_code: None,
+            error_message: Some(why.into()),
+            result: None,
+            expected_attempts: None,
+        }
+    }
+
     /// A progress step in a non-terminal state.
     pub fn progress(state: JobState, progress: f64, phase: impl Into<String>) -> Self {
         JobUpdate {
@@ -530,6 +553,7 @@ impl JobUpdate {
             error_code: None,
             error_message: None,
             result: None,
+            expected_attempts: None,
         }
     }
 
@@ -543,6 +567,7 @@ impl JobUpdate {
             error_code: None,
             error_message: None,
             result,
+            expected_attempts: None,
         }
     }
 
@@ -556,6 +581,7 @@ impl JobUpdate {
             error_code: Some(code.into()),
             error_message: Some(message.into()),
             result: None,
+            expected_attempts: None,
         }
     }
 }

@@ -1,7 +1,7 @@
 -- Gives a delivered job back at the front of its queue without counting the attempt (a worker
 -- shutting down); drops it instead if its cancellation was requested.
 -- ARGV: prefix, job id, token
--- Returns 1, or 0 when the lease was lost.
+-- Returns 1 (released), 2 (dropped: cancellation was requested) or 0 (the lease was lost).
 local prefix, id = ARGV[1], ARGV[2]
 local job = prefix .. 'job:' .. id
 local fields = redis.call('HMGET', job, 'state', 'token', 'queue', 'cancel', 'dedup_key')
@@ -15,7 +15,7 @@ if fields[4] == '1' then
     redis.call('DEL', q .. ':dedup:' .. fields[5])
   end
   redis.call('DEL', job)
-  return 1
+  return 2
 end
 redis.call('HINCRBY', job, 'attempt', -1)
 redis.call('HDEL', job, 'token', 'worker', 'lease_expires_at')

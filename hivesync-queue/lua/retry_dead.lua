@@ -10,7 +10,8 @@ end
 local q = prefix .. 'queue:' .. fields[2]
 redis.call('ZREM', q .. ':dead', id)
 redis.call('HDEL', job, 'died_at', 'error_code', 'error_message')
-redis.call('HSET', job, 'state', 'waiting', 'attempt', 0, 'ready_at', ARGV[3])
+-- A cancellation requested before the job died does not carry over to its new life.
+redis.call('HSET', job, 'state', 'waiting', 'attempt', 0, 'cancel', 0, 'ready_at', ARGV[3])
 redis.call('LPUSH', q .. ':ready', id)
 redis.call('LPUSH', q .. ':notify', 1)
 redis.call('LTRIM', q .. ':notify', 0, 63)

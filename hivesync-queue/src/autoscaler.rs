@@ -82,8 +82,8 @@ pub struct Decision {
 /// - depth < scale-in threshold (and no drain requirement) → current − 1;
 /// - always within `[min, max]`.
 ///
-/// Unresponsive workers are not counted as capacity, so the target is measured against the
-/// responsive ones when they fall short of it: a dead worker is replaced, not ignored.
+/// The target is a count of workers the `Scaler` keeps running; workers that died are its to
+/// replace (`Scaler::maintain`), so the decision itself does not shrink with them.
 pub fn decide(current_target: u32, seen: &Observation, bounds: &Bounds) -> Decision {
     let current = current_target;
     let (mut target, mut reason) = if seen.depth > bounds.scale_out_threshold {
@@ -155,6 +155,14 @@ impl Autoscaler {
         self.targets.get(&role).copied().unwrap_or(self.bounds.min)
     }
 
+    /// Where a role starts: its responsive workers, within the bounds — so an autoscaler that
+    /// starts (or takes over the lock) next to running workers moves them one step, instead of
+    /// snapping them to the minimum.
+    fn starting_point(&self, seen: &Observation) -> u32 {
+        seen.responsive_workers
+            .clamp(self.bounds.min, self.bounds.max)
+    }
+
     /// The last decisions, newest last (at most 50).
     pub fn history(&self) -> &[(WorkerRole, Decision)] {
         &self.history
@@ -165,7 +173,8 @@ impl Autoscaler {
         if role == WorkerRole::Cleanup {
             return None;
         }
-        let current = self.target(role);
+        let known = self.targets.get(&role).copied();
+        let current = known.unwrap_or_else(|| self.starting_point(seen));
         let decision = decide(current, seen, &self.bounds);
         let target = if decision.target < current {
             // Scale in only once the queue has been low for the whole cool-down.
@@ -184,10 +193,10 @@ impl Autoscaler {
         if self.history.len() > 50 {
             self.history.remove(0);
         }
-        if target == current && self.targets.contains_key(&role) {
+        self.targets.insert(role, target);
+        if known == Some(target) {
             return None;
         }
-        self.targets.insert(role, target);
         Some(target)
     }
 }
@@ -307,6 +316,10 @@ impl LocalProcessScaler {
 impl Scaler for LocalProcessScaler {
     fn name(&self) -> &'static str {
         "local"
+    }
+
+    async fn maintain(&self, role: WorkerRole, workers: u32) -> Result<()> {
+        self.scale_to(role, workers).await
     }
 
     async fn scale_to(&self, role: WorkerRole, workers: u32) -> Result<()> {
@@ -463,6 +476,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn scale_in_waits_for_the_cooldown_and_cleanup_is_never_scaled() {
+        // One worker runs when the autoscaler starts.
+        let seen = |depth| Observation {
+            responsive_workers: 1,
+            ..seen(depth)
+        };
         let mut autoscaler = Autoscaler::new(bounds(), Duration::from_secs(300));
         assert_eq!(
             autoscaler.observe(WorkerRole::Cpu, &seen(30)),
@@ -512,9 +530,34 @@ mod tests {
             "cleanup is never scaled"
         );
         assert_eq!(autoscaler.target(WorkerRole::Cleanup), 1);
-        // Roles are independent.
-        assert_eq!(autoscaler.observe(WorkerRole::Gpu, &seen(25)), Some(2));
+        // Roles are independent; a role starts from its responsive workers.
+        let two_running = Observation {
+            responsive_workers: 2,
+            depth: 25,
+            ..Observation::default()
+        };
+        assert_eq!(autoscaler.observe(WorkerRole::Gpu, &two_running), Some(3));
         assert_eq!(autoscaler.target(WorkerRole::Cpu), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_autoscaler_starts_from_the_running_workers() {
+        let mut autoscaler = Autoscaler::new(bounds(), Duration::from_secs(300));
+        let four_running = Observation {
+            responsive_workers: 4,
+            ..seen(0)
+        };
+        // Four workers run and the queue is empty: no snap to the minimum, and no scale-in
+        // before the cool-down.
+        assert_eq!(autoscaler.observe(WorkerRole::Cpu, &four_running), Some(4));
+        assert_eq!(autoscaler.target(WorkerRole::Cpu), 4);
+        assert_eq!(autoscaler.observe(WorkerRole::Cpu, &four_running), None);
+        tokio::time::advance(Duration::from_secs(300)).await;
+        assert_eq!(
+            autoscaler.observe(WorkerRole::Cpu, &four_running),
+            Some(3),
+            "one step at a time"
+        );
     }
 
     #[test]

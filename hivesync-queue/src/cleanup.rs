@@ -129,7 +129,7 @@ impl Cleaner {
     pub async fn plan(&self) -> Result<CleanupPlan> {
         let now = self.clock.now();
         let mut plan = CleanupPlan::default();
-        for entry in children(&self.subdir(DataSubdir::Tmp))? {
+        for entry in children_of_root(self.root(DataSubdir::Tmp))? {
             if entry.age(now) < self.policy.tmp_retention {
                 continue;
             }
@@ -143,7 +143,7 @@ impl Cleaner {
                 human(self.policy.tmp_retention)
             )));
         }
-        for entry in children(&self.subdir(DataSubdir::Previews))? {
+        for entry in children_of_root(self.root(DataSubdir::Previews))? {
             if entry.age(now) >= self.policy.preview_retention {
                 plan.actions.push(entry.remove(format!(
                     "preview bundle older than {}",
@@ -151,7 +151,7 @@ impl Cleaner {
                 )));
             }
         }
-        for cache in children(&self.subdir(DataSubdir::Cache))? {
+        for cache in children_of_root(self.root(DataSubdir::Cache))? {
             if !cache.is_dir {
                 continue;
             }
@@ -219,11 +219,24 @@ impl Cleaner {
         Ok((plan, report))
     }
 
-    fn subdir(&self, sub: DataSubdir) -> PathBuf {
-        self.data_dir.join(sub.as_str())
+    /// `DATA_DIR/<sub>`, resolved — but only when it is a real directory directly inside
+    /// `DATA_DIR`. A root that is a link (`tmp -> /var/tmp`, `tmp -> ../repos`) would lead
+    /// cleanup outside its directories, so it is refused and left alone.
+    fn root(&self, sub: DataSubdir) -> Option<PathBuf> {
+        let path = self.data_dir.join(sub.as_str());
+        let meta = std::fs::symlink_metadata(&path).ok()?;
+        if !meta.is_dir() {
+            if meta.file_type().is_symlink() {
+                tracing::warn!(path = %path.display(), "refusing to clean a directory that is a link");
+            }
+            return None;
+        }
+        let resolved = std::fs::canonicalize(&path).ok()?;
+        let data_dir = std::fs::canonicalize(&self.data_dir).ok()?;
+        (resolved.parent() == Some(data_dir.as_path())).then_some(resolved)
     }
 
-    /// The directories whose contents cleanup may delete, resolved.
+    /// The directories whose contents cleanup may delete.
     fn allowed_roots(&self) -> Vec<PathBuf> {
         [
             DataSubdir::Tmp,
@@ -232,7 +245,7 @@ impl Cleaner {
             DataSubdir::Cache,
         ]
         .into_iter()
-        .filter_map(|sub| std::fs::canonicalize(self.subdir(sub)).ok())
+        .filter_map(|sub| self.root(sub))
         .collect()
     }
 
@@ -288,7 +301,7 @@ impl Cleaner {
 
     fn plan_logs(&self, now: DateTime<Utc>, plan: &mut CleanupPlan) -> Result<()> {
         let stamp = now.format("%Y%m%dT%H%M%SZ").to_string();
-        for entry in children(&self.subdir(DataSubdir::Logs))? {
+        for entry in children_of_root(self.root(DataSubdir::Logs))? {
             if !entry.is_file {
                 continue;
             }
@@ -416,8 +429,17 @@ impl Entry {
     }
 }
 
+/// The entries of a cleanable root; none when the root is missing or refused.
+fn children_of_root(root: Option<PathBuf>) -> Result<Vec<Entry>> {
+    match root {
+        Some(root) => children(&root),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// The entries directly inside `dir` (none if it does not exist), with sizes of directory trees
-/// counted without following links.
+/// counted without following links. Entries that vanish while being read (a build tidying up its
+/// own temp files) are skipped.
 fn children(dir: &Path) -> Result<Vec<Entry>> {
     let read = match std::fs::read_dir(dir) {
         Ok(read) => read,
@@ -427,7 +449,11 @@ fn children(dir: &Path) -> Result<Vec<Entry>> {
     let mut entries = Vec::new();
     for entry in read {
         let entry = entry?;
-        let meta = std::fs::symlink_metadata(entry.path())?;
+        let meta = match std::fs::symlink_metadata(entry.path()) {
+            Ok(meta) => meta,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err.into()),
+        };
         let bytes = if meta.is_dir() {
             tree_size(&entry.path())
         } else {

@@ -3,7 +3,8 @@
 //! The `Store` is the source of truth: a job is first recorded there, then enqueued. If the
 //! enqueue fails, or the queue later loses the job (Redis restarted without persistence, or was
 //! flushed), the reconciler finds the unfinished record the queue no longer has and enqueues it
-//! again.
+//! again. It also finishes records whose job the queue dead-lettered on its own (a worker that
+//! died on the last attempt leaves no one to record the failure).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,6 +94,15 @@ pub struct ReconcileReport {
     pub checked: u64,
     /// Of those, jobs the queue did not have and that were enqueued again.
     pub restored: u64,
+    /// Of those, jobs the queue had dead-lettered without a worker recording it (a worker that
+    /// died on the job's last attempt): their records now say `failed`.
+    pub failed: u64,
+}
+
+enum Repair {
+    Nothing,
+    Restored,
+    MarkedFailed,
 }
 
 /// The name of the lock that keeps one reconciler running at a time across the cluster.
@@ -150,8 +160,10 @@ impl Reconciler {
                         continue;
                     }
                     report.checked += 1;
-                    if self.restore_if_lost(job).await? {
-                        report.restored += 1;
+                    match self.repair(job).await? {
+                        Repair::Restored => report.restored += 1,
+                        Repair::MarkedFailed => report.failed += 1,
+                        Repair::Nothing => {}
                     }
                 }
                 match jobs.last() {
@@ -170,13 +182,22 @@ impl Reconciler {
         Ok(report)
     }
 
-    async fn restore_if_lost(&self, job: &Job) -> Result<bool> {
+    /// Brings one unfinished record in line with the queue.
+    async fn repair(&self, job: &Job) -> Result<Repair> {
+        if let Some(dead) = self.queue.find_dead(job.id).await? {
+            let failed = JobUpdate::failed(dead.error_code, dead.error_message);
+            return Ok(match self.store.update_job(job.id, failed).await {
+                Ok(_) => Repair::MarkedFailed,
+                // Finished in the meantime.
+                Err(_) => Repair::Nothing,
+            });
+        }
         if self.queue.contains(job.id).await? {
-            return Ok(false);
+            return Ok(Repair::Nothing);
         }
         let Ok(queue) = job.queue.parse::<Queue>() else {
             tracing::error!(job_id = %job.id, queue = %job.queue, "an unfinished job names an unknown queue");
-            return Ok(false);
+            return Ok(Repair::Nothing);
         };
         if job.state != JobState::Queued {
             // It was running when the queue lost it: it starts over.
@@ -184,7 +205,7 @@ impl Reconciler {
                 JobUpdate::progress(JobState::Queued, 0.0, "re-queued by the reconciler");
             if self.store.update_job(job.id, requeued).await.is_err() {
                 // Finished in the meantime.
-                return Ok(false);
+                return Ok(Repair::Nothing);
             }
         }
         self.queue
@@ -198,7 +219,7 @@ impl Reconciler {
                 max_attempts: None,
             })
             .await?;
-        Ok(true)
+        Ok(Repair::Restored)
     }
 
     /// Runs a pass every `interval` while holding the cluster-wide reconciler lock, until

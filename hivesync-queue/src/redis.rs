@@ -34,7 +34,7 @@ use hivesync_core::domain::JobId;
 use hivesync_core::ports::{
     CancelOutcome, DeadLetter, Delivery, Enqueued, FailOutcome, Failure, JobQueue, LeaseRef,
     LeaseStatus, Locks, NewQueuedJob, Queue, QueueStats, Quota, RateDecision, RateLimiter,
-    WorkerRegistry, WorkerStatus,
+    ReleaseOutcome, WorkerRegistry, WorkerStatus,
 };
 use hivesync_core::{Error, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
@@ -432,7 +432,7 @@ impl JobQueue for RedisBackend {
         })
     }
 
-    async fn release(&self, lease: &LeaseRef) -> Result<bool> {
+    async fn release(&self, lease: &LeaseRef) -> Result<ReleaseOutcome> {
         let released: i64 = self
             .run(
                 SCRIPTS
@@ -442,7 +442,11 @@ impl JobQueue for RedisBackend {
                     .arg(&lease.token),
             )
             .await?;
-        Ok(released == 1)
+        Ok(match released {
+            1 => ReleaseOutcome::Released,
+            2 => ReleaseOutcome::Dropped,
+            _ => ReleaseOutcome::LeaseLost,
+        })
     }
 
     async fn cancel(&self, job: JobId) -> Result<CancelOutcome> {
@@ -504,6 +508,39 @@ impl JobQueue for RedisBackend {
                 })
             })
             .collect()
+    }
+
+    async fn find_dead(&self, job: JobId) -> Result<Option<DeadLetter>> {
+        let mut conn = self.conn.clone();
+        let fields: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.key(&format!("job:{job}")))
+            .arg(&[
+                "state",
+                "queue",
+                "kind",
+                "payload",
+                "attempt",
+                "error_code",
+                "error_message",
+                "died_at",
+            ])
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        let text = |i: usize| fields.get(i).cloned().flatten().unwrap_or_default();
+        if text(0) != "dead" {
+            return Ok(None);
+        }
+        Ok(Some(DeadLetter {
+            job_id: job,
+            queue: text(1).parse()?,
+            kind: text(2),
+            payload: serde_json::from_str(&text(3)).unwrap_or(serde_json::Value::Null),
+            attempts: text(4).parse().unwrap_or(0),
+            error_code: text(5),
+            error_message: text(6),
+            died_at: from_ms(text(7).parse().unwrap_or(0)),
+        }))
     }
 
     async fn retry_dead(&self, job: JobId) -> Result<bool> {

@@ -318,3 +318,48 @@ async fn a_plan_cannot_reach_outside_the_cleanable_directories() {
     assert!(!w.outside.join("stolen.log").exists());
     assert!(w.objects.head(&w.kept_keys[1]).await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn a_cleanable_directory_that_is_a_link_is_left_alone() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let elsewhere = root.path().join("elsewhere");
+    std::fs::create_dir_all(data.join("previews")).unwrap();
+    write(&elsewhere.join("precious/file"), b"keep");
+    age(&elsewhere.join("precious"), 365 * DAY);
+    // DATA_DIR/tmp and DATA_DIR/logs point out of DATA_DIR; cache points into repos.
+    std::os::unix::fs::symlink(&elsewhere, data.join("tmp")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, data.join("logs")).unwrap();
+    write(&data.join("repos/p1/old/file"), b"keep");
+    age(&data.join("repos/p1/old"), 365 * DAY);
+    std::os::unix::fs::symlink(data.join("repos"), data.join("cache")).unwrap();
+
+    let store = SqliteStore::connect_sqlite(&format!(
+        "sqlite://{}?mode=rwc",
+        data.join("db.sqlite").display()
+    ))
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let objects: Arc<dyn ObjectStore> = Arc::new(
+        FilesystemObjectStore::open(data.join("objects"))
+            .await
+            .unwrap(),
+    );
+    let cleaner = Cleaner::new(
+        &data,
+        objects,
+        Arc::new(store),
+        policy(),
+        Arc::new(ManualClock::starting_now()),
+    );
+    let plan = cleaner.plan().await.unwrap();
+    assert!(
+        plan.actions.is_empty(),
+        "nothing reachable through a linked root: {plan:?}"
+    );
+    let (_, report) = cleaner.run(false).await.unwrap();
+    assert_eq!(report, Default::default());
+    assert!(elsewhere.join("precious/file").exists());
+    assert!(data.join("repos/p1/old/file").exists());
+}

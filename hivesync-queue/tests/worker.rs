@@ -394,9 +394,37 @@ async fn the_reconciler_restores_jobs_the_queue_lost() {
         0,
         "nothing more to restore"
     );
+    // A job the queue dead-lettered on its own (its worker died on the last attempt) gets a
+    // record that says so.
+    let delivery = env
+        .backend
+        .reserve(Queue::AiJobs, "gone", Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    let failure = hivesync_core::ports::Failure {
+        retryable: false,
+        code: "LEASE_EXPIRED".to_owned(),
+        message: "the worker stopped renewing its lease on the last attempt".to_owned(),
+        retry_after: Duration::ZERO,
+    };
+    env.backend.fail(&delivery.lease, failure).await.unwrap();
+    let report = reconciler.run_once().await.unwrap();
+    assert_eq!((report.restored, report.failed), (0, 1));
+    let record = env.store.get_job(delivery.job_id()).await.unwrap().unwrap();
+    assert_eq!(
+        (record.state, record.error_code.as_deref()),
+        (JobState::Failed, Some("LEASE_EXPIRED"))
+    );
+
     // Records younger than the grace period are left alone.
     reconciler.grace = Duration::from_secs(3600);
-    env.backend.cancel(ids[0]).await.unwrap();
+    let pending = ids
+        .iter()
+        .copied()
+        .find(|id| *id != delivery.job_id())
+        .unwrap();
+    env.backend.cancel(pending).await.unwrap();
     assert_eq!(reconciler.run_once().await.unwrap(), Default::default());
 }
 
@@ -409,10 +437,12 @@ async fn only_one_cleanup_worker_is_active() {
         config.heartbeat_interval = Duration::from_millis(200);
         config.lease = Some(Duration::from_secs(5));
         assert_eq!(config.concurrency, 1, "cleanup runs one job at a time");
+        // Each job outlives the cleanup lock's time-to-live (three heartbeats): the holder must
+        // renew it while the job runs, or the other worker would take over mid-job.
         let handlers = Handlers::new().register(
             "slow",
             Slow {
-                duration: Duration::from_millis(10),
+                duration: Duration::from_millis(900),
                 starts,
             },
         );
@@ -423,7 +453,7 @@ async fn only_one_cleanup_worker_is_active() {
     let (first_id, second_id) = (first.id().to_owned(), second.id().to_owned());
     let (stop_first, first) = start(first);
     let (stop_second, second) = start(second);
-    for _ in 0..6 {
+    for _ in 0..3 {
         let id = env.submit(Queue::Cleanup, "slow").await;
         env.wait_for(id, JobState::is_terminal).await;
     }
@@ -446,7 +476,7 @@ async fn only_one_cleanup_worker_is_active() {
     };
     assert_eq!(
         (holder_runs, other_runs),
-        (6, 0),
+        (3, 0),
         "every cleanup job ran on the lock holder"
     );
     stop_first.cancel();

@@ -64,6 +64,9 @@ pub enum Command {
         /// Serve this worker's /metrics on this address.
         #[arg(long)]
         metrics_bind: Option<SocketAddr>,
+        /// After SIGTERM, how long running jobs may take before they are given back (default 30).
+        #[arg(long)]
+        grace_seconds: Option<u64>,
     },
     /// Administer accounts.
     Admin {
@@ -137,6 +140,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             concurrency,
             lease_seconds,
             metrics_bind,
+            grace_seconds,
         } => {
             let mut worker =
                 WorkerConfig::new(role, concurrency.unwrap_or(config.worker_concurrency));
@@ -144,6 +148,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 worker.queues = queues;
             }
             worker.lease = lease_seconds.map(Duration::from_secs);
+            if let Some(grace) = grace_seconds {
+                worker.shutdown_grace = Duration::from_secs(grace);
+            }
             run_worker(config, worker, metrics_bind).await
         }
         Command::Admin { command } => admin(config, command).await,
@@ -335,15 +342,7 @@ async fn ping(config: Config, timeout: Duration, hold_ms: u64) -> Result<ExitCod
             // Leave nothing behind: a worker that starts later must not answer a ping nobody
             // waits for.
             let _ = state.queue.cancel(job.id).await;
-            let cancelled = JobUpdate {
-                state: JobState::Cancelled,
-                progress: 0.0,
-                phase: Some("timed out".to_owned()),
-                new_attempt: false,
-                error_code: None,
-                error_message: Some("no worker answered in time".to_owned()),
-                result: None,
-            };
+            let cancelled = JobUpdate::cancelled(0.0, "no worker answered in time");
             let _ = state.store.update_job(job.id, cancelled).await;
             eprintln!(
                 "no worker answered within {} s (is a worker running?)",

@@ -168,7 +168,7 @@ pub fn spawn_autoscaler(
                 let outcome = match observe(&state, role).await {
                     Ok(seen) => match autoscaler.observe(role, &seen) {
                         Some(target) => scaler.scale_to(role, target).await,
-                        None => Ok(()),
+                        None => scaler.maintain(role, autoscaler.target(role)).await,
                     },
                     Err(err) => Err(err),
                 };

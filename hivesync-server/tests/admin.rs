@@ -383,3 +383,78 @@ async fn the_dashboard_is_served_with_a_strict_content_security_policy() {
     let style = common::read(app.client.get("/admin/admin.css").send().await).await;
     assert_eq!(style.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn dead_letters_whose_worker_died_can_be_retried_and_purged() {
+    let app = TestApp::new().await;
+    let boss = admin(&app).await;
+    let token = Some(boss.token.as_str());
+    let store = &*app.state.store;
+    let queue = &*app.state.queue;
+    // Two jobs die in the queue while their records still say running: their worker died on the
+    // last attempt and nobody recorded the failure yet.
+    let mut dead = Vec::new();
+    for _ in 0..2 {
+        let job = submit(
+            store,
+            queue,
+            Submission::new(Queue::AiJobs, "summary", json!({})),
+        )
+        .await
+        .unwrap();
+        let delivery = queue
+            .reserve(Queue::AiJobs, "w", Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .update_job(
+                job.id,
+                hivesync_core::domain::JobUpdate::progress(JobState::Running, 0.2, "working"),
+            )
+            .await
+            .unwrap();
+        let failure = Failure {
+            retryable: false,
+            code: "LEASE_EXPIRED".to_owned(),
+            message: "the worker stopped renewing its lease on the last attempt".to_owned(),
+            retry_after: Duration::ZERO,
+        };
+        queue.fail(&delivery.lease, failure).await.unwrap();
+        dead.push(job.id);
+    }
+
+    let retried = app
+        .post(
+            &format!("/api/v1/admin/dead-letters/{}/retry", dead[0]),
+            token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(retried.status, StatusCode::OK, "{}", retried.text);
+    assert_eq!(retried.body["state"], "queued");
+    assert!(queue.contains(dead[0]).await.unwrap());
+
+    let purged = app
+        .delete(&format!("/api/v1/admin/dead-letters/{}", dead[1]), token)
+        .await;
+    assert_eq!(purged.status, StatusCode::NO_CONTENT, "{}", purged.text);
+    assert!(!queue.contains(dead[1]).await.unwrap());
+    let record = store.get_job(dead[1]).await.unwrap().unwrap();
+    assert_eq!(
+        (record.state, record.error_code.as_deref()),
+        (JobState::Failed, Some("LEASE_EXPIRED"))
+    );
+    // Finished records are left alone by the reconciler: the purged job stays gone.
+    let mut reconciler = hivesync_queue::jobs::Reconciler::new(
+        app.state.store.clone(),
+        app.state.queue.clone(),
+        app.state.clock.clone(),
+    );
+    reconciler.grace = Duration::ZERO;
+    reconciler.run_once().await.unwrap();
+    assert!(!queue.contains(dead[1]).await.unwrap());
+    app.delete(&format!("/api/v1/admin/dead-letters/{}", dead[1]), token)
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
+}

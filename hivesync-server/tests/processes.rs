@@ -232,6 +232,52 @@ async fn sigterm_gives_a_running_job_back_and_the_next_worker_finishes_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_past_the_grace_period_gives_the_job_back_to_its_queue() {
+    let deployment = Deployment::embedded();
+    let (store, queue) = deployment.backends().await;
+    let (mut stopping, _) = deployment.worker(&["--grace-seconds", "1"]);
+    let job = submit(
+        &*store,
+        &*queue,
+        Submission::new(
+            Queue::SystemEvents,
+            "ping",
+            serde_json::json!({"hold_ms": 60_000}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_for(&*store, job.id, "the job to start", |j| {
+        j.state == JobState::Running
+    })
+    .await;
+    signal(&stopping, "-TERM");
+    assert!(
+        stopping.wait().unwrap().success(),
+        "a graceful stop exits 0"
+    );
+    let released = store.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(
+        released.state,
+        JobState::Queued,
+        "the record says queued again"
+    );
+    assert_eq!(released.phase.as_deref(), Some("released at shutdown"));
+    assert!(
+        queue.contains(job.id).await.unwrap(),
+        "back in the queue, not lost"
+    );
+
+    // Delivered again, the interrupted delivery does not count as an attempt.
+    let again = queue
+        .reserve(Queue::SystemEvents, "inspector", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("deliverable again");
+    assert_eq!((again.job_id(), again.attempt), (job.id, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_ping_round_trips_through_an_embedded_server() {
     let deployment = Deployment::embedded();
     let mut server = deployment

@@ -18,7 +18,7 @@ pub use object_store::{
 };
 pub use queue::{
     CancelOutcome, DeadLetter, Delivery, Enqueued, FailOutcome, Failure, JobQueue, LeaseRef,
-    LeaseStatus, NewQueuedJob, Queue, QueuePolicy, QueueStats,
+    LeaseStatus, NewQueuedJob, Queue, QueuePolicy, QueueStats, ReleaseOutcome,
 };
 pub use rate_limit::{Quota, RateDecision, RateLimiter};
 pub use scaler::Scaler;

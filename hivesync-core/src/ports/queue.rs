@@ -225,6 +225,17 @@ pub enum FailOutcome {
     LeaseLost,
 }
 
+/// What `release` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseOutcome {
+    /// The job is back at the front of its queue.
+    Released,
+    /// Its cancellation had been requested: it is gone instead.
+    Dropped,
+    /// The lease was no longer this worker's; nothing changed.
+    LeaseLost,
+}
+
 /// What `cancel` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelOutcome {
@@ -287,13 +298,14 @@ impl QueueStats {
 ///   otherwise it goes to the dead letters, which can be listed, retried (with fresh attempts) and
 ///   purged. A lease that expires on the last attempt also dead-letters the job.
 /// - `release` gives a job back at the front of its queue without counting the attempt (a worker
-///   shutting down).
+///   shutting down) — or drops it, when its cancellation was requested.
 /// - A delayed job is not delivered before its time.
 /// - A dedup key is held while its job waits, is delayed or runs; enqueueing the same key then
 ///   returns the existing job's id. Completion, dead-lettering and cancellation free it.
 /// - `cancel` removes a waiting, delayed or dead job at once; for a running one it makes the
-///   worker's next `renew` answer `CancelRequested`, and a lease expiring on a job whose
-///   cancellation was requested drops the job instead of re-delivering it.
+///   worker's next `renew` answer `CancelRequested`; a lease expiring on, a `release` of, or a
+///   retryable `fail` of a job whose cancellation was requested ends it (dropped, or dead for a
+///   failure) instead of delivering it again. `retry_dead` clears a cancellation request.
 /// - Queues are independent; jobs of one queue are only ever delivered from that queue.
 /// - `contains` says whether the queue still has the job (waiting, delayed, running or dead).
 #[async_trait]
@@ -325,12 +337,14 @@ pub trait JobQueue: Send + Sync + 'static {
         Ok((completed, self.reserve(next, worker, lease_for).await?))
     }
     async fn fail(&self, lease: &LeaseRef, failure: Failure) -> Result<FailOutcome>;
-    async fn release(&self, lease: &LeaseRef) -> Result<bool>;
+    async fn release(&self, lease: &LeaseRef) -> Result<ReleaseOutcome>;
     async fn cancel(&self, job: JobId) -> Result<CancelOutcome>;
     async fn contains(&self, job: JobId) -> Result<bool>;
     async fn stats(&self, queue: Queue) -> Result<QueueStats>;
     /// Dead letters of `queue`, oldest first.
     async fn dead_letters(&self, queue: Queue, limit: u32) -> Result<Vec<DeadLetter>>;
+    /// The dead letter of `job`, if the job is dead.
+    async fn find_dead(&self, job: JobId) -> Result<Option<DeadLetter>>;
     /// Puts a dead job back on its queue with fresh attempts; `false` if it is not dead.
     async fn retry_dead(&self, job: JobId) -> Result<bool>;
     /// Deletes dead letters of `queue` (all of them, or one); returns how many.

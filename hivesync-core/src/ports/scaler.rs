@@ -20,4 +20,10 @@ use crate::ports::WorkerRole;
 pub trait Scaler: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     async fn scale_to(&self, role: WorkerRole, workers: u32) -> Result<()>;
+    /// Called at every autoscaler poll with the unchanged target: adapters that run the workers
+    /// themselves replace ones that died; the others do nothing (their platform restarts them).
+    async fn maintain(&self, role: WorkerRole, workers: u32) -> Result<()> {
+        let _ = (role, workers);
+        Ok(())
+    }
 }

@@ -30,8 +30,9 @@ use crate::error::Result;
 ///   for the operators' history.
 /// - Lists are ordered by id and paged with [`Page`]: projects oldest first, jobs and
 ///   notifications newest first; `after` continues after the given id in that order.
-/// - `update_job` on a job in a terminal state fails with `Conflict`; a progress outside 0..=1 is
-///   a `Validation` error. Leaving `queued` sets `started_at` once; a terminal state sets
+/// - `update_job` on a job in a terminal state fails with `Conflict`, and so does an update whose
+///   `expected_attempts` differs from the job's attempt count; a progress outside 0..=1 is a
+///   `Validation` error. Leaving `queued` sets `started_at` once; a terminal state sets
 ///   `finished_at`.
 /// - `reset_job` works only on `failed` and `cancelled` jobs (`Conflict` otherwise, `NotFound` for
 ///   unknown ids).

@@ -12,6 +12,7 @@ use crate::clock::{Clock, ManualClock};
 use crate::domain::JobId;
 use crate::ports::{
     CancelOutcome, Enqueued, FailOutcome, Failure, JobQueue, LeaseStatus, NewQueuedJob, Queue,
+    ReleaseOutcome,
 };
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -28,6 +29,7 @@ pub async fn run(queue: Arc<dyn JobQueue>, clock: ManualClock) {
     dead_letters_can_be_retried_and_purged(q).await;
     delayed_jobs_wait_for_their_time(q, &clock).await;
     dedup_holds_while_unfinished(q).await;
+    dedup_survives_expiry_and_is_freed_by_death(q, &clock).await;
     cancellation(q, &clock).await;
     release_does_not_count_an_attempt(q).await;
     complete_and_reserve_chains_jobs(q).await;
@@ -186,7 +188,10 @@ async fn leases_are_exclusive_while_renewed(queue: &dyn JobQueue, clock: &Manual
             .unwrap(),
         FailOutcome::LeaseLost
     );
-    assert!(!queue.release(&held.lease).await.unwrap());
+    assert_eq!(
+        queue.release(&held.lease).await.unwrap(),
+        ReleaseOutcome::LeaseLost
+    );
     assert!(queue.complete(&again.lease).await.unwrap());
 }
 
@@ -199,6 +204,7 @@ async fn retries_back_off_then_dead_letter(queue: &dyn JobQueue, clock: &ManualC
         },
     )
     .await;
+    let policy = Queue::AiJobs.policy();
     let mut last_wait = Duration::ZERO;
     for attempt in 1..=2u32 {
         let delivery = queue
@@ -207,8 +213,12 @@ async fn retries_back_off_then_dead_letter(queue: &dyn JobQueue, clock: &ManualC
             .unwrap()
             .unwrap();
         assert_eq!((delivery.job_id(), delivery.attempt), (id, attempt));
-        let wait = Duration::from_secs(10 * u64::from(attempt));
-        assert!(wait > last_wait, "backoff order");
+        // The wait the worker runtime asks for: the queue policy's backoff.
+        let wait = policy.backoff(delivery.attempt, 0.5);
+        assert!(
+            wait > last_wait,
+            "backoff order: retry {attempt} waits longer than the one before"
+        );
         last_wait = wait;
         let outcome = queue.fail(&delivery.lease, retryable(wait)).await.unwrap();
         assert_eq!(
@@ -218,7 +228,7 @@ async fn retries_back_off_then_dead_letter(queue: &dyn JobQueue, clock: &ManualC
             }
         );
         // Not before its time.
-        clock.advance(wait - Duration::from_secs(1));
+        clock.advance(wait - Duration::from_millis(1));
         assert!(
             queue
                 .reserve(Queue::AiJobs, "w", LEASE)
@@ -227,7 +237,11 @@ async fn retries_back_off_then_dead_letter(queue: &dyn JobQueue, clock: &ManualC
                 .is_none(),
             "retry {attempt} waits"
         );
-        clock.advance(Duration::from_secs(1));
+        assert!(
+            queue.find_dead(id).await.unwrap().is_none(),
+            "waiting is not dead"
+        );
+        clock.advance(Duration::from_millis(1));
     }
     let last = queue
         .reserve(Queue::AiJobs, "w", LEASE)
@@ -262,11 +276,17 @@ async fn retries_back_off_then_dead_letter(queue: &dyn JobQueue, clock: &ManualC
         ("PREVIEW_BUILD_FAILED", "bundler crashed")
     );
     assert_eq!(letter.payload["kind"], "flaky");
+    assert_eq!(
+        queue.find_dead(id).await.unwrap().as_ref(),
+        Some(letter),
+        "find_dead finds the same letter"
+    );
     assert!(
         queue.contains(id).await.unwrap(),
         "dead letters are still held"
     );
     assert_eq!(queue.purge_dead(Queue::AiJobs, Some(id)).await.unwrap(), 1);
+    assert!(queue.find_dead(id).await.unwrap().is_none());
 }
 
 async fn non_retryable_failures_dead_letter_at_once(queue: &dyn JobQueue) {
@@ -438,7 +458,26 @@ async fn dedup_holds_while_unfinished(queue: &dyn JobQueue) {
     let fresh = add(queue, keyed("tree:abc:ios")).await;
     assert_ne!(fresh, original, "completion frees the key");
 
-    // Drain what this check added.
+    // Held while delayed, and across a lease that expired and re-queued the job; freed by
+    // dead-lettering and by cancellation.
+    let delayed = add(
+        queue,
+        NewQueuedJob {
+            delay: Some(Duration::from_secs(30)),
+            ..keyed("delayed")
+        },
+    )
+    .await;
+    assert_eq!(
+        queue.enqueue(keyed("delayed")).await.unwrap(),
+        Enqueued::Duplicate(delayed),
+        "while delayed"
+    );
+    assert_eq!(queue.cancel(delayed).await.unwrap(), CancelOutcome::Removed);
+    let _ = add(queue, keyed("delayed")).await;
+
+    // Drain what this check added (the job keyed "delayed" waits in the queue until the end of
+    // this check).
     for _ in 0..2 {
         let d = queue
             .reserve(Queue::PreviewBuild, "w", LEASE)
@@ -455,6 +494,56 @@ async fn dedup_holds_while_unfinished(queue: &dyn JobQueue) {
         .unwrap();
     assert_eq!(d.job_id(), on_other_queue);
     queue.complete(&d.lease).await.unwrap();
+    let d = queue
+        .reserve(Queue::PreviewBuild, "w", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    queue.complete(&d.lease).await.unwrap();
+}
+
+async fn dedup_survives_expiry_and_is_freed_by_death(queue: &dyn JobQueue, clock: &ManualClock) {
+    let keyed = |key: &str, max: u32| NewQueuedJob {
+        dedup_key: Some(key.to_owned()),
+        max_attempts: Some(max),
+        ..job(Queue::Cleanup, "dedup")
+    };
+    let id = add(queue, keyed("k", 2)).await;
+    queue
+        .reserve(Queue::Cleanup, "w", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    clock.advance(LEASE + Duration::from_secs(1));
+    let again = queue
+        .reserve(Queue::Cleanup, "w2", LEASE)
+        .await
+        .unwrap()
+        .expect("re-delivered");
+    assert_eq!(again.job_id(), id);
+    assert_eq!(
+        queue.enqueue(keyed("k", 2)).await.unwrap(),
+        Enqueued::Duplicate(id),
+        "held after expiry"
+    );
+    let failure = Failure {
+        retryable: false,
+        ..retryable(Duration::ZERO)
+    };
+    assert_eq!(
+        queue.fail(&again.lease, failure).await.unwrap(),
+        FailOutcome::DeadLettered
+    );
+    let fresh = add(queue, keyed("k", 2)).await;
+    assert_ne!(fresh, id, "a dead letter frees its key");
+    let d = queue
+        .reserve(Queue::Cleanup, "w", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.job_id(), fresh);
+    queue.complete(&d.lease).await.unwrap();
+    queue.purge_dead(Queue::Cleanup, None).await.unwrap();
 }
 
 async fn cancellation(queue: &dyn JobQueue, clock: &ManualClock) {
@@ -543,6 +632,47 @@ async fn cancellation(queue: &dyn JobQueue, clock: &ManualClock) {
     );
     assert!(!queue.contains(orphan).await.unwrap());
 
+    // A retryable failure of a job whose cancellation was requested ends it instead of retrying.
+    let flagged = add(queue, job(Queue::AiJobs, "f")).await;
+    let d = queue
+        .reserve(Queue::AiJobs, "w", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        queue.cancel(flagged).await.unwrap(),
+        CancelOutcome::Requested
+    );
+    assert_eq!(
+        queue
+            .fail(&d.lease, retryable(Duration::ZERO))
+            .await
+            .unwrap(),
+        FailOutcome::DeadLettered
+    );
+    // Retrying that dead letter clears the old cancellation request.
+    assert!(queue.retry_dead(flagged).await.unwrap());
+    let revived = queue
+        .reserve(Queue::AiJobs, "w", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revived.job_id(), flagged);
+    assert_eq!(
+        queue.renew(&revived.lease, LEASE).await.unwrap(),
+        LeaseStatus::Held
+    );
+    // A release of a job whose cancellation was requested drops it.
+    assert_eq!(
+        queue.cancel(flagged).await.unwrap(),
+        CancelOutcome::Requested
+    );
+    assert_eq!(
+        queue.release(&revived.lease).await.unwrap(),
+        ReleaseOutcome::Dropped
+    );
+    assert!(!queue.contains(flagged).await.unwrap());
+
     // A dead job can be cancelled too.
     let dead = add(
         queue,
@@ -618,7 +748,10 @@ async fn release_does_not_count_an_attempt(queue: &dyn JobQueue) {
         .unwrap()
         .unwrap();
     assert_eq!(d.job_id(), first);
-    assert!(queue.release(&d.lease).await.unwrap());
+    assert_eq!(
+        queue.release(&d.lease).await.unwrap(),
+        ReleaseOutcome::Released
+    );
     let again = queue
         .reserve(Queue::AiJobs, "w2", LEASE)
         .await

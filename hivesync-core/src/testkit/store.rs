@@ -467,6 +467,22 @@ async fn jobs(store: &dyn Store) {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Validation, "progress above 1");
 
+    // An update fenced to an older attempt is refused and changes nothing.
+    let stale = JobUpdate::progress(JobState::Uploading, 0.8, "upload").for_attempt(0);
+    assert_eq!(
+        store.update_job(job.id, stale).await.unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
+    assert_eq!(
+        store.get_job(job.id).await.unwrap().unwrap().state,
+        JobState::Bundling
+    );
+    let current = JobUpdate::progress(JobState::Uploading, 0.8, "upload").for_attempt(1);
+    assert_eq!(
+        store.update_job(job.id, current).await.unwrap().state,
+        JobState::Uploading
+    );
+
     let done = store
         .update_job(
             job.id,

@@ -22,7 +22,10 @@ local function reserve(prefix, queue, now, expiry, token, worker)
     redis.call('ZREM', q .. ':leased', id)
     local job = prefix .. 'job:' .. id
     local fields = redis.call('HMGET', job, 'cancel', 'attempt', 'max_attempts')
-    if fields[1] == '1' then
+    if not fields[2] then
+      -- The job's hash is gone (evicted, or deleted by hand): nothing left to re-queue.
+      release_dedup(job, id)
+    elseif fields[1] == '1' then
       release_dedup(job, id)
       redis.call('DEL', job)
     elseif tonumber(fields[2]) >= tonumber(fields[3]) then
@@ -38,11 +41,15 @@ local function reserve(prefix, queue, now, expiry, token, worker)
     end
   end
 
-  local id = redis.call('RPOP', q .. ':ready')
-  if not id then
-    return false
-  end
-  local job = prefix .. 'job:' .. id
+  -- Skip ids whose hash is gone rather than leasing a husk.
+  local id, job
+  repeat
+    id = redis.call('RPOP', q .. ':ready')
+    if not id then
+      return false
+    end
+    job = prefix .. 'job:' .. id
+  until redis.call('EXISTS', job) == 1
   local attempt = redis.call('HINCRBY', job, 'attempt', 1)
   redis.call('HSET', job, 'state', 'leased', 'token', token, 'worker', worker, 'lease_expires_at', expiry)
   redis.call('ZADD', q .. ':leased', expiry, id)

@@ -14,7 +14,7 @@ use hivesync_core::clock::SharedClock;
 use hivesync_core::domain::JobId;
 use hivesync_core::ports::{
     CancelOutcome, DeadLetter, Delivery, Enqueued, FailOutcome, Failure, JobQueue, LeaseRef,
-    LeaseStatus, Locks, NewQueuedJob, Queue, QueueStats, WorkerRegistry, WorkerStatus,
+    LeaseStatus, Locks, NewQueuedJob, Queue, QueueStats, ReleaseOutcome, WorkerRegistry, WorkerStatus,
 };
 use hivesync_core::{Error, ErrorKind, Result};
 use serde_json::Value;
@@ -143,6 +143,20 @@ fn delivery_from_row(row: &DbRow, queue: Queue) -> Result<Delivery> {
         max_attempts: max_attempts.max(0) as u32,
         enqueued_at: from_ms(enqueued),
         lease_expires_at: from_ms(expires),
+    })
+}
+
+fn dead_letter_from_row(row: &DbRow) -> Result<DeadLetter> {
+    let attempts: i32 = row.try_get("attempt").map_err(db_error)?;
+    Ok(DeadLetter {
+        job_id: JobId::from_uuid(row.try_get("job_id").map_err(db_error)?),
+        queue: row.try_get::<&str, _>("queue").map_err(db_error)?.parse()?,
+        kind: row.try_get("kind").map_err(db_error)?,
+        payload: row.try_get::<Json<Value>, _>("payload").map_err(db_error)?.0,
+        attempts: attempts.max(0) as u32,
+        error_code: row.try_get::<Option<String>, _>("error_code").map_err(db_error)?.unwrap_or_default(),
+        error_message: row.try_get::<Option<String>, _>("error_message").map_err(db_error)?.unwrap_or_default(),
+        died_at: from_ms(row.try_get::<Option<i64>, _>("died_at").map_err(db_error)?.unwrap_or(0)),
     })
 }
 
@@ -279,34 +293,44 @@ impl JobQueue for SqlBackend {
         })
     }
 
-    async fn release(&self, lease: &LeaseRef) -> Result<bool> {
-        let dropped = sqlx::query(
-            "DELETE FROM queue_entries WHERE job_id = $1 AND status = 'leased' AND lease_token = $2 \
-             AND cancel_requested",
-        )
-        .bind(lease.job_id.as_uuid())
-        .bind(&lease.token)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        if dropped.rows_affected() == 1 {
-            return Ok(true);
-        }
-        // Back to the front: it becomes due as of when it was first enqueued.
-        let released = sqlx::query(
-            "UPDATE queue_entries SET status = 'waiting', attempt = attempt - 1, run_at = enqueued_at, \
-             lease_token = NULL, lease_expires_at = NULL, worker_id = NULL \
-             WHERE job_id = $1 AND status = 'leased' AND lease_token = $2",
-        )
-        .bind(lease.job_id.as_uuid())
-        .bind(&lease.token)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        if released.rows_affected() == 1 {
+    async fn release(&self, lease: &LeaseRef) -> Result<ReleaseOutcome> {
+        // One transaction: a cancellation arriving between reading the flag and acting on it
+        // must not leave a released job that is flagged as cancelled.
+        let mut tx = self.pool.begin_with(DIALECT.begin_write).await.map_err(db_error)?;
+        let cancel_requested: Option<bool> = sqlx::query_scalar(DIALECT.lock_lease)
+            .bind(lease.job_id.as_uuid())
+            .bind(&lease.token)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let outcome = match cancel_requested {
+            None => ReleaseOutcome::LeaseLost,
+            Some(true) => {
+                sqlx::query("DELETE FROM queue_entries WHERE job_id = $1")
+                    .bind(lease.job_id.as_uuid())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                ReleaseOutcome::Dropped
+            }
+            Some(false) => {
+                // Back to the front: it becomes due as of when it was first enqueued.
+                sqlx::query(
+                    "UPDATE queue_entries SET status = 'waiting', attempt = attempt - 1, run_at = enqueued_at, \
+                     lease_token = NULL, lease_expires_at = NULL, worker_id = NULL WHERE job_id = $1",
+                )
+                .bind(lease.job_id.as_uuid())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+                ReleaseOutcome::Released
+            }
+        };
+        tx.commit().await.map_err(db_error)?;
+        if outcome == ReleaseOutcome::Released {
             self.work_added.notify_one();
         }
-        Ok(released.rows_affected() == 1)
+        Ok(outcome)
     }
 
     async fn cancel(&self, job: JobId) -> Result<CancelOutcome> {
@@ -374,7 +398,7 @@ impl JobQueue for SqlBackend {
 
     async fn dead_letters(&self, queue: Queue, limit: u32) -> Result<Vec<DeadLetter>> {
         let rows = sqlx::query(
-            "SELECT job_id, kind, payload, attempt, error_code, error_message, died_at FROM queue_entries \
+            "SELECT job_id, queue, kind, payload, attempt, error_code, error_message, died_at FROM queue_entries \
              WHERE queue = $1 AND status = 'dead' ORDER BY died_at, job_id LIMIT $2",
         )
         .bind(queue.as_str())
@@ -382,30 +406,28 @@ impl JobQueue for SqlBackend {
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        rows.iter()
-            .map(|row| {
-                let attempts: i32 = row.try_get("attempt").map_err(db_error)?;
-                Ok(DeadLetter {
-                    job_id: JobId::from_uuid(row.try_get("job_id").map_err(db_error)?),
-                    queue,
-                    kind: row.try_get("kind").map_err(db_error)?,
-                    payload: row.try_get::<Json<Value>, _>("payload").map_err(db_error)?.0,
-                    attempts: attempts.max(0) as u32,
-                    error_code: row.try_get::<Option<String>, _>("error_code").map_err(db_error)?.unwrap_or_default(),
-                    error_message: row
-                        .try_get::<Option<String>, _>("error_message")
-                        .map_err(db_error)?
-                        .unwrap_or_default(),
-                    died_at: from_ms(row.try_get::<Option<i64>, _>("died_at").map_err(db_error)?.unwrap_or(0)),
-                })
-            })
-            .collect()
+        rows.iter().map(dead_letter_from_row).collect()
+    }
+
+    async fn find_dead(&self, job: JobId) -> Result<Option<DeadLetter>> {
+        sqlx::query(
+            "SELECT job_id, queue, kind, payload, attempt, error_code, error_message, died_at FROM queue_entries \
+             WHERE job_id = $1 AND status = 'dead'",
+        )
+        .bind(job.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?
+        .as_ref()
+        .map(dead_letter_from_row)
+        .transpose()
     }
 
     async fn retry_dead(&self, job: JobId) -> Result<bool> {
         let revived = sqlx::query(
             "UPDATE queue_entries SET status = 'waiting', attempt = 0, run_at = $2, died_at = NULL, \
-             error_code = NULL, error_message = NULL WHERE job_id = $1 AND status = 'dead'",
+             error_code = NULL, error_message = NULL, cancel_requested = FALSE \
+             WHERE job_id = $1 AND status = 'dead'",
         )
         .bind(job.as_uuid())
         .bind(self.now_ms())

@@ -24,6 +24,10 @@ pub(crate) struct Dialect {
     /// Leases the oldest due job of a queue (`$1` queue, `$2` now, `$3` token, `$4` expiry,
     /// `$5` worker). PostgreSQL skips rows other workers are leasing at this instant.
     pub(crate) reserve: &'static str,
+    /// Starts a transaction that will write (SQLite takes the write lock up front).
+    pub(crate) begin_write: &'static str,
+    /// Reads a lease's cancellation flag (`$1` job, `$2` token), locking the row on PostgreSQL.
+    pub(crate) lock_lease: &'static str,
 }
 
 pub(crate) fn to_ms(time: DateTime<Utc>) -> i64 {

@@ -10,6 +10,8 @@ const DIALECT: Dialect = Dialect {
               WHERE job_id = (SELECT job_id FROM queue_entries WHERE queue = $1 AND status = 'waiting' \
               AND run_at <= $2 ORDER BY run_at, job_id LIMIT 1) \
               RETURNING job_id, kind, payload, attempt, max_attempts, enqueued_at, lease_token, lease_expires_at",
+    begin_write: "BEGIN IMMEDIATE",
+    lock_lease: "SELECT cancel_requested FROM queue_entries WHERE job_id = $1 AND status = 'leased' AND lease_token = $2",
 };
 
 include!("backend_impl.rs");

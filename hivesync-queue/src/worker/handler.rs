@@ -43,12 +43,11 @@ impl fmt::Debug for JobContext {
 }
 
 impl JobContext {
-    /// Records progress in the job's record (0.0 to 1.0, with a phase name).
+    /// Records progress in the job's record (0.0 to 1.0, with a phase name). Fenced to this
+    /// delivery's attempt: once another worker has taken the job over, this fails with `Conflict`.
     pub async fn progress(&self, state: JobState, progress: f64, phase: &str) -> Result<()> {
-        self.store
-            .update_job(self.job.id, JobUpdate::progress(state, progress, phase))
-            .await
-            .map(|_| ())
+        let update = JobUpdate::progress(state, progress, phase).for_attempt(self.job.attempts);
+        self.store.update_job(self.job.id, update).await.map(|_| ())
     }
 
     /// Why the handler is asked to stop, once it is.

@@ -17,8 +17,8 @@ use chrono::Utc;
 use hivesync_core::clock::SharedClock;
 use hivesync_core::domain::{JobId, JobState, JobUpdate};
 use hivesync_core::ports::{
-    Delivery, Failure, JobQueue, LeaseStatus, Locks, Queue, Store, WorkerRegistry, WorkerRole,
-    WorkerStatus,
+    Delivery, FailOutcome, Failure, JobQueue, LeaseStatus, Locks, Queue, ReleaseOutcome, Store,
+    WorkerRegistry, WorkerRole, WorkerStatus,
 };
 use hivesync_core::{ApiErrorCode, ErrorKind, Result};
 use rand::Rng;
@@ -401,6 +401,7 @@ impl Worker {
             tracing::error!("{message}");
             self.finish_failed(
                 &delivery,
+                record.attempts,
                 ApiErrorCode::InternalError.as_str(),
                 &message,
                 false,
@@ -434,38 +435,8 @@ impl Worker {
             reason: Arc::default(),
             store: self.deps.store.clone(),
         };
-        let set_reason = |reason: StopReason| {
-            let mut slot = ctx.reason.lock().unwrap_or_else(|e| e.into_inner());
-            slot.get_or_insert(reason);
-        };
         let started = Instant::now();
-        let lease = self.config.lease_for(queue);
-        let outcome = {
-            let handling = handler.handle(&ctx);
-            tokio::pin!(handling);
-            let mut renew = tokio::time::interval(lease / 3);
-            renew.tick().await;
-            loop {
-                tokio::select! {
-                    outcome = &mut handling => break outcome,
-                    _ = renew.tick() => match self.deps.queue.renew(&delivery.lease, lease).await {
-                        Ok(LeaseStatus::Held) => {}
-                        Ok(LeaseStatus::CancelRequested) => {
-                            set_reason(StopReason::Cancelled);
-                            ctx.stop.cancel();
-                        }
-                        Ok(LeaseStatus::Lost) => {
-                            set_reason(StopReason::LeaseLost);
-                            ctx.stop.cancel();
-                        }
-                        Err(err) => tracing::warn!(error = %err, "cannot renew the lease"),
-                    },
-                    () = stop_all.cancelled(), if ctx.stop_reason().is_none() => {
-                        set_reason(StopReason::Shutdown);
-                    }
-                }
-            }
-        };
+        let outcome = self.supervise(handler.as_ref(), &ctx, &stop_all).await;
         let elapsed = started.elapsed();
         self.active
             .lock()
@@ -481,9 +452,69 @@ impl Worker {
         next
     }
 
-    /// Writes the outcome to the `Store`, then to the queue. Returns a label for metrics and,
-    /// after a success while not shutting down, the next job (taken in the same round trip as
-    /// the acknowledgement).
+    /// Runs the handler while renewing the lease (and, on the cleanup worker, the cleanup lock),
+    /// telling it to stop when the job is cancelled, the lease is lost, or shutdown's grace
+    /// period is over.
+    async fn supervise(
+        &self,
+        handler: &dyn JobHandler,
+        ctx: &JobContext,
+        stop_all: &CancellationToken,
+    ) -> JobResult {
+        let stop = |reason: StopReason| {
+            ctx.reason
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(reason);
+            ctx.stop.cancel();
+        };
+        let lease = self.config.lease_for(ctx.delivery.lease.queue);
+        let handling = handler.handle(ctx);
+        tokio::pin!(handling);
+        // Often enough for both the lease and, on the cleanup worker, the cleanup lock (whose
+        // time-to-live is three heartbeats).
+        let mut renew = tokio::time::interval((lease / 3).min(self.config.heartbeat_interval));
+        renew.tick().await;
+        let mut last_renewed = Instant::now();
+        loop {
+            tokio::select! {
+                outcome = &mut handling => {
+                    // The handler may see its stop signal before this loop does.
+                    if stop_all.is_cancelled() && ctx.stop_reason().is_none() {
+                        ctx.reason.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(StopReason::Shutdown);
+                    }
+                    return outcome;
+                }
+                _ = renew.tick() => {
+                    match self.deps.queue.renew(&ctx.delivery.lease, lease).await {
+                        Ok(LeaseStatus::Held) => last_renewed = Instant::now(),
+                        Ok(LeaseStatus::CancelRequested) => {
+                            last_renewed = Instant::now();
+                            stop(StopReason::Cancelled);
+                        }
+                        Ok(LeaseStatus::Lost) => stop(StopReason::LeaseLost),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "cannot renew the lease");
+                            // Unrenewed for a whole lease, the job may already be running
+                            // elsewhere: stop rather than race the other worker.
+                            if last_renewed.elapsed() >= lease {
+                                stop(StopReason::LeaseLost);
+                            }
+                        }
+                    }
+                    if self.config.role == WorkerRole::Cleanup && !self.hold_cleanup_lock(true).await {
+                        stop(StopReason::LeaseLost);
+                    }
+                }
+                () = stop_all.cancelled(), if ctx.stop_reason().is_none() => stop(StopReason::Shutdown),
+            }
+        }
+    }
+
+    /// Records the outcome. Every `Store` write is fenced to this delivery's attempt, so a worker
+    /// whose job went to another worker meanwhile cannot overwrite that worker's record. Returns
+    /// a label for metrics and, after a success while not shutting down, the next job (taken in
+    /// the same round trip as the acknowledgement).
     async fn record_outcome(
         &self,
         delivery: &Delivery,
@@ -492,122 +523,127 @@ impl Worker {
         shutdown: &CancellationToken,
     ) -> (&'static str, Option<Delivery>) {
         let job_id = delivery.job_id();
-        let label = match outcome {
-            Ok(result) => {
-                match self
-                    .deps
-                    .store
-                    .update_job(job_id, JobUpdate::success(result))
-                    .await
-                {
-                    Ok(_) => tracing::info!("job succeeded"),
-                    // Finished elsewhere already (a re-delivery raced this one): nothing to add.
-                    Err(err) if err.kind() == ErrorKind::Conflict => {}
+        let attempt = ctx.job.attempts;
+        let result = match (outcome, ctx.stop_reason()) {
+            // A success counts whatever happened around it: if this delivery was superseded the
+            // fenced write is refused; otherwise the work is done and recorded.
+            (Ok(result), _) => result,
+            (Err(_), Some(StopReason::LeaseLost)) => {
+                tracing::warn!("the lease was lost; another worker owns the job now");
+                return ("lease_lost", None);
+            }
+            (Err(_), Some(StopReason::Cancelled)) => {
+                let cancelled = JobUpdate::cancelled(ctx.job.progress, "cancelled while running")
+                    .for_attempt(attempt);
+                let _ = self.deps.store.update_job(job_id, cancelled).await;
+                self.acknowledge(delivery).await;
+                tracing::info!("job cancelled");
+                return ("cancelled", None);
+            }
+            (Err(_), Some(StopReason::Shutdown)) => {
+                // The queue first: it says whether the job comes back or was cancelled meanwhile.
+                let update = match self.deps.queue.release(&delivery.lease).await {
+                    Ok(ReleaseOutcome::Released) => {
+                        JobUpdate::progress(JobState::Queued, 0.0, "released at shutdown")
+                    }
+                    Ok(ReleaseOutcome::Dropped) => {
+                        JobUpdate::cancelled(ctx.job.progress, "cancelled while running")
+                    }
+                    Ok(ReleaseOutcome::LeaseLost) => return ("lease_lost", None),
                     Err(err) => {
-                        // Leave the lease to expire: the job runs again rather than being lost.
-                        tracing::error!(error = %err, "cannot record success; the job will run again");
+                        tracing::warn!(error = %err, "cannot give the job back; its lease will expire");
                         return ("error", None);
                     }
-                }
-                // The cleanup worker takes each job through `consume`, which checks its lock first.
-                if shutdown.is_cancelled() || self.config.role == WorkerRole::Cleanup {
-                    self.acknowledge(delivery).await;
-                    return ("success", None);
-                }
-                let next_queue = self.rotate();
-                let lease = self.config.lease_for(next_queue);
-                return match self
-                    .deps
-                    .queue
-                    .complete_and_reserve(&delivery.lease, next_queue, &self.config.id, lease)
-                    .await
-                {
-                    Ok((_, next)) => ("success", next),
-                    Err(err) => {
-                        tracing::warn!(error = %err, "cannot acknowledge the job; it may be delivered again");
-                        ("success", None)
-                    }
                 };
+                let _ = self
+                    .deps
+                    .store
+                    .update_job(job_id, update.for_attempt(attempt))
+                    .await;
+                tracing::info!("job given back to its queue at shutdown");
+                return ("released", None);
             }
-            Err(JobError::Stopped) | Err(_) if ctx.stop_reason().is_some() => {
-                match ctx.stop_reason() {
-                    Some(StopReason::Cancelled) => {
-                        let cancelled = JobUpdate {
-                            state: JobState::Cancelled,
-                            progress: ctx.job.progress,
-                            phase: Some("cancelled".to_owned()),
-                            new_attempt: false,
-                            error_code: None,
-                            error_message: Some("cancelled while running".to_owned()),
-                            result: None,
-                        };
-                        let _ = self.deps.store.update_job(job_id, cancelled).await;
-                        self.acknowledge(delivery).await;
-                        tracing::info!("job cancelled");
-                        "cancelled"
-                    }
-                    Some(StopReason::Shutdown) => {
-                        let requeued =
-                            JobUpdate::progress(JobState::Queued, 0.0, "released at shutdown");
-                        let _ = self.deps.store.update_job(job_id, requeued).await;
-                        let _ = self.deps.queue.release(&delivery.lease).await;
-                        tracing::info!("job given back to its queue at shutdown");
-                        "released"
-                    }
-                    Some(StopReason::LeaseLost) | None => {
-                        tracing::warn!("the lease was lost; another worker owns the job now");
-                        "lease_lost"
-                    }
-                }
+            (Err(JobError::Stopped), None) => {
+                let message = "the handler stopped without being asked to";
+                let label = self
+                    .finish_failed(
+                        delivery,
+                        attempt,
+                        ApiErrorCode::InternalError.as_str(),
+                        message,
+                        true,
+                    )
+                    .await;
+                return (label, None);
             }
-            Err(JobError::Stopped) => {
-                self.finish_failed(
-                    delivery,
-                    ApiErrorCode::InternalError.as_str(),
-                    "the handler stopped without being asked to",
-                    true,
-                )
-                .await
+            (Err(JobError::Retryable { code, message }), None) => {
+                return (
+                    self.finish_failed(delivery, attempt, &code, &message, true)
+                        .await,
+                    None,
+                );
             }
-            Err(JobError::Retryable { code, message }) => {
-                self.finish_failed(delivery, &code, &message, true).await
-            }
-            Err(JobError::Permanent { code, message }) => {
-                self.finish_failed(delivery, &code, &message, false).await
+            (Err(JobError::Permanent { code, message }), None) => {
+                return (
+                    self.finish_failed(delivery, attempt, &code, &message, false)
+                        .await,
+                    None,
+                );
             }
         };
-        (label, None)
+        match self
+            .deps
+            .store
+            .update_job(job_id, JobUpdate::success(result).for_attempt(attempt))
+            .await
+        {
+            Ok(_) => tracing::info!("job succeeded"),
+            Err(err) if err.kind() == ErrorKind::Conflict => {
+                // Finished or taken over elsewhere: that delivery owns the record now.
+                tracing::warn!(error = %err, "the job's record moved on; not recording this success");
+                self.acknowledge(delivery).await;
+                return ("superseded", None);
+            }
+            Err(err) => {
+                // Leave the lease to expire: the job runs again rather than being lost.
+                tracing::error!(error = %err, "cannot record success; the job will run again");
+                return ("error", None);
+            }
+        }
+        // The cleanup worker takes each job through `consume`, which checks its lock first.
+        if shutdown.is_cancelled() || self.config.role == WorkerRole::Cleanup {
+            self.acknowledge(delivery).await;
+            return ("success", None);
+        }
+        let next_queue = self.rotate();
+        let lease = self.config.lease_for(next_queue);
+        match self
+            .deps
+            .queue
+            .complete_and_reserve(&delivery.lease, next_queue, &self.config.id, lease)
+            .await
+        {
+            Ok((_, next)) => ("success", next),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot acknowledge the job; it may be delivered again");
+                ("success", None)
+            }
+        }
     }
 
-    /// Records a failure: a retry while attempts remain, otherwise `failed` and a dead letter.
+    /// Records a failure. The queue decides first — a retry while attempts remain (and no
+    /// cancellation was requested), otherwise a dead letter — and the record follows what it
+    /// decided. A crash in between is repaired by the next delivery (a retry) or by the
+    /// reconciler (a dead letter).
     async fn finish_failed(
         &self,
         delivery: &Delivery,
+        attempt: u32,
         code: &str,
         message: &str,
         retryable: bool,
     ) -> &'static str {
         let job_id = delivery.job_id();
-        let will_retry = retryable && !delivery.is_last_attempt();
-        let update = if will_retry {
-            JobUpdate {
-                state: JobState::Queued,
-                progress: 0.0,
-                phase: Some("retrying".to_owned()),
-                new_attempt: false,
-                error_code: Some(code.to_owned()),
-                error_message: Some(message.to_owned()),
-                result: None,
-            }
-        } else {
-            JobUpdate::failed(code, message)
-        };
-        if let Err(err) = self.deps.store.update_job(job_id, update).await
-            && err.kind() != ErrorKind::Conflict
-        {
-            tracing::error!(error = %err, "cannot record the failure; the job will run again");
-            return "error";
-        }
         let policy = delivery.lease.queue.policy();
         let failure = Failure {
             retryable,
@@ -615,11 +651,41 @@ impl Worker {
             message: message.to_owned(),
             retry_after: policy.backoff(delivery.attempt, rand::rng().random()),
         };
-        match self.deps.queue.fail(&delivery.lease, failure).await {
-            Ok(outcome) => tracing::warn!(code, message, ?outcome, "job failed"),
-            Err(err) => tracing::error!(error = %err, "cannot record the failure in the queue"),
+        let (update, label) = match self.deps.queue.fail(&delivery.lease, failure).await {
+            Ok(FailOutcome::Retrying { at }) => {
+                tracing::warn!(code, message, retry_at = %at, "job failed; retrying");
+                let update = JobUpdate {
+                    state: JobState::Queued,
+                    progress: 0.0,
+                    phase: Some("retrying".to_owned()),
+                    new_attempt: false,
+                    error_code: Some(code.to_owned()),
+                    error_message: Some(message.to_owned()),
+                    result: None,
+                    expected_attempts: None,
+                };
+                (update, "retried")
+            }
+            Ok(FailOutcome::DeadLettered) => {
+                tracing::warn!(code, message, "job failed for good");
+                (JobUpdate::failed(code, message), "failed")
+            }
+            Ok(FailOutcome::LeaseLost) => return "lease_lost",
+            Err(err) => {
+                tracing::error!(error = %err, "cannot record the failure in the queue; the job will run again");
+                return "error";
+            }
+        };
+        if let Err(err) = self
+            .deps
+            .store
+            .update_job(job_id, update.for_attempt(attempt))
+            .await
+            && err.kind() != ErrorKind::Conflict
+        {
+            tracing::error!(error = %err, "cannot record the failure; the reconciler will");
         }
-        if will_retry { "retried" } else { "failed" }
+        label
     }
 
     async fn acknowledge(&self, delivery: &Delivery) {

@@ -202,6 +202,33 @@ impl AdminApi {
     }
 }
 
+impl AdminApi {
+    /// A job the queue dead-lettered on its own (its worker died on the last attempt) may still
+    /// have an unfinished record until the reconciler passes: finish it now, from the letter.
+    async fn settle_dead_record(&self, id: JobId) -> Result<(), ApiError> {
+        let Some(job) = self.state.store.get_job(id).await? else {
+            return Err(ApiError::not_found("no such dead letter"));
+        };
+        if job.state.is_terminal() {
+            return Ok(());
+        }
+        match self.state.queue.find_dead(id).await? {
+            Some(dead) => {
+                let failed =
+                    hivesync_core::domain::JobUpdate::failed(dead.error_code, dead.error_message);
+                match self.state.store.update_job(id, failed).await {
+                    Ok(_) => Ok(()),
+                    Err(err) if err.kind() == ErrorKind::Conflict => Ok(()),
+                    Err(err) => Err(err.into()),
+                }
+            }
+            None => Err(Error::conflict("the job is not a dead letter")
+                .with_context("job_id", id)
+                .into()),
+        }
+    }
+}
+
 fn parse_queue(raw: Option<&str>) -> Result<Option<Queue>, ApiError> {
     raw.map(|q| {
         q.parse::<Queue>()
@@ -397,6 +424,7 @@ impl AdminApi {
     ) -> Result<Json<JobView>, ApiError> {
         self.require_admin(auth.0).await?;
         let id = JobId::from_uuid(job_id.0);
+        self.settle_dead_record(id).await?;
         let job = self.state.store.reset_job(id).await?;
         // The Store first: a worker that gets the job must find a record it may run.
         if !self.state.queue.retry_dead(id).await? && !self.state.queue.contains(id).await? {
@@ -445,6 +473,9 @@ impl AdminApi {
             .queue
             .parse::<Queue>()
             .map_err(|_| ApiError::not_found("no such dead letter"))?;
+        // The record must say finished before the letter goes, or the reconciler would bring
+        // the job back.
+        self.settle_dead_record(id).await?;
         if self.state.queue.purge_dead(queue, Some(id)).await? == 0 {
             return Err(ApiError::not_found("no such dead letter"));
         }

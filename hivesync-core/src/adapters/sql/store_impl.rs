@@ -591,6 +591,7 @@ impl Store for SqlStore {
              started_at = CASE WHEN $10 AND started_at IS NULL THEN $9 ELSE started_at END, \
              finished_at = CASE WHEN $11 THEN $9 ELSE finished_at END \
              WHERE id = $1 AND state NOT IN ('success', 'failed', 'cancelled') \
+             AND ($12 IS NULL OR attempts = $12) \
              RETURNING id, kind, queue, project_id, user_id, state, progress, phase, attempts, error_code, \
              error_message, payload, result, dedup_key, created_at, updated_at, started_at, finished_at",
         )
@@ -605,15 +606,19 @@ impl Store for SqlStore {
         .bind(now)
         .bind(started)
         .bind(terminal)
+        .bind(update.expected_attempts.map(|n| n as i32))
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error)?;
         match row {
             Some(row) => job_from_row(&row),
             None => match self.get_job(id).await? {
-                Some(job) => Err(Error::conflict("the job has already finished")
+                Some(job) if job.state.is_terminal() => Err(Error::conflict("the job has already finished")
                     .with_context("job_id", id)
                     .with_context("state", job.state)),
+                Some(job) => Err(Error::conflict("a later attempt of the job superseded this one")
+                    .with_context("job_id", id)
+                    .with_context("attempts", job.attempts)),
                 None => Err(Error::not_found("no such job").with_context("job_id", id)),
             },
         }
