@@ -14,7 +14,7 @@ use hivesync_core::clock::SharedClock;
 use hivesync_core::domain::{
     Job, JobFilter, JobId, JobState, JobUpdate, NewJob, Page, ProjectId, UserId,
 };
-use hivesync_core::ports::{JobQueue, Locks, NewQueuedJob, Queue, Store};
+use hivesync_core::ports::{Enqueued, JobQueue, Locks, NewQueuedJob, Queue, Store};
 use tokio_util::sync::CancellationToken;
 
 /// A job to run.
@@ -85,6 +85,22 @@ pub async fn submit(
         tracing::warn!(job_id = %id, error = %err, "recorded but not enqueued; the reconciler will enqueue it");
     }
     Ok(job)
+}
+
+/// Puts a recorded job on `queue` again, from its record — for a queue that lost it. No dedup
+/// key: the `Store` already holds the job's.
+pub async fn enqueue_record(queue: &dyn JobQueue, job: &Job, on: Queue) -> Result<Enqueued> {
+    queue
+        .enqueue(NewQueuedJob {
+            job_id: job.id,
+            queue: on,
+            kind: job.kind.clone(),
+            payload: job.payload.clone(),
+            delay: None,
+            dedup_key: None,
+            max_attempts: None,
+        })
+        .await
 }
 
 /// What one reconciliation pass found.
@@ -208,17 +224,7 @@ impl Reconciler {
                 return Ok(Repair::Nothing);
             }
         }
-        self.queue
-            .enqueue(NewQueuedJob {
-                job_id: job.id,
-                queue,
-                kind: job.kind.clone(),
-                payload: job.payload.clone(),
-                delay: None,
-                dedup_key: None,
-                max_attempts: None,
-            })
-            .await?;
+        enqueue_record(&*self.queue, job, queue).await?;
         Ok(Repair::Restored)
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use hivesync_core::domain::{Job, JobFilter, JobId, JobState, Page};
-use hivesync_core::ports::{NewQueuedJob, Queue, WorkerRole};
+use hivesync_core::ports::{Queue, WorkerRole};
 use hivesync_core::{Error, ErrorKind};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -433,18 +433,7 @@ impl AdminApi {
                 .queue
                 .parse::<Queue>()
                 .map_err(|_| Error::new(ErrorKind::Internal, "the job names an unknown queue"))?;
-            self.state
-                .queue
-                .enqueue(NewQueuedJob {
-                    job_id: id,
-                    queue,
-                    kind: job.kind.clone(),
-                    payload: job.payload.clone(),
-                    delay: None,
-                    dedup_key: None,
-                    max_attempts: None,
-                })
-                .await?;
+            hivesync_queue::jobs::enqueue_record(&*self.state.queue, &job, queue).await?;
         }
         tracing::info!(job_id = %id, "dead letter retried");
         Ok(Json(job.into()))
