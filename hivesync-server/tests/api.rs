@@ -925,3 +925,45 @@ async fn the_served_spec_lists_every_route() {
     assert_eq!(spec.body["servers"][0]["url"], "/api/v1");
     assert!(spec.body["components"]["schemas"]["ErrorBody"].is_object());
 }
+
+#[tokio::test]
+async fn login_limits_are_shared_through_redis() {
+    let Some(url) =
+        hivesync_core::testkit::service_env("REDIS_URL", "login_limits_are_shared_through_redis")
+    else {
+        return;
+    };
+    let prefix = format!("hivesync-test:{}:", hivesync_core::testkit::unique_suffix());
+    let env = [
+        ("REDIS_URL", url.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ("LOGIN_RATE_LIMIT_PER_MINUTE", "2"),
+        ("TRUST_PROXY_HEADERS", "true"),
+    ];
+    // Two servers on one Redis: the second sees the attempts made on the first.
+    let first = TestApp::with_env(&env).await;
+    let second = TestApp::with_env(&env).await;
+    assert_eq!(first.state.queue.name(), "redis");
+    async fn attempt(app: &TestApp) -> common::Answer {
+        common::read(
+            app.client
+                .post("/api/v1/auth/login")
+                .header("x-forwarded-for", "10.7.7.7")
+                .body_json(&json!({"email": "someone@example.org", "password": "wrong password"}))
+                .send()
+                .await,
+        )
+        .await
+    }
+    assert_eq!(attempt(&first).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(attempt(&second).await.status, StatusCode::UNAUTHORIZED);
+    attempt(&first)
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
+    attempt(&second)
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
+    if let Some(redis) = &first.state.redis {
+        redis.clear_namespace().await.unwrap();
+    }
+}
