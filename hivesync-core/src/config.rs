@@ -45,6 +45,13 @@
 //! | `MAX_REQUEST_BODY_BYTES` | 1048576 | JSON request bodies larger than this get 413 |
 //! | `LOGIN_RATE_LIMIT_PER_MINUTE` | 10 | login attempts per client address, failed logins per account |
 //! | `TRUST_PROXY_HEADERS` | `false` | behind one reverse proxy: the client address is the last `X-Forwarded-For` entry |
+//! | `SYNC_MAX_FILE_BYTES` | 52428800 (50 MiB) | largest file a sync may carry |
+//! | `SYNC_MAX_UPLOAD_BYTES` | 524288000 (500 MiB) | largest sync upload (request body, and unpacked archive contents) |
+//! | `SYNC_MAX_FILES` | 100000 | most files in one tree |
+//! | `SYNC_MAX_MANIFEST_BYTES` | 33554432 (32 MiB) | largest delta-sync manifest |
+//! | `IMPORT_FILE_ROOTS` | unset (no `file://` imports) | comma-separated directories `file://` imports may read from (never inside `DATA_DIR`) |
+//! | `IMPORT_ALLOW_PRIVATE_NETWORKS` | `false` | let `http(s)://` imports reach loopback, private and link-local addresses |
+//! | `IMPORT_TIMEOUT_SECONDS` | 300 | time limit of one import |
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -78,6 +85,7 @@ pub struct Config {
     pub redis_key_prefix: String,
     /// A bearer token that may read `/metrics` besides admins (`METRICS_TOKEN`).
     pub metrics_token: Option<Secret>,
+    pub sync: SyncConfig,
 }
 
 /// Where the `Store` lives. The URL may carry a password, so it is kept as a [`Secret`].
@@ -206,6 +214,19 @@ pub struct CleanupConfig {
     pub log_retention: Duration,
     /// Entries of `DATA_DIR/cache/*` not changed for this long are removed.
     pub cache_retention: Duration,
+}
+
+/// Limits of project syncs, and what imports may reach.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    pub max_file_bytes: u64,
+    pub max_upload_bytes: u64,
+    pub max_files: usize,
+    pub max_manifest_bytes: u64,
+    /// Directories `file://` imports may read from; empty refuses every `file://` import.
+    pub import_file_roots: Vec<PathBuf>,
+    pub import_allow_private_networks: bool,
+    pub import_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -487,6 +508,29 @@ impl Config {
             trust_proxy_headers: env.boolean("TRUST_PROXY_HEADERS", false)?,
         };
 
+        let sync = SyncConfig {
+            max_file_bytes: env.number("SYNC_MAX_FILE_BYTES", 50 << 20, 1..=1 << 40)?,
+            max_upload_bytes: env.number("SYNC_MAX_UPLOAD_BYTES", 500 << 20, 1024..=1 << 42)?,
+            max_files: env.number("SYNC_MAX_FILES", 100_000, 1..=10_000_000)? as usize,
+            max_manifest_bytes: env.number("SYNC_MAX_MANIFEST_BYTES", 32 << 20, 1024..=1 << 32)?,
+            import_file_roots: match env.get("IMPORT_FILE_ROOTS") {
+                None => Vec::new(),
+                Some(list) => parse_import_roots(&list, &data_dir)?,
+            },
+            import_allow_private_networks: env.boolean("IMPORT_ALLOW_PRIVATE_NETWORKS", false)?,
+            import_timeout: Duration::from_secs(env.number(
+                "IMPORT_TIMEOUT_SECONDS",
+                300,
+                1..=86_400,
+            )?),
+        };
+        if sync.max_file_bytes > sync.max_upload_bytes {
+            return Err(invalid(
+                "SYNC_MAX_FILE_BYTES",
+                "must not be greater than SYNC_MAX_UPLOAD_BYTES",
+            ));
+        }
+
         Ok(Config {
             data_dir,
             database,
@@ -503,6 +547,7 @@ impl Config {
             http,
             redis_key_prefix: env.get("REDIS_KEY_PREFIX").unwrap_or_default(),
             metrics_token: env.get("METRICS_TOKEN").map(Secret::new),
+            sync,
         })
     }
 
@@ -693,6 +738,35 @@ fn parse_previous_keys(list: &str) -> Result<Vec<PreviewKey>> {
             })
         })
         .collect()
+}
+
+/// `IMPORT_FILE_ROOTS`: absolute directories, none of them inside `DATA_DIR` (imports must never
+/// read another project's repository or the secrets).
+fn parse_import_roots(list: &str, data_dir: &Path) -> Result<Vec<PathBuf>> {
+    const VARIABLE: &str = "IMPORT_FILE_ROOTS";
+    let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
+    let mut roots = Vec::new();
+    for raw in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        let path = PathBuf::from(raw);
+        if !path.is_absolute() {
+            return Err(invalid(
+                VARIABLE,
+                format!("{raw:?} is not an absolute path"),
+            ));
+        }
+        let path = path
+            .canonicalize()
+            .map_err(|_| invalid(VARIABLE, format!("{raw:?} is not an existing directory")))?;
+        if path.starts_with(&data_dir) || data_dir.starts_with(&path) {
+            return Err(invalid(
+                VARIABLE,
+                format!("{raw:?} overlaps DATA_DIR; imports may not read HiveSync's own data"),
+            ));
+        }
+        roots.push(path);
+    }
+    Ok(roots)
 }
 
 fn parse_http_url(variable: &'static str, raw: &str) -> Result<String> {

@@ -15,12 +15,15 @@
 //!   `Scaler`, each with a `# Behavior` contract.
 //! - [`adapters`]: SQLite and PostgreSQL stores, filesystem and S3 object stores, the in-process
 //!   rate limiter, and the functions that pick adapters from configuration.
+//! - `repo` (feature `git`): one git repository per project; syncs from archives and
+//!   manifests, imports, browsing.
 //! - `testkit` (feature `testkit`): one conformance suite per port, run against every adapter.
 //!
 //! # Features
 //!
 //! - `postgres`: the PostgreSQL `Store`.
 //! - `s3`: the S3-compatible `ObjectStore`.
+//! - `git`: project repositories (gix, tar, zip).
 //! - `testkit`: the conformance suites.
 
 pub mod adapters;
@@ -31,6 +34,8 @@ pub mod domain;
 pub mod error;
 pub mod ports;
 pub mod preview_token;
+#[cfg(feature = "git")]
+pub mod repo;
 pub mod secret;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

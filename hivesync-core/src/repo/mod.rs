@@ -1,0 +1,1078 @@
+//! Project repositories: one bare git repository per project under `DATA_DIR/repos/<id>`,
+//! written through gix.
+//!
+//! Clients send trees three ways — a whole archive ([`Repos::sync_archive`]), a manifest and
+//! only the contents the server lacks ([`Repos::plan`], [`Repos::commit_upload`]), or a git URL
+//! ([`Repos::import`]) — and each becomes one commit on a branch. The rules every path follows:
+//!
+//! - **Validate, then write.** Everything a client sends is checked (paths, entry types, link
+//!   targets, sizes, counts, hashes) before the first object is written, so a rejected upload
+//!   leaves the repository exactly as it was. Imports fetch into a quarantine repository under
+//!   `DATA_DIR/tmp` and only move the fetched pack in once the tree passed the same checks.
+//! - **Compare and swap.** A branch moves only from the head the commit was built on; a writer
+//!   that lost a race gets `CONFLICT`, and even a forced sync keeps the current head as its
+//!   parent. No commit is ever lost.
+//! - **Nothing outside the tree.** Paths are [`RepoPath`]s (no absolute paths, `..` or `.git`),
+//!   links must resolve inside the tree, and device files are refused.
+//!
+//! Every method blocks (git is file I/O); async callers run them on a blocking thread.
+
+mod archive;
+mod import;
+mod path;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use gix::ObjectId;
+use gix::objs::tree::EntryKind;
+use gix::refs::Target;
+use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
+use serde::{Deserialize, Serialize};
+
+pub use archive::ArchiveKind;
+pub use import::{ImportOutcome, ImportPolicy, is_private};
+pub use path::{BranchName, RepoPath};
+
+use crate::config::{Config, DataSubdir, SyncConfig};
+use crate::domain::ProjectId;
+use crate::error::{Error, ErrorKind, Result};
+
+/// The longest commit message accepted.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// What a file in a synced tree is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryMode {
+    File,
+    Executable,
+    /// A symbolic link; its content is the link target.
+    Symlink,
+}
+
+impl EntryMode {
+    fn git_kind(self) -> EntryKind {
+        match self {
+            EntryMode::File => EntryKind::Blob,
+            EntryMode::Executable => EntryKind::BlobExecutable,
+            EntryMode::Symlink => EntryKind::Link,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryMode::File => "file",
+            EntryMode::Executable => "executable",
+            EntryMode::Symlink => "symlink",
+        }
+    }
+}
+
+/// Limits on what one sync may carry; exceeding one is `PAYLOAD_TOO_LARGE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncLimits {
+    pub max_file_bytes: u64,
+    /// The upload itself, and the unpacked contents of an archive.
+    pub max_upload_bytes: u64,
+    pub max_files: usize,
+    pub max_manifest_bytes: u64,
+}
+
+impl SyncLimits {
+    pub fn from_config(config: &SyncConfig) -> Self {
+        SyncLimits {
+            max_file_bytes: config.max_file_bytes,
+            max_upload_bytes: config.max_upload_bytes,
+            max_files: config.max_files,
+            max_manifest_bytes: config.max_manifest_bytes,
+        }
+    }
+}
+
+/// A commit id: 40 lowercase hex digits (SHA-1 repositories).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CommitId(ObjectId);
+
+impl CommitId {
+    pub fn parse(raw: &str) -> Result<Self> {
+        parse_object_id(raw)
+            .map(CommitId)
+            .map_err(|err| err.with_context("field", "parent"))
+    }
+}
+
+impl fmt::Display for CommitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+fn parse_object_id(raw: &str) -> Result<ObjectId> {
+    let valid = raw.len() == 40
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !valid {
+        return Err(
+            Error::validation("expected a 40-digit lowercase hex object id")
+                .with_context("value", crate::domain::truncate_for_display(raw)),
+        );
+    }
+    ObjectId::from_hex(raw.as_bytes()).map_err(|_| Error::validation("invalid object id"))
+}
+
+/// Which head a new commit must be built on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedParent {
+    /// Whatever the head is when the sync starts (still swapped atomically at the end).
+    Current,
+    /// The branch must not exist yet.
+    NoBranch,
+    /// The branch head must be this commit.
+    Commit(CommitId),
+}
+
+/// Who a commit is by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Author {
+    pub name: String,
+    pub email: String,
+}
+
+/// How a sync turns into a commit.
+#[derive(Debug, Clone)]
+pub struct CommitRequest {
+    pub branch: BranchName,
+    pub message: String,
+    pub expected_parent: ExpectedParent,
+    /// Build on the current head even when it is not the expected parent (the current head
+    /// stays the parent, so nothing is lost).
+    pub force: bool,
+    pub author: Author,
+}
+
+impl CommitRequest {
+    fn validate(&self) -> Result<()> {
+        if self.message.len() > MAX_MESSAGE_BYTES {
+            return Err(Error::validation(format!(
+                "the commit message is longer than {MAX_MESSAGE_BYTES} bytes"
+            ))
+            .with_context("field", "message"));
+        }
+        if self.message.contains('\0') {
+            return Err(Error::validation("the commit message contains a NUL byte")
+                .with_context("field", "message"));
+        }
+        Ok(())
+    }
+}
+
+/// The result of a sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SyncOutcome {
+    pub branch: String,
+    /// The branch head after the sync: the new commit, or the unchanged head.
+    pub commit: String,
+    pub parent: Option<String>,
+    /// Whether a commit was made (an identical tree makes none).
+    pub created: bool,
+    pub added: usize,
+    pub changed: usize,
+    pub removed: usize,
+    /// Files in the tree.
+    pub files: usize,
+    /// File contents written that the repository did not have.
+    pub stored: usize,
+}
+
+/// One file of a delta-sync manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestEntry {
+    pub path: String,
+    pub size: u64,
+    pub mode: EntryMode,
+    /// The git blob id of the content: SHA-1 of `"blob <size>\0"` followed by the content (what
+    /// `git hash-object` prints). A link's content is its target.
+    pub hash: String,
+}
+
+/// The complete tree a client wants committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub files: Vec<ManifestEntry>,
+}
+
+/// What the server lacks to commit a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SyncPlan {
+    /// The branch head the plan was made against.
+    pub head: Option<String>,
+    /// Hashes whose content must be uploaded, each once.
+    pub missing: Vec<String>,
+    pub files: usize,
+}
+
+/// A branch or tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefInfo {
+    /// `refs/heads/main`, `refs/tags/v1`.
+    pub name: String,
+    /// `main`, `v1`.
+    pub short_name: String,
+    pub kind: RefKind,
+    /// The commit it points to (tags peeled).
+    pub commit: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefKind {
+    Branch,
+    Tag,
+}
+
+/// What a tree entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TreeEntryKind {
+    File,
+    Executable,
+    Symlink,
+    Directory,
+    Submodule,
+}
+
+impl TreeEntryKind {
+    fn of(kind: EntryKind) -> Self {
+        match kind {
+            EntryKind::Blob => TreeEntryKind::File,
+            EntryKind::BlobExecutable => TreeEntryKind::Executable,
+            EntryKind::Link => TreeEntryKind::Symlink,
+            EntryKind::Tree => TreeEntryKind::Directory,
+            EntryKind::Commit => TreeEntryKind::Submodule,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TreeEntryKind::File => "file",
+            TreeEntryKind::Executable => "executable",
+            TreeEntryKind::Symlink => "symlink",
+            TreeEntryKind::Directory => "directory",
+            TreeEntryKind::Submodule => "submodule",
+        }
+    }
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TreeEntry {
+    pub name: String,
+    pub path: String,
+    pub kind: TreeEntryKind,
+    /// Content size of files and links.
+    pub size: Option<u64>,
+    pub id: String,
+}
+
+/// A directory of a commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TreeListing {
+    pub commit: String,
+    /// The directory, `""` at the top.
+    pub path: String,
+    pub entries: Vec<TreeEntry>,
+}
+
+/// A file of a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileContent {
+    pub commit: String,
+    pub path: String,
+    pub mode: EntryMode,
+    pub id: String,
+    pub bytes: Vec<u8>,
+}
+
+/// The repositories of all projects.
+#[derive(Debug, Clone)]
+pub struct Repos {
+    root: PathBuf,
+    tmp: PathBuf,
+    limits: SyncLimits,
+    import: ImportPolicy,
+}
+
+/// A tree as a flat map: path → (kind, blob id).
+type FlatTree = BTreeMap<String, (EntryKind, ObjectId)>;
+
+/// The committer of every commit the server writes; the author is the user.
+const COMMITTER_NAME: &str = "HiveSync";
+const COMMITTER_EMAIL: &str = "hivesync@localhost";
+
+fn git_error(what: &'static str) -> impl FnOnce(gix::Error) -> Error {
+    move |err| Error::internal(what).with_context("cause", err)
+}
+
+impl Repos {
+    /// `root` holds one repository per project; `tmp` is scratch space on the same filesystem
+    /// (import quarantines).
+    pub fn new(root: PathBuf, tmp: PathBuf, limits: SyncLimits, import: ImportPolicy) -> Self {
+        Repos {
+            root,
+            tmp,
+            limits,
+            import,
+        }
+    }
+
+    pub fn from_config(config: &Config) -> Self {
+        Repos::new(
+            config.data_path(DataSubdir::Repos),
+            config.data_path(DataSubdir::Tmp),
+            SyncLimits::from_config(&config.sync),
+            ImportPolicy::from_config(config),
+        )
+    }
+
+    pub fn limits(&self) -> &SyncLimits {
+        &self.limits
+    }
+
+    /// `DATA_DIR/repos/<project>`.
+    pub fn path_of(&self, project: ProjectId) -> PathBuf {
+        self.root.join(project.to_string())
+    }
+
+    /// Creates the project's bare repository if it does not exist yet. Creation is atomic: the
+    /// repository is initialised beside its final place and renamed into it.
+    pub fn create(&self, project: ProjectId) -> Result<()> {
+        let target = self.path_of(project);
+        if target.join("HEAD").is_file() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.root)?;
+        let staging = self.root.join(format!(".init-{}", uuid::Uuid::new_v4()));
+        let result = (|| -> Result<()> {
+            let repo = gix::init_bare(&staging).map_err(|err| {
+                Error::internal("cannot initialise a project repository").with_context("cause", err)
+            })?;
+            drop(repo);
+            // Point HEAD at `main`, the branch syncs use by default.
+            std::fs::write(staging.join("HEAD"), "ref: refs/heads/main\n")?;
+            match std::fs::rename(&staging, &target) {
+                Ok(()) => Ok(()),
+                // Another request created it first.
+                Err(_) if target.join("HEAD").is_file() => Ok(()),
+                Err(err) => Err(err.into()),
+            }
+        })();
+        if staging.exists() {
+            // Our own staging directory, never anything a user made.
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        result
+    }
+
+    fn open(&self, project: ProjectId) -> Result<ProjectRepo> {
+        self.create(project)?;
+        let path = self.path_of(project);
+        let repo = gix::open(&path).map_err(|err| {
+            Error::internal("cannot open the project repository").with_context("cause", err)
+        })?;
+        Ok(ProjectRepo {
+            repo,
+            limits: self.limits,
+        })
+    }
+
+    /// Commits the tree in the archive at `file` (a spooled request body).
+    pub fn sync_archive(
+        &self,
+        project: ProjectId,
+        kind: ArchiveKind,
+        file: &Path,
+        request: &CommitRequest,
+    ) -> Result<SyncOutcome> {
+        request.validate()?;
+        let project_repo = self.open(project)?;
+        let repo = &project_repo.repo;
+        let hash_kind = repo.object_hash();
+        let files = archive::scan(kind, file, &self.limits, |bytes| {
+            gix::objs::compute_hash(hash_kind, gix::objs::Kind::Blob, bytes)
+                .map_err(|err| Error::internal("cannot hash a file").with_context("cause", err))
+        })?;
+        if files.is_empty() {
+            return Err(Error::validation("the archive contains no files"));
+        }
+        // Fail a stale sync before writing anything.
+        project_repo.check_parent(request)?;
+        let missing: HashSet<ObjectId> = files
+            .values()
+            .map(|(_, id, _)| *id)
+            .filter(|id| !repo.has_object(id))
+            .collect();
+        let mut stored = 0;
+        if !missing.is_empty() {
+            let mut written = HashSet::new();
+            archive::contents(kind, file, &self.limits, |_path, bytes| {
+                let id = gix::objs::compute_hash(hash_kind, gix::objs::Kind::Blob, bytes).map_err(
+                    |err| Error::internal("cannot hash a file").with_context("cause", err),
+                )?;
+                if missing.contains(&id) && written.insert(id) {
+                    repo.write_blob(bytes)
+                        .map_err(git_error("cannot store a file"))?;
+                }
+                Ok(())
+            })?;
+            if written.len() != missing.len() {
+                return Err(Error::internal("the archive changed while it was read"));
+            }
+            stored = written.len();
+        }
+        let tree = files
+            .into_iter()
+            .map(|(path, (mode, id, _))| (path.as_str().to_owned(), (mode.git_kind(), id)))
+            .collect();
+        let mut outcome = project_repo.commit_tree(tree, request)?;
+        outcome.stored = stored;
+        Ok(outcome)
+    }
+
+    /// Answers which contents of `manifest` the repository lacks.
+    pub fn plan(
+        &self,
+        project: ProjectId,
+        branch: &BranchName,
+        manifest: &Manifest,
+    ) -> Result<SyncPlan> {
+        let project_repo = self.open(project)?;
+        let files = validate_manifest(manifest, &self.limits)?;
+        let mut seen = HashSet::new();
+        let missing = files
+            .values()
+            .map(|(_, id, _)| *id)
+            .filter(|id| seen.insert(*id) && !project_repo.repo.has_object(id))
+            .map(|id| id.to_string())
+            .collect();
+        Ok(SyncPlan {
+            head: project_repo.head(branch)?.map(|id| id.to_string()),
+            missing,
+            files: files.len(),
+        })
+    }
+
+    /// Commits a manifest with the contents the repository lacked: `file` is a tar (or gzipped
+    /// tar) holding `manifest.json` and `blobs/<hash>` for each content sent.
+    pub fn commit_upload(
+        &self,
+        project: ProjectId,
+        kind: ArchiveKind,
+        file: &Path,
+        request: &CommitRequest,
+    ) -> Result<SyncOutcome> {
+        request.validate()?;
+        let project_repo = self.open(project)?;
+        let repo = &project_repo.repo;
+        let hash_kind = repo.object_hash();
+        let upload = archive::scan_upload(kind, file, &self.limits, |bytes| {
+            gix::objs::compute_hash(hash_kind, gix::objs::Kind::Blob, bytes)
+                .map_err(|err| Error::internal("cannot hash a file").with_context("cause", err))
+        })?;
+        let files = validate_manifest(&upload.manifest, &self.limits)?;
+        // Every content must be sent or already stored, with the size the manifest claims.
+        let mut absent = Vec::new();
+        for (path, (mode, id, size)) in &files {
+            let actual = match upload.blobs.get(id) {
+                Some(size) => *size,
+                None if repo.has_object(id) => repo
+                    .find_header(*id)
+                    .map_err(git_error("cannot read a stored object"))?
+                    .size(),
+                None => {
+                    absent.push(id.to_string());
+                    continue;
+                }
+            };
+            if actual != *size {
+                return Err(Error::validation(format!(
+                    "{path}: the manifest says {size} bytes but its content has {actual}"
+                )));
+            }
+            if *mode == EntryMode::Symlink {
+                let target = match upload.small.get(id) {
+                    Some(bytes) => bytes.clone(),
+                    None => repo
+                        .find_blob(*id)
+                        .map_err(git_error("cannot read a stored object"))?
+                        .data
+                        .clone(),
+                };
+                let target = String::from_utf8(target).map_err(|_| {
+                    Error::validation(format!("the target of link {path} is not UTF-8"))
+                })?;
+                if !path.link_stays_inside(&target) {
+                    return Err(Error::validation(format!(
+                        "the link {path} points outside the project"
+                    )));
+                }
+            }
+        }
+        if !absent.is_empty() {
+            absent.sort();
+            absent.dedup();
+            return Err(Error::validation(format!(
+                "{} contents named in the manifest were neither uploaded nor stored; ask /sync/plan again",
+                absent.len()
+            ))
+            .with_context("missing", absent.iter().take(10).cloned().collect::<Vec<_>>().join(",")));
+        }
+        project_repo.check_parent(request)?;
+        let wanted: HashSet<ObjectId> = files
+            .values()
+            .map(|(_, id, _)| *id)
+            .filter(|id| upload.blobs.contains_key(id) && !repo.has_object(id))
+            .collect();
+        let mut stored = 0;
+        if !wanted.is_empty() {
+            archive::upload_blobs(kind, file, &self.limits, |id, bytes| {
+                if wanted.contains(&id) {
+                    repo.write_blob(bytes)
+                        .map_err(git_error("cannot store a file"))?;
+                    stored += 1;
+                }
+                Ok(())
+            })?;
+        }
+        let tree = files
+            .into_iter()
+            .map(|(path, (mode, id, _))| (path.as_str().to_owned(), (mode.git_kind(), id)))
+            .collect();
+        let mut outcome = project_repo.commit_tree(tree, request)?;
+        outcome.stored = stored;
+        Ok(outcome)
+    }
+
+    /// Fetches `reference` from `url` and moves `request.branch` to it (creating the branch, or
+    /// fast-forwarding it; anything else is `CONFLICT`).
+    pub fn import(
+        &self,
+        project: ProjectId,
+        url: &str,
+        reference: &str,
+        request: &CommitRequest,
+    ) -> Result<ImportOutcome> {
+        let project_repo = self.open(project)?;
+        import::import(
+            self,
+            &project_repo,
+            &self.path_of(project),
+            url,
+            reference,
+            request,
+        )
+    }
+
+    /// The project's branches and tags.
+    pub fn refs(&self, project: ProjectId) -> Result<Vec<RefInfo>> {
+        let project_repo = self.open(project)?;
+        let repo = &project_repo.repo;
+        let platform = repo
+            .references()
+            .map_err(git_error("cannot list references"))?;
+        let mut refs = Vec::new();
+        for reference in platform
+            .all()
+            .map_err(git_error("cannot list references"))?
+        {
+            let mut reference = reference.map_err(|err| {
+                Error::internal("cannot read a reference").with_context("cause", err)
+            })?;
+            let name = reference.name().as_bstr().to_string();
+            let (kind, short) = if let Some(short) = name.strip_prefix("refs/heads/") {
+                (RefKind::Branch, short.to_owned())
+            } else if let Some(short) = name.strip_prefix("refs/tags/") {
+                (RefKind::Tag, short.to_owned())
+            } else {
+                continue;
+            };
+            let Ok(commit) = reference.peel_to_commit() else {
+                continue;
+            };
+            refs.push(RefInfo {
+                name,
+                short_name: short,
+                kind,
+                commit: commit.id.to_string(),
+            });
+        }
+        refs.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(refs)
+    }
+
+    /// The entries of directory `path` (`""` for the top) at revision `rev`.
+    pub fn tree(&self, project: ProjectId, rev: &str, path: &str) -> Result<TreeListing> {
+        let project_repo = self.open(project)?;
+        let repo = &project_repo.repo;
+        let commit = project_repo.resolve(rev)?;
+        let root = repo
+            .find_commit(commit)
+            .and_then(|c| c.tree())
+            .map_err(git_error("cannot read a commit"))?;
+        let path = normalise_browse_path(path)?;
+        let tree = match &path {
+            None => root,
+            Some(path) => {
+                let entry = root
+                    .lookup_entry_by_path(path.as_str())
+                    .map_err(git_error("cannot read a tree"))?
+                    .ok_or_else(|| {
+                        Error::not_found(format!("no directory {path} at this revision"))
+                    })?;
+                if !entry.mode().is_tree() {
+                    return Err(Error::not_found(format!("{path} is not a directory")));
+                }
+                repo.find_tree(entry.object_id())
+                    .map_err(git_error("cannot read a tree"))?
+            }
+        };
+        let prefix = path.as_ref().map(|p| format!("{p}/")).unwrap_or_default();
+        let mut entries = Vec::new();
+        for entry in tree.iter() {
+            let entry = entry.map_err(git_error("cannot read a tree"))?;
+            let name = entry.inner.filename.to_string();
+            let kind = TreeEntryKind::of(entry.inner.mode.kind());
+            let id = entry.inner.oid.to_owned();
+            let size = match kind {
+                TreeEntryKind::File | TreeEntryKind::Executable | TreeEntryKind::Symlink => Some(
+                    repo.find_header(id)
+                        .map_err(git_error("cannot read an object"))?
+                        .size(),
+                ),
+                _ => None,
+            };
+            entries.push(TreeEntry {
+                path: format!("{prefix}{name}"),
+                name,
+                kind,
+                size,
+                id: id.to_string(),
+            });
+        }
+        Ok(TreeListing {
+            commit: commit.to_string(),
+            path: path.map(|p| p.as_str().to_owned()).unwrap_or_default(),
+            entries,
+        })
+    }
+
+    /// A file's content at revision `rev` (a link's target for links).
+    pub fn read_file(&self, project: ProjectId, rev: &str, path: &str) -> Result<FileContent> {
+        let project_repo = self.open(project)?;
+        let repo = &project_repo.repo;
+        let commit = project_repo.resolve(rev)?;
+        let path = RepoPath::parse(path)?;
+        let root = repo
+            .find_commit(commit)
+            .and_then(|c| c.tree())
+            .map_err(git_error("cannot read a commit"))?;
+        let entry = root
+            .lookup_entry_by_path(path.as_str())
+            .map_err(git_error("cannot read a tree"))?
+            .ok_or_else(|| Error::not_found(format!("no file {path} at this revision")))?;
+        let mode = match entry.mode().kind() {
+            EntryKind::Blob => EntryMode::File,
+            EntryKind::BlobExecutable => EntryMode::Executable,
+            EntryKind::Link => EntryMode::Symlink,
+            EntryKind::Tree => return Err(Error::not_found(format!("{path} is a directory"))),
+            EntryKind::Commit => return Err(Error::not_found(format!("{path} is a submodule"))),
+        };
+        let id = entry.object_id();
+        let blob = repo
+            .find_blob(id)
+            .map_err(git_error("cannot read a file"))?;
+        Ok(FileContent {
+            commit: commit.to_string(),
+            path: path.as_str().to_owned(),
+            mode,
+            id: id.to_string(),
+            bytes: blob.data.clone(),
+        })
+    }
+}
+
+/// A browse path: `""` or `/` is the top.
+fn normalise_browse_path(raw: &str) -> Result<Option<RepoPath>> {
+    let trimmed = raw.trim_matches('/');
+    if trimmed.is_empty() {
+        Ok(None)
+    } else {
+        RepoPath::parse(trimmed).map(Some)
+    }
+}
+
+/// Checks a manifest and returns its files by path.
+fn validate_manifest(
+    manifest: &Manifest,
+    limits: &SyncLimits,
+) -> Result<BTreeMap<RepoPath, (EntryMode, ObjectId, u64)>> {
+    if manifest.files.is_empty() {
+        return Err(Error::validation("the manifest lists no files"));
+    }
+    if manifest.files.len() > limits.max_files {
+        return Err(Error::new(
+            ErrorKind::PayloadTooLarge,
+            format!("the manifest lists more than {} files", limits.max_files),
+        ));
+    }
+    let mut files = BTreeMap::new();
+    for (index, entry) in manifest.files.iter().enumerate() {
+        let at = |err: Error| err.with_context("index", index);
+        let path = RepoPath::parse(&entry.path).map_err(at)?;
+        let id =
+            parse_object_id(&entry.hash).map_err(|err| at(err.with_context("field", "hash")))?;
+        if entry.size > limits.max_file_bytes {
+            return Err(Error::new(
+                ErrorKind::PayloadTooLarge,
+                format!(
+                    "{path} is {} bytes; files may be at most {} bytes",
+                    entry.size, limits.max_file_bytes
+                ),
+            ));
+        }
+        if entry.mode == EntryMode::Symlink && entry.size > 4096 {
+            return Err(at(Error::validation(format!(
+                "the link {path} has a target longer than 4096 bytes"
+            ))));
+        }
+        if files
+            .insert(path.clone(), (entry.mode, id, entry.size))
+            .is_some()
+        {
+            return Err(at(Error::validation(format!(
+                "{path} appears twice in the manifest"
+            ))));
+        }
+    }
+    archive::check_file_dir_clashes(files.keys())?;
+    Ok(files)
+}
+
+/// An open project repository.
+pub(crate) struct ProjectRepo {
+    repo: gix::Repository,
+    limits: SyncLimits,
+}
+
+impl ProjectRepo {
+    /// The branch head, if the branch exists.
+    fn head(&self, branch: &BranchName) -> Result<Option<ObjectId>> {
+        self.ref_target(&branch.full_ref())
+    }
+
+    pub(crate) fn ref_target(&self, full_name: &str) -> Result<Option<ObjectId>> {
+        let reference = self
+            .repo
+            .try_find_reference(full_name)
+            .map_err(git_error("cannot read a branch"))?;
+        Ok(reference.and_then(|r| r.try_id().map(|id| id.detach())))
+    }
+
+    fn check_parent(&self, request: &CommitRequest) -> Result<Option<ObjectId>> {
+        let head = self.head(&request.branch)?;
+        if request.force {
+            return Ok(head);
+        }
+        let stale = match request.expected_parent {
+            ExpectedParent::Current => false,
+            ExpectedParent::NoBranch => head.is_some(),
+            ExpectedParent::Commit(expected) => head != Some(expected.0),
+        };
+        if stale {
+            return Err(conflict(&request.branch, head));
+        }
+        Ok(head)
+    }
+
+    /// Resolves a browse revision: a branch, then a tag, or a full commit id.
+    fn resolve(&self, rev: &str) -> Result<ObjectId> {
+        let rev = rev.trim();
+        if rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let id = parse_object_id(&rev.to_ascii_lowercase())?;
+            return self
+                .repo
+                .find_object(id)
+                .ok()
+                .and_then(|object| object.peel_to_commit().ok())
+                .map(|commit| commit.id)
+                .ok_or_else(|| Error::not_found("no such commit in this project"));
+        }
+        let name = BranchName::parse(rev).map_err(|err| err.with_context("field", "ref"))?;
+        for full in [name.full_ref(), format!("refs/tags/{name}")] {
+            if let Some(mut reference) = self
+                .repo
+                .try_find_reference(full.as_str())
+                .map_err(git_error("cannot read a reference"))?
+            {
+                let commit = reference
+                    .peel_to_commit()
+                    .map_err(|_| Error::not_found(format!("{name} does not name a commit")))?;
+                return Ok(commit.id);
+            }
+        }
+        Err(Error::not_found(format!("no branch or tag named {name}")))
+    }
+
+    /// All files of a commit's tree.
+    pub(crate) fn files_of(&self, commit: ObjectId) -> Result<FlatTree> {
+        let tree = self
+            .repo
+            .find_commit(commit)
+            .and_then(|c| c.tree())
+            .map_err(git_error("cannot read a commit"))?;
+        let entries = tree
+            .traverse()
+            .breadthfirst
+            .files()
+            .map_err(git_error("cannot read a tree"))?;
+        Ok(entries
+            .into_iter()
+            .filter(|entry| !entry.mode.is_tree())
+            .map(|entry| (entry.filepath.to_string(), (entry.mode.kind(), entry.oid)))
+            .collect())
+    }
+
+    /// Commits `tree` (the complete new tree) on the request's branch.
+    fn commit_tree(&self, tree: FlatTree, request: &CommitRequest) -> Result<SyncOutcome> {
+        let head = self.check_parent(request)?;
+        let old = match head {
+            Some(head) => self.files_of(head)?,
+            None => FlatTree::new(),
+        };
+        let removed: Vec<&String> = old
+            .keys()
+            .filter(|path| !tree.contains_key(*path))
+            .collect();
+        let mut added = 0;
+        let mut changes = Vec::new();
+        for (path, entry) in &tree {
+            match old.get(path) {
+                None => {
+                    added += 1;
+                    changes.push((path, entry));
+                }
+                Some(previous) if previous != entry => changes.push((path, entry)),
+                Some(_) => {}
+            }
+        }
+        let changed = changes.len() - added;
+        let base = SyncOutcome {
+            branch: request.branch.as_str().to_owned(),
+            commit: String::new(),
+            parent: head.map(|id| id.to_string()),
+            created: false,
+            added,
+            changed,
+            removed: removed.len(),
+            files: tree.len(),
+            stored: 0,
+        };
+        if let Some(head) = head
+            && changes.is_empty()
+            && removed.is_empty()
+        {
+            return Ok(SyncOutcome {
+                commit: head.to_string(),
+                parent: self
+                    .repo
+                    .find_commit(head)
+                    .ok()
+                    .and_then(|c| c.parent_ids().next().map(|p| p.to_string())),
+                ..base
+            });
+        }
+        let base_tree = match head {
+            Some(head) => self
+                .repo
+                .find_commit(head)
+                .and_then(|c| c.tree_id())
+                .map_err(git_error("cannot read a commit"))?
+                .detach(),
+            None => ObjectId::empty_tree(self.repo.object_hash()),
+        };
+        let mut editor = self
+            .repo
+            .edit_tree(base_tree)
+            .map_err(git_error("cannot edit a tree"))?;
+        for path in &removed {
+            editor
+                .remove(*path)
+                .map_err(git_error("cannot edit a tree"))?;
+        }
+        for (path, (kind, id)) in changes {
+            editor
+                .upsert(path, *kind, *id)
+                .map_err(git_error("cannot edit a tree"))?;
+        }
+        let tree_id = editor
+            .write()
+            .map_err(git_error("cannot write a tree"))?
+            .detach();
+        let message = if request.message.trim().is_empty() {
+            format!("Sync {} files", tree.len())
+        } else {
+            request.message.clone()
+        };
+        let commit = self.write_commit(tree_id, head, &message, &request.author)?;
+        self.move_branch(
+            &request.branch,
+            head,
+            commit,
+            &format!("sync: {}", first_line(&message)),
+        )?;
+        Ok(SyncOutcome {
+            commit: commit.to_string(),
+            created: true,
+            ..base
+        })
+    }
+
+    fn write_commit(
+        &self,
+        tree: ObjectId,
+        parent: Option<ObjectId>,
+        message: &str,
+        author: &Author,
+    ) -> Result<ObjectId> {
+        let now = gix::date::Time::now_utc();
+        let signature = |name: &str, email: &str| gix::actor::Signature {
+            name: sanitize_signature_part(name).into(),
+            email: sanitize_signature_part(email).into(),
+            time: now,
+        };
+        let mut message = message.to_owned();
+        if !message.ends_with('\n') {
+            message.push('\n');
+        }
+        let commit = gix::objs::Commit {
+            tree,
+            parents: parent.into_iter().collect(),
+            author: signature(&author.name, &author.email),
+            committer: signature(COMMITTER_NAME, COMMITTER_EMAIL),
+            encoding: None,
+            message: message.into(),
+            extra_headers: Vec::new(),
+        };
+        Ok(self
+            .repo
+            .write_object(&commit)
+            .map_err(git_error("cannot write a commit"))?
+            .detach())
+    }
+
+    /// Moves `branch` from `from` (`None`: the branch must not exist) to `to`, atomically.
+    pub(crate) fn move_branch(
+        &self,
+        branch: &BranchName,
+        from: Option<ObjectId>,
+        to: ObjectId,
+        log: &str,
+    ) -> Result<()> {
+        let name = branch
+            .full_ref()
+            .try_into()
+            .map_err(|_| Error::validation("invalid branch name"))?;
+        let expected = match from {
+            Some(from) => PreviousValue::MustExistAndMatch(Target::Object(from)),
+            None => PreviousValue::MustNotExist,
+        };
+        let edit = RefEdit {
+            change: Change::Update {
+                log: LogChange {
+                    mode: RefLog::AndReference,
+                    force_create_reflog: false,
+                    message: log.into(),
+                },
+                expected,
+                new: Target::Object(to),
+            },
+            name,
+            deref: false,
+        };
+        let committer = gix::actor::Signature {
+            name: COMMITTER_NAME.into(),
+            email: COMMITTER_EMAIL.into(),
+            time: gix::date::Time::now_utc(),
+        };
+        let mut time = gix::date::parse::TimeBuf::default();
+        match self
+            .repo
+            .edit_references_as([edit], Some(committer.to_ref(&mut time)))
+        {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                // Whether the branch moved under us (a lost race) or the write failed.
+                let now = self.head(branch)?;
+                if now != from {
+                    Err(conflict(branch, now))
+                } else {
+                    Err(Error::internal("cannot update the branch").with_context("cause", err))
+                }
+            }
+        }
+    }
+}
+
+fn conflict(branch: &BranchName, head: Option<ObjectId>) -> Error {
+    let head_text = head.map_or_else(|| "none".to_owned(), |id| id.to_string());
+    Error::conflict(format!(
+        "branch {branch} has moved: its head is {head_text}; sync again against it, or force"
+    ))
+    .with_context("branch", branch)
+    .with_context("head", head_text)
+}
+
+fn first_line(message: &str) -> &str {
+    let line = message.lines().next().unwrap_or("");
+    match line.char_indices().nth(200) {
+        Some((at, _)) => &line[..at],
+        None => line,
+    }
+}
+
+/// Names and emails go into commit headers: no angle brackets or line breaks.
+fn sanitize_signature_part(raw: &str) -> String {
+    raw.chars()
+        .filter(|c| !matches!(c, '<' | '>' | '\n' | '\r' | '\0'))
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+/// A count of the objects stored in a repository's object database (loose objects and packs),
+/// for tests that check a rejected upload left nothing behind.
+pub fn count_objects(repo_dir: &Path) -> Result<usize> {
+    let objects = repo_dir.join("objects");
+    let mut count = 0;
+    for dir in std::fs::read_dir(&objects)? {
+        let dir = dir?;
+        let name = dir.file_name();
+        let name = name.to_string_lossy();
+        if name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            count += std::fs::read_dir(dir.path())?.count();
+        } else if name == "pack" {
+            count += std::fs::read_dir(dir.path())?
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|ext| ext == "pack"))
+                .count();
+        }
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests;
