@@ -10,6 +10,7 @@ use hivesync_core::ports::{
     JobQueue, Locks, ObjectStore, Quota, RateLimiter, Store, WorkerRegistry,
 };
 use hivesync_core::preview_token::PreviewTokenSigner;
+use hivesync_core::repo::Repos;
 use hivesync_queue::RedisBackend;
 use hivesync_queue::autoscaler::{Bounds, Decision};
 use hivesync_queue::backends::Backends;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub passwords: PasswordHasher,
     pub jwt: JwtIssuer,
     pub preview_tokens: PreviewTokenSigner,
+    /// The projects' git repositories under `DATA_DIR/repos`.
+    pub repos: Arc<Repos>,
     /// Attempts per client address and per account on `/auth/login` and `/auth/register`.
     pub login_quota: Quota,
     /// Renders `/metrics`; `None` when this process did not install the Prometheus recorder.
@@ -78,6 +81,7 @@ impl AppState {
         Ok(Arc::new(AppState {
             jwt: JwtIssuer::from_config(&config.jwt),
             preview_tokens: PreviewTokenSigner::from_config(&config.preview)?,
+            repos: Arc::new(Repos::from_config(&config)),
             login_quota: Quota::per_minute(config.http.login_attempts_per_minute)?,
             passwords: PasswordHasher::owasp(),
             store: backends.store,

@@ -1053,6 +1053,39 @@ fn sanitize_signature_part(raw: &str) -> String {
         .to_owned()
 }
 
+/// The git blob id of `content`: what `git hash-object` prints, and what manifests carry. Fails
+/// only for content crafted to collide in SHA-1 (which git's hasher detects).
+pub fn blob_id(content: &[u8]) -> Result<String> {
+    gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, content)
+        .map(|id| id.to_string())
+        .map_err(|err| Error::validation("the content cannot be hashed").with_context("cause", err))
+}
+
+/// Writes a delta-sync upload (what `/sync/commit` takes): a tar of `manifest.json` and
+/// `blobs/<hash>` for each of `contents`.
+pub fn write_delta_upload<W: std::io::Write>(
+    out: W,
+    manifest: &Manifest,
+    contents: impl IntoIterator<Item = (String, Vec<u8>)>,
+) -> Result<W> {
+    let mut builder = tar::Builder::new(out);
+    let mut append = |name: &str, bytes: &[u8]| -> Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder.append_data(&mut header, name, bytes)?;
+        Ok(())
+    };
+    let json = serde_json::to_vec(manifest)
+        .map_err(|err| Error::internal("cannot encode a manifest").with_context("cause", err))?;
+    append("manifest.json", &json)?;
+    for (hash, bytes) in contents {
+        append(&format!("blobs/{hash}"), &bytes)?;
+    }
+    Ok(builder.into_inner()?)
+}
+
 /// A count of the objects stored in a repository's object database (loose objects and packs),
 /// for tests that check a rejected upload left nothing behind.
 pub fn count_objects(repo_dir: &Path) -> Result<usize> {

@@ -52,16 +52,58 @@ pub async fn request_context<E: Endpoint>(ep: E, req: Request) -> poem::Result<R
     Ok(response)
 }
 
-/// Refuses bodies larger than `limit` bytes with 413: at once when `Content-Length` says so,
-/// otherwise while reading a chunked body (which is then handed on from memory).
+/// How much body a route may receive, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLimit {
+    /// Read into memory, refused past the limit (JSON bodies).
+    Buffered(u64),
+    /// Passed on as a stream: refused at once when `Content-Length` exceeds the limit, and by
+    /// the handler while it spools the body otherwise (uploads).
+    Streamed(u64),
+}
+
+/// The body limits of the routes.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// JSON bodies: `MAX_REQUEST_BODY_BYTES`.
+    pub json: u64,
+    /// `/sync/plan`: `SYNC_MAX_MANIFEST_BYTES`.
+    pub manifest: u64,
+    /// `/sync` and `/sync/commit`: `SYNC_MAX_UPLOAD_BYTES` (plus the manifest for commits).
+    pub upload: u64,
+}
+
+impl BodyLimits {
+    pub fn for_path(&self, path: &str) -> BodyLimit {
+        let Some(rest) = path.strip_prefix("/api/v1/projects/") else {
+            return BodyLimit::Buffered(self.json);
+        };
+        match rest.split_once('/').map(|(_, tail)| tail) {
+            Some("sync" | "sync/") => BodyLimit::Streamed(self.upload),
+            Some("sync/commit" | "sync/commit/") => {
+                BodyLimit::Streamed(self.upload + self.manifest)
+            }
+            Some("sync/plan" | "sync/plan/") => BodyLimit::Buffered(self.manifest),
+            _ => BodyLimit::Buffered(self.json),
+        }
+    }
+}
+
+/// Refuses bodies larger than the route's limit with 413: at once when `Content-Length` says
+/// so; otherwise a buffered route reads the body (then handed on from memory) and a streamed one
+/// leaves the counting to its handler.
 pub async fn limit_body<E: Endpoint>(
     ep: E,
     mut req: Request,
-    limit: usize,
+    limits: BodyLimits,
 ) -> poem::Result<E::Output> {
+    let limit = limits.for_path(req.uri().path());
+    let bytes = match limit {
+        BodyLimit::Buffered(n) | BodyLimit::Streamed(n) => n,
+    };
     let too_large = || {
         poem::Error::from_string(
-            format!("the request body is larger than {limit} bytes"),
+            format!("the request body is larger than {bytes} bytes"),
             StatusCode::PAYLOAD_TOO_LARGE,
         )
     };
@@ -70,13 +112,13 @@ pub async fn limit_body<E: Endpoint>(
         .get(poem::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    match declared {
-        Some(length) if length > limit as u64 => return Err(too_large()),
-        Some(_) => {}
-        None => {
+    match (declared, limit) {
+        (Some(length), _) if length > bytes => return Err(too_large()),
+        (Some(_), _) | (None, BodyLimit::Streamed(_)) => {}
+        (None, BodyLimit::Buffered(_)) => {
             let body = req.take_body();
-            match body.into_bytes_limit(limit).await {
-                Ok(bytes) => req.set_body(bytes),
+            match body.into_bytes_limit(bytes as usize).await {
+                Ok(body) => req.set_body(body),
                 Err(poem::error::ReadBodyError::PayloadTooLarge) => return Err(too_large()),
                 Err(err) => return Err(err.into()),
             }
@@ -103,4 +145,43 @@ pub fn client_ip(req: &Request, trust_proxy_headers: bool) -> Option<IpAddr> {
         }
     }
     req.remote_addr().as_socket_addr().map(|addr| addr.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploads_stream_and_manifests_get_their_own_limit() {
+        let limits = BodyLimits {
+            json: 10,
+            manifest: 20,
+            upload: 30,
+        };
+        let id = "0190b5a0-0000-7000-8000-000000000000";
+        assert_eq!(
+            limits.for_path(&format!("/api/v1/projects/{id}/sync")),
+            BodyLimit::Streamed(30)
+        );
+        assert_eq!(
+            limits.for_path(&format!("/api/v1/projects/{id}/sync/commit")),
+            BodyLimit::Streamed(50)
+        );
+        assert_eq!(
+            limits.for_path(&format!("/api/v1/projects/{id}/sync/plan")),
+            BodyLimit::Buffered(20)
+        );
+        assert_eq!(
+            limits.for_path(&format!("/api/v1/projects/{id}/import")),
+            BodyLimit::Buffered(10)
+        );
+        assert_eq!(
+            limits.for_path(&format!("/api/v1/projects/{id}/files/sync")),
+            BodyLimit::Buffered(10)
+        );
+        assert_eq!(
+            limits.for_path("/api/v1/auth/login"),
+            BodyLimit::Buffered(10)
+        );
+    }
 }

@@ -24,6 +24,7 @@ pub mod health;
 pub mod middleware;
 pub mod projects;
 pub mod security;
+pub mod sync;
 pub mod text;
 pub mod users;
 pub mod views;
@@ -35,6 +36,7 @@ type Apis = (
     auth::AuthApi,
     users::UsersApi,
     projects::ProjectsApi,
+    sync::SyncApi,
     admin::AdminApi,
     health::HealthApi,
 );
@@ -48,6 +50,9 @@ fn api_service(state: &Arc<AppState>) -> OpenApiService<Apis, ()> {
             state: state.clone(),
         },
         projects::ProjectsApi {
+            state: state.clone(),
+        },
+        sync::SyncApi {
             state: state.clone(),
         },
         admin::AdminApi {
@@ -74,6 +79,11 @@ pub fn app(state: Arc<AppState>) -> BoxEndpoint<'static, Response> {
     let docs = service.swagger_ui();
     let routes = Route::new()
         .nest(API_PREFIX, service)
+        // Paths with `/` in them, which the OpenAPI `readFile` route cannot take.
+        .at(
+            format!("{API_PREFIX}/projects/:id/files/*path"),
+            poem::get(sync::file_route),
+        )
         .at(format!("{API_PREFIX}/openapi.json"), spec)
         .nest("/docs", docs)
         .at("/metrics", poem::get(metrics_endpoint))
@@ -88,9 +98,13 @@ pub fn with_middleware<E>(routes: E, state: Arc<AppState>) -> BoxEndpoint<'stati
 where
     E: Endpoint + 'static,
 {
-    let max_body = state.config.http.max_body_bytes;
+    let limits = middleware::BodyLimits {
+        json: state.config.http.max_body_bytes as u64,
+        manifest: state.config.sync.max_manifest_bytes,
+        upload: state.config.sync.max_upload_bytes,
+    };
     routes
-        .around(move |ep, req| middleware::limit_body(ep, req, max_body))
+        .around(move |ep, req| middleware::limit_body(ep, req, limits))
         .with(CatchPanic::new().with_handler(error::panic_response))
         .catch_all_error(error::standard_error_response)
         .data(state)

@@ -73,10 +73,37 @@ enum MemberAdded {
 
 /// What an action needs of the caller's role.
 #[derive(Debug, Clone, Copy)]
-enum Needs {
+pub(crate) enum Needs {
     Read,
     Edit,
     Manage,
+}
+
+/// The caller's role in `project`, if it is enough for `needs`. Non-members get `NOT_FOUND`.
+pub(crate) async fn authorize(
+    state: &AppState,
+    caller: Caller,
+    project: ProjectId,
+    needs: Needs,
+) -> Result<Role, ApiError> {
+    let role = state
+        .store
+        .get_role(project, caller.user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such project"))?;
+    let allowed = match needs {
+        Needs::Read => true,
+        Needs::Edit => role.can_edit(),
+        Needs::Manage => role.can_manage(),
+    };
+    if allowed {
+        Ok(role)
+    } else {
+        Err(ApiError::forbidden(match needs {
+            Needs::Edit => "only owners and editors can change this project",
+            _ => "only owners can do this",
+        }))
+    }
 }
 
 #[derive(Debug)]
@@ -85,32 +112,13 @@ pub struct ProjectsApi {
 }
 
 impl ProjectsApi {
-    /// The caller's role in `project`, if it is enough for `needs`.
     async fn authorize(
         &self,
         caller: Caller,
         project: ProjectId,
         needs: Needs,
     ) -> Result<Role, ApiError> {
-        let role = self
-            .state
-            .store
-            .get_role(project, caller.user_id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("no such project"))?;
-        let allowed = match needs {
-            Needs::Read => true,
-            Needs::Edit => role.can_edit(),
-            Needs::Manage => role.can_manage(),
-        };
-        if allowed {
-            Ok(role)
-        } else {
-            Err(ApiError::forbidden(match needs {
-                Needs::Edit => "only owners and editors can change this project",
-                _ => "only owners can do this",
-            }))
-        }
+        authorize(&self.state, caller, project, needs).await
     }
 
     async fn project_view(&self, project: ProjectId, role: Role) -> Result<ProjectView, ApiError> {
@@ -192,6 +200,19 @@ impl ProjectsApi {
                 owner: auth.0.user_id,
             })
             .await?;
+        // The repository is made now so the first sync finds it; should this fail, the first
+        // sync makes it instead.
+        let repos = self.state.repos.clone();
+        let id = project.id;
+        match tokio::task::spawn_blocking(move || repos.create(id)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(project_id = %id, error = ?err, "cannot create the project repository yet")
+            }
+            Err(err) => {
+                tracing::warn!(project_id = %id, error = %err, "cannot create the project repository yet")
+            }
+        }
         tracing::info!(project_id = %project.id, "project created");
         Ok(ProjectCreated::Created(Json(ProjectView::new(
             project,

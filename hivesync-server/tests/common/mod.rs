@@ -29,6 +29,7 @@ pub struct Answer {
     pub headers: HeaderMap,
     pub body: Value,
     pub text: String,
+    pub bytes: Vec<u8>,
 }
 
 impl Answer {
@@ -112,6 +113,26 @@ impl TestApp {
         }
         if let Some(body) = body {
             request = request.body_json(&body);
+        }
+        read(request.send().await).await
+    }
+
+    /// Sends `bytes` as the raw body with `content_type`.
+    pub async fn send_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Answer {
+        let mut request = self
+            .client
+            .request(method, path.to_owned())
+            .content_type(content_type)
+            .body(bytes);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
         }
         read(request.send().await).await
     }
@@ -205,5 +226,6 @@ pub async fn read(response: poem::test::TestResponse) -> Answer {
         headers,
         body,
         text,
+        bytes: bytes.to_vec(),
     }
 }
