@@ -18,6 +18,7 @@ use hivesync_queue::worker::WorkerConfig;
 use poem::listener::{Acceptor, Listener, TcpListener};
 use tokio_util::sync::CancellationToken;
 
+use crate::client::{self, ServerArgs};
 use crate::http::health::{self, ComponentStatus, DetailedHealth, OverallStatus};
 use crate::runtime;
 use crate::state::AppState;
@@ -90,6 +91,31 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Store a server and an access token for the client commands.
+    Login {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Log in as this account (password from HIVESYNC_PASSWORD or standard input).
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// Send a local folder to a project: a delta sync that uploads only what the server lacks
+    /// (files ignored by .gitignore are left out).
+    Sync {
+        /// The folder to sync.
+        dir: std::path::PathBuf,
+        /// The project's id.
+        #[arg(long)]
+        project: uuid::Uuid,
+        /// The branch to commit to.
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// The commit message.
+        #[arg(long)]
+        message: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,11 +155,29 @@ pub fn parse_args() -> Cli {
 
 /// Runs a parsed command line to completion.
 pub async fn run(cli: Cli) -> Result<ExitCode> {
-    let config = Config::from_env()?;
-    crate::telemetry::init(&config.log);
+    // Client commands talk to a server; only the others read (and may create) DATA_DIR.
+    let server_config = || -> Result<Config> {
+        let config = Config::from_env()?;
+        crate::telemetry::init(&config.log);
+        Ok(config)
+    };
     match cli.command {
-        Command::Serve { bind, no_workers } => serve(config, bind, no_workers).await,
-        Command::Migrate => migrate(config).await,
+        Command::Login { server, email } => {
+            client::login(server, email).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sync {
+            dir,
+            project,
+            branch,
+            message,
+            server,
+        } => {
+            client::sync(server, dir, project, branch, message).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { bind, no_workers } => serve(server_config()?, bind, no_workers).await,
+        Command::Migrate => migrate(server_config()?).await,
         Command::Worker {
             role,
             queues,
@@ -142,6 +186,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             metrics_bind,
             grace_seconds,
         } => {
+            let config = server_config()?;
             let mut worker =
                 WorkerConfig::new(role, concurrency.unwrap_or(config.worker_concurrency));
             if let Some(queues) = queues {
@@ -153,12 +198,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
             run_worker(config, worker, metrics_bind).await
         }
-        Command::Admin { command } => admin(config, command).await,
+        Command::Admin { command } => admin(server_config()?, command).await,
         Command::Queue {
             command: QueueCommand::Ping { timeout, hold_ms },
-        } => ping(config, Duration::from_secs(timeout), hold_ms).await,
-        Command::Health { json } => health_command(config, json).await,
-        Command::Cleanup { dry_run } => cleanup(config, dry_run).await,
+        } => ping(server_config()?, Duration::from_secs(timeout), hold_ms).await,
+        Command::Health { json } => health_command(server_config()?, json).await,
+        Command::Cleanup { dry_run } => cleanup(server_config()?, dry_run).await,
     }
 }
 

@@ -6,10 +6,12 @@
 //! - [`http`]: routes, the standard error shape, authentication, middleware, the OpenAPI spec.
 //! - [`metrics`]: Prometheus names, the recorder, and gauges refreshed at each scrape.
 //! - [`runtime`]: background work: workers, cleanup schedule, reconciler, autoscaler.
-//! - [`cli`]: the `hivesync` command line (`serve`, `migrate`).
+//! - [`cli`]: the `hivesync` command line (`serve`, `migrate`, workers, admin, …).
+//! - [`client`]: its client commands (`login`, `sync`), which talk to a server over HTTP.
 //! - [`telemetry`]: logging setup.
 
 pub mod cli;
+pub mod client;
 pub mod http;
 pub mod metrics;
 pub mod runtime;

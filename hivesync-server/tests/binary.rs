@@ -2,6 +2,7 @@
 //! an S3-compatible server by configuration alone, shutdown on SIGTERM, and configuration errors.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -330,4 +331,164 @@ fn migrate_applies_and_is_idempotent() {
         );
     }
     assert!(data.path().join("hivesync.db").exists());
+}
+
+/// Runs a client command of the binary with exactly `env` (plus PATH).
+fn client_command(
+    args: &[&str],
+    env: &[(&str, &Path)],
+    extra: &[(&str, &str)],
+) -> std::process::Output {
+    let mut command = Command::new(BINARY);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    for (k, v) in extra {
+        command.env(k, v);
+    }
+    command.output().expect("run hivesync")
+}
+
+#[tokio::test]
+async fn the_cli_logs_in_and_delta_syncs_a_folder() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&[("DATA_DIR", data.path().display().to_string())]);
+    let http = reqwest::Client::new();
+    let email = format!("cli-{}@example.org", testkit::unique_suffix());
+    let password = "cli password 123";
+    let (status, registered) = send(
+        http.post(server.url("/api/v1/auth/register"))
+            .json(&json!({"email": email, "password": password})),
+    )
+    .await;
+    assert_eq!(status, 201, "{registered}");
+    let token = registered["access_token"].as_str().unwrap().to_owned();
+    let (_, project) = send(
+        http.post(server.url("/api/v1/projects"))
+            .bearer_auth(&token)
+            .json(&json!({"name": "cli"})),
+    )
+    .await;
+    let project = project["id"].as_str().unwrap().to_owned();
+
+    let home = tempfile::tempdir().unwrap();
+    let config_dir = home.path().join("config");
+    let cache_dir = home.path().join("cache");
+    let env = [
+        ("HIVESYNC_CONFIG_DIR", config_dir.as_path()),
+        ("XDG_CACHE_HOME", cache_dir.as_path()),
+    ];
+    let login = client_command(
+        &["login", "--url", &server.base, "--email", &email],
+        &env,
+        &[("HIVESYNC_PASSWORD", password)],
+    );
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let stored = config_dir.join("credentials.json");
+    let mode = std::fs::metadata(&stored).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "credentials are private");
+    assert!(!String::from_utf8_lossy(&login.stdout).contains(password));
+
+    let folder = tempfile::tempdir().unwrap();
+    let root = folder.path();
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    std::fs::create_dir_all(root.join("node_modules/left-pad")).unwrap();
+    std::fs::write(root.join(".gitignore"), "node_modules/\n*.log\n").unwrap();
+    std::fs::write(root.join("package.json"), "{\"name\":\"cli\"}\n").unwrap();
+    std::fs::write(root.join("src/App.js"), "export default 1;\n").unwrap();
+    std::fs::write(root.join("node_modules/left-pad/index.js"), "ignored\n").unwrap();
+    std::fs::write(root.join("debug.log"), "ignored\n").unwrap();
+    std::fs::write(root.join("run.sh"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(root.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let folder_arg = root.to_str().unwrap();
+    let sync = |message: &str| {
+        client_command(
+            &[
+                "sync",
+                folder_arg,
+                "--project",
+                &project,
+                "--message",
+                message,
+            ],
+            &env,
+            &[],
+        )
+    };
+
+    let first = sync("first");
+    let stdout = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(stdout.contains("sent 4 of 4 files"), "{stdout}");
+    let (_, tree) = send(
+        http.get(server.url(&format!("/api/v1/projects/{project}/tree")))
+            .bearer_auth(&token),
+    )
+    .await;
+    let names: Vec<&str> = tree["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec![".gitignore", "package.json", "run.sh", "src"],
+        "{tree}"
+    );
+    assert_eq!(tree["entries"][2]["kind"], "executable");
+
+    std::fs::write(root.join("src/App.js"), "export default 2;\n").unwrap();
+    let second = sync("edit");
+    let stdout = String::from_utf8_lossy(&second.stdout).into_owned();
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(stdout.contains("sent 1 of 4 files"), "{stdout}");
+    assert!(stdout.contains("sent src/App.js"), "{stdout}");
+    assert!(stdout.contains("0 added, 1 changed, 0 removed"), "{stdout}");
+
+    let third = sync("again");
+    let stdout = String::from_utf8_lossy(&third.stdout).into_owned();
+    assert!(stdout.contains("sent 0 of 4 files"), "{stdout}");
+    assert!(stdout.contains("unchanged"), "{stdout}");
+
+    let (_, file) = send(
+        http.get(server.url(&format!("/api/v1/projects/{project}/refs")))
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(file["items"][0]["name"], "refs/heads/main");
+
+    // A bad token is refused with the server's error, and nothing is synced.
+    let refused = client_command(
+        &[
+            "sync",
+            folder_arg,
+            "--project",
+            &project,
+            "--token",
+            "forged",
+        ],
+        &env,
+        &[],
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("UNAUTHORIZED"));
 }

@@ -1,0 +1,512 @@
+//! The client commands of `hivesync`: `login`, and `sync` (a delta sync of a local folder).
+//!
+//! They talk to a server over HTTP and never read the server's configuration or `DATA_DIR`.
+//! The server and credentials come from `--url`/`--token`, then `HIVESYNC_URL`/`HIVESYNC_TOKEN`,
+//! then what `hivesync login` stored in `$HIVESYNC_CONFIG_DIR`, `$XDG_CONFIG_HOME/hivesync` or
+//! `~/.config/hivesync` (`credentials.json`, readable by its owner only).
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use hivesync_core::repo::{EntryMode, Manifest, ManifestEntry, blob_id, write_delta_upload};
+use hivesync_core::{Error, ErrorKind, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// Where a client command finds the server.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// The server, e.g. `https://hivesync.example.com`.
+    #[arg(long, env = "HIVESYNC_URL")]
+    pub url: Option<String>,
+    /// An access token (from `POST /auth/login`).
+    #[arg(long, env = "HIVESYNC_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// What `hivesync login` stores.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Credentials {
+    url: String,
+    token: String,
+}
+
+fn client_error(message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Validation, message.into())
+}
+
+fn config_dir() -> Result<PathBuf> {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("HIVESYNC_CONFIG_DIR")
+        .or_else(|| var("XDG_CONFIG_HOME").map(|d| d.join("hivesync")))
+        .or_else(|| var("HOME").map(|d| d.join(".config/hivesync")))
+        .ok_or_else(|| {
+            client_error("cannot find a configuration directory: set HIVESYNC_CONFIG_DIR")
+        })
+}
+
+fn cache_dir() -> Result<PathBuf> {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("XDG_CACHE_HOME")
+        .map(|d| d.join("hivesync"))
+        .or_else(|| var("HOME").map(|d| d.join(".cache/hivesync")))
+        .map_or_else(|| config_dir().map(|d| d.join("cache")), Ok)
+}
+
+fn read_credentials() -> Result<Option<Credentials>> {
+    let path = config_dir()?.join("credentials.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|_| {
+            client_error(format!(
+                "{} is not valid; run hivesync login again",
+                path.display()
+            ))
+        }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Writes the credentials readable by their owner only, replacing the file atomically.
+fn store_credentials(credentials: &Credentials) -> Result<PathBuf> {
+    let dir = config_dir()?;
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    let path = dir.join("credentials.json");
+    let staging = dir.join(format!(".credentials-{}.json", uuid::Uuid::new_v4()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&staging)?;
+    file.write_all(&serde_json::to_vec_pretty(credentials).unwrap_or_default())?;
+    file.sync_all()?;
+    std::fs::rename(&staging, &path)?;
+    Ok(path)
+}
+
+/// A connection to a server.
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    fn new(url: &str, token: Option<String>) -> Result<Self> {
+        let parsed = url::Url::parse(url).map_err(|_| {
+            client_error(format!("{url:?} is not a URL (e.g. http://127.0.0.1:8080)"))
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(client_error("the server URL must be http:// or https://"));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(15))
+            .timeout(Duration::from_secs(30 * 60))
+            .build()
+            .map_err(|err| {
+                Error::internal("cannot build an HTTP client").with_context("cause", err)
+            })?;
+        Ok(Client {
+            http,
+            base: format!("{}/api/v1", url.trim_end_matches('/')),
+            token,
+        })
+    }
+
+    /// The client for a command: flags and environment first, then the stored login.
+    fn resolve(args: &ServerArgs) -> Result<Self> {
+        let stored = read_credentials()?;
+        let url = args
+            .url
+            .clone()
+            .or_else(|| stored.as_ref().map(|c| c.url.clone()))
+            .ok_or_else(|| {
+                client_error("no server: pass --url, set HIVESYNC_URL, or run hivesync login")
+            })?;
+        let token = args
+            .token
+            .clone()
+            .or_else(|| {
+                stored
+                    .filter(|c| c.url.trim_end_matches('/') == url.trim_end_matches('/'))
+                    .map(|c| c.token)
+            })
+            .ok_or_else(|| {
+                client_error(
+                    "not logged in: pass --token, set HIVESYNC_TOKEN, or run hivesync login",
+                )
+            })?;
+        Client::new(&url, Some(token))
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value> {
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        let response = request.send().await.map_err(|err| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!("cannot reach the server: {err}"),
+            )
+        })?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(body);
+        }
+        let code = body["code"].as_str().unwrap_or("ERROR");
+        let message = body["message"]
+            .as_str()
+            .unwrap_or("the server refused the request");
+        let details = match body["details"].as_object() {
+            Some(details) if !details.is_empty() => format!(" {}", Value::Object(details.clone())),
+            _ => String::new(),
+        };
+        let kind = match status.as_u16() {
+            401 => ErrorKind::Unauthorized,
+            403 => ErrorKind::Forbidden,
+            404 => ErrorKind::NotFound,
+            409 => ErrorKind::Conflict,
+            413 => ErrorKind::PayloadTooLarge,
+            500..=599 => ErrorKind::Unavailable,
+            _ => ErrorKind::Validation,
+        };
+        Err(Error::new(kind, format!("{code}: {message}{details}")))
+    }
+}
+
+/// `hivesync login`: stores the server and a token for later commands. With `--token` the token
+/// is checked and stored; otherwise it logs in with `--email` and the password from
+/// `HIVESYNC_PASSWORD` or the first line of standard input.
+pub async fn login(args: ServerArgs, email: Option<String>) -> Result<()> {
+    let url = args
+        .url
+        .clone()
+        .ok_or_else(|| client_error("pass --url (or set HIVESYNC_URL) to name the server"))?;
+    let token = match (args.token.clone(), email) {
+        (Some(token), _) => token,
+        (None, Some(email)) => {
+            let password = match std::env::var("HIVESYNC_PASSWORD") {
+                Ok(password) if !password.is_empty() => password,
+                _ => {
+                    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                        eprint!("password for {email}: ");
+                    }
+                    let mut line = String::new();
+                    std::io::stdin().lock().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            let client = Client::new(&url, None)?;
+            let answer = client
+                .send(
+                    client
+                        .http
+                        .post(format!("{}/auth/login", client.base))
+                        .json(&json!({"email": email, "password": password})),
+                )
+                .await?;
+            answer["access_token"]
+                .as_str()
+                .ok_or_else(|| Error::internal("the login answer has no access token"))?
+                .to_owned()
+        }
+        (None, None) => {
+            return Err(client_error(
+                "pass --email to log in, or --token to store a token",
+            ));
+        }
+    };
+    let client = Client::new(&url, Some(token.clone()))?;
+    let me = client
+        .send(client.http.get(format!("{}/users/me", client.base)))
+        .await?;
+    let path = store_credentials(&Credentials {
+        url: url.trim_end_matches('/').to_owned(),
+        token,
+    })?;
+    println!(
+        "logged in to {url} as {}; credentials stored in {}",
+        me["email"].as_str().unwrap_or("?"),
+        path.display()
+    );
+    Ok(())
+}
+
+/// What the stat cache remembers of a file, to skip hashing it when it did not change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Cached {
+    size: u64,
+    mtime_ns: i128,
+    inode: u64,
+    hash: String,
+}
+
+/// One file of the local tree.
+#[derive(Debug, Clone)]
+struct LocalFile {
+    path: String,
+    absolute: PathBuf,
+    mode: EntryMode,
+    size: u64,
+    hash: String,
+}
+
+/// Reads a file's content as it is synced: a link's content is its target.
+fn content_of(file: &Path, mode: EntryMode) -> Result<Vec<u8>> {
+    if mode == EntryMode::Symlink {
+        let target = std::fs::read_link(file)?;
+        let target = target.to_str().ok_or_else(|| {
+            client_error(format!("the target of {} is not UTF-8", file.display()))
+        })?;
+        Ok(target.as_bytes().to_vec())
+    } else {
+        Ok(std::fs::read(file)?)
+    }
+}
+
+/// Walks `dir` as git would see it (`.gitignore`, `.git/info/exclude`; never `.git`), hashing
+/// what changed since the last sync of this folder.
+fn scan(dir: &Path, cache: &mut BTreeMap<String, Cached>) -> Result<Vec<LocalFile>> {
+    let walker = ignore::WalkBuilder::new(dir)
+        .hidden(false)
+        .git_ignore(true)
+        .git_exclude(true)
+        .git_global(false)
+        .require_git(false)
+        .parents(false)
+        .follow_links(false)
+        .filter_entry(|entry| entry.file_name() != ".git")
+        .build();
+    let mut files = Vec::new();
+    let mut seen = HashSet::new();
+    // A file changed within the same timestamp tick as its hashing would look unchanged later:
+    // only files older than this are remembered.
+    let settled_before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+        - 2_000_000_000;
+    for entry in walker {
+        let entry = entry.map_err(|err| client_error(format!("cannot read the folder: {err}")))?;
+        let Some(file_type) = entry.file_type() else {
+            continue;
+        };
+        if file_type.is_dir() {
+            continue;
+        }
+        let relative = entry
+            .path()
+            .strip_prefix(dir)
+            .map_err(|_| Error::internal("a walked path is outside the folder"))?;
+        let path = relative
+            .to_str()
+            .ok_or_else(|| client_error(format!("{} is not a UTF-8 path", relative.display())))?
+            .to_owned();
+        let metadata = entry
+            .path()
+            .symlink_metadata()
+            .map_err(|err| client_error(format!("cannot read {path}: {err}")))?;
+        let mode = if file_type.is_symlink() {
+            EntryMode::Symlink
+        } else if file_type.is_file() {
+            if metadata.mode() & 0o111 != 0 {
+                EntryMode::Executable
+            } else {
+                EntryMode::File
+            }
+        } else {
+            // Sockets, fifos and devices are not part of a project.
+            continue;
+        };
+        let mtime_ns =
+            i128::from(metadata.mtime()) * 1_000_000_000 + i128::from(metadata.mtime_nsec());
+        let key = (metadata.len(), mtime_ns, metadata.ino());
+        let hash = match cache.get(&path) {
+            Some(c) if (c.size, c.mtime_ns, c.inode) == key => c.hash.clone(),
+            _ => {
+                let content = content_of(entry.path(), mode)?;
+                blob_id(&content)?
+            }
+        };
+        let size = if mode == EntryMode::Symlink {
+            content_of(entry.path(), mode)?.len() as u64
+        } else {
+            metadata.len()
+        };
+        if mtime_ns < settled_before {
+            cache.insert(
+                path.clone(),
+                Cached {
+                    size: key.0,
+                    mtime_ns,
+                    inode: key.2,
+                    hash: hash.clone(),
+                },
+            );
+            seen.insert(path.clone());
+        }
+        files.push(LocalFile {
+            path,
+            absolute: entry.path().to_path_buf(),
+            mode,
+            size,
+            hash,
+        });
+    }
+    cache.retain(|path, _| seen.contains(path));
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+fn cache_file(dir: &Path) -> Result<PathBuf> {
+    let key = blob_id(dir.as_os_str().as_encoded_bytes())?;
+    Ok(cache_dir()?.join(format!("sync-{}.json", &key[..16])))
+}
+
+/// `hivesync sync <dir> --project <id>`: a delta sync of a local folder.
+pub async fn sync(
+    args: ServerArgs,
+    dir: PathBuf,
+    project: uuid::Uuid,
+    branch: String,
+    message: Option<String>,
+) -> Result<()> {
+    let client = Client::resolve(&args)?;
+    let dir = dir
+        .canonicalize()
+        .map_err(|_| client_error(format!("{} is not a folder", dir.display())))?;
+    if !dir.is_dir() {
+        return Err(client_error(format!("{} is not a folder", dir.display())));
+    }
+    let cache_path = cache_file(&dir)?;
+    let mut cache: BTreeMap<String, Cached> = std::fs::read(&cache_path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    let scan_dir = dir.clone();
+    let (files, cache) =
+        tokio::task::spawn_blocking(move || scan(&scan_dir, &mut cache).map(|f| (f, cache)))
+            .await
+            .map_err(|err| {
+                Error::internal("the folder scan failed").with_context("cause", err)
+            })??;
+    if files.is_empty() {
+        return Err(client_error(format!(
+            "{} has no files to sync",
+            dir.display()
+        )));
+    }
+    let manifest = Manifest {
+        files: files
+            .iter()
+            .map(|f| ManifestEntry {
+                path: f.path.clone(),
+                size: f.size,
+                mode: f.mode,
+                hash: f.hash.clone(),
+            })
+            .collect(),
+    };
+    let project_url = format!("{}/projects/{project}", client.base);
+    let mut plan_body = serde_json::to_value(&manifest)
+        .map_err(|err| Error::internal("cannot encode the manifest").with_context("cause", err))?;
+    plan_body["branch"] = json!(branch);
+    let plan = client
+        .send(
+            client
+                .http
+                .post(format!("{project_url}/sync/plan"))
+                .json(&plan_body),
+        )
+        .await?;
+    let missing: HashSet<String> = plan["missing"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|h| h.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let head = plan["head"].as_str().map(str::to_owned);
+
+    // The contents the server lacks, each once, re-hashed as they are read so a file edited
+    // since the scan is not sent under a stale hash.
+    let mut sent_paths = Vec::new();
+    let mut contents = Vec::new();
+    let mut sent_bytes = 0u64;
+    let mut queued = HashSet::new();
+    for file in &files {
+        if !missing.contains(&file.hash) || !queued.insert(file.hash.clone()) {
+            continue;
+        }
+        let content = content_of(&file.absolute, file.mode)?;
+        if blob_id(&content)? != file.hash {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("{} changed during the sync; run it again", file.path),
+            ));
+        }
+        sent_bytes += content.len() as u64;
+        sent_paths.push(file.path.clone());
+        contents.push((file.hash.clone(), content));
+    }
+    let upload = write_delta_upload(Vec::new(), &manifest, contents)?;
+    let mut query = vec![
+        ("branch", branch.clone()),
+        ("parent", head.clone().unwrap_or_else(|| "none".to_owned())),
+    ];
+    if let Some(message) = &message {
+        query.push(("message", message.clone()));
+    }
+    let outcome = client
+        .send(
+            client
+                .http
+                .post(format!("{project_url}/sync/commit"))
+                .query(&query)
+                .header(reqwest::header::CONTENT_TYPE, "application/x-tar")
+                .body(upload),
+        )
+        .await?;
+
+    if let Some(parent) = cache_path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&cache_path, serde_json::to_vec(&cache).unwrap_or_default())?;
+
+    for path in sent_paths.iter().take(50) {
+        println!("  sent {path}");
+    }
+    if sent_paths.len() > 50 {
+        println!("  … and {} more", sent_paths.len() - 50);
+    }
+    println!(
+        "sent {} of {} files ({sent_bytes} bytes)",
+        sent_paths.len(),
+        files.len()
+    );
+    let commit = outcome["commit"].as_str().unwrap_or("?");
+    if outcome["created"] == true {
+        println!(
+            "{branch} is now {commit}: {} added, {} changed, {} removed",
+            outcome["added"], outcome["changed"], outcome["removed"]
+        );
+    } else {
+        println!("{branch} is unchanged at {commit}: the tree is identical");
+    }
+    Ok(())
+}
