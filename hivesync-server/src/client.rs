@@ -152,7 +152,8 @@ impl Client {
         Client::new(&url, Some(token))
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value> {
+    /// Sends a request and returns the status and JSON body, whatever the status.
+    async fn send_raw(&self, request: reqwest::RequestBuilder) -> Result<(u16, Value)> {
         let request = match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,
@@ -163,30 +164,43 @@ impl Client {
                 format!("cannot reach the server: {err}"),
             )
         })?;
-        let status = response.status();
+        let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(body);
-        }
-        let code = body["code"].as_str().unwrap_or("ERROR");
-        let message = body["message"]
-            .as_str()
-            .unwrap_or("the server refused the request");
-        let details = match body["details"].as_object() {
-            Some(details) if !details.is_empty() => format!(" {}", Value::Object(details.clone())),
-            _ => String::new(),
-        };
-        let kind = match status.as_u16() {
-            401 => ErrorKind::Unauthorized,
-            403 => ErrorKind::Forbidden,
-            404 => ErrorKind::NotFound,
-            409 => ErrorKind::Conflict,
-            413 => ErrorKind::PayloadTooLarge,
-            500..=599 => ErrorKind::Unavailable,
-            _ => ErrorKind::Validation,
-        };
-        Err(Error::new(kind, format!("{code}: {message}{details}")))
+        Ok((status, body))
     }
+
+    /// Sends a request; a non-success answer becomes an error carrying the server's code,
+    /// message and details.
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value> {
+        let (status, body) = self.send_raw(request).await?;
+        if (200..300).contains(&status) {
+            Ok(body)
+        } else {
+            Err(refusal(status, &body))
+        }
+    }
+}
+
+/// The error for a refused request, in the server's words.
+fn refusal(status: u16, body: &Value) -> Error {
+    let code = body["code"].as_str().unwrap_or("ERROR");
+    let message = body["message"]
+        .as_str()
+        .unwrap_or("the server refused the request");
+    let details = match body["details"].as_object() {
+        Some(details) if !details.is_empty() => format!(" {}", Value::Object(details.clone())),
+        _ => String::new(),
+    };
+    let kind = match status {
+        401 => ErrorKind::Unauthorized,
+        403 => ErrorKind::Forbidden,
+        404 => ErrorKind::NotFound,
+        409 => ErrorKind::Conflict,
+        413 => ErrorKind::PayloadTooLarge,
+        500..=599 => ErrorKind::Unavailable,
+        _ => ErrorKind::Validation,
+    };
+    Error::new(kind, format!("{code}: {message}{details}"))
 }
 
 /// `hivesync login`: stores the server and a token for later commands. With `--token` the token
@@ -254,6 +268,38 @@ struct Cached {
     mtime_ns: i128,
     inode: u64,
     hash: String,
+}
+
+/// What a folder's cache file keeps between syncs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SyncState {
+    /// The stat cache, by path.
+    files: BTreeMap<String, Cached>,
+    /// The last successful sync of this folder.
+    last: Option<LastSync>,
+}
+
+/// A successful sync: the server has every content in `hashes` (git never forgets an object),
+/// and `commit` was the branch head after it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LastSync {
+    server: String,
+    project: uuid::Uuid,
+    branch: String,
+    commit: String,
+    hashes: Vec<String>,
+}
+
+/// The result of sending a commit.
+enum Attempt {
+    Done {
+        outcome: Value,
+        sent: Vec<String>,
+        sent_bytes: u64,
+    },
+    /// An optimistic commit the server could not take (the branch moved, or it lacks a content
+    /// the client assumed it had): plan instead.
+    Stale,
 }
 
 /// One file of the local tree.
@@ -372,38 +418,134 @@ fn scan(dir: &Path, cache: &mut BTreeMap<String, Cached>) -> Result<Vec<LocalFil
     Ok(files)
 }
 
-fn cache_file(dir: &Path) -> Result<PathBuf> {
+/// What a folder sync did.
+#[derive(Debug, Clone)]
+pub struct SyncReport {
+    /// Files in the folder's tree.
+    pub files: usize,
+    /// The paths whose contents were uploaded (one per distinct content).
+    pub sent: Vec<String>,
+    pub sent_bytes: u64,
+    pub branch: String,
+    /// The branch head after the sync.
+    pub commit: String,
+    /// Whether a commit was made.
+    pub created: bool,
+    pub added: u64,
+    pub changed: u64,
+    pub removed: u64,
+    /// Where the time went: scanning the folder, the plan request (zero when none was needed),
+    /// the upload and commit.
+    pub scan_time: Duration,
+    pub plan_time: Duration,
+    pub commit_time: Duration,
+}
+
+/// Where the stat cache of `dir` lives (under the user's cache directory).
+pub fn default_cache_file(dir: &Path) -> Result<PathBuf> {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     let key = blob_id(dir.as_os_str().as_encoded_bytes())?;
     Ok(cache_dir()?.join(format!("sync-{}.json", &key[..16])))
 }
 
-/// `hivesync sync <dir> --project <id>`: a delta sync of a local folder.
-pub async fn sync(
-    args: ServerArgs,
-    dir: PathBuf,
+/// Uploads the contents of `files` whose hashes are in `missing` (each once, re-hashed as they
+/// are read so a file edited since the scan is not sent under a stale hash) with the manifest,
+/// and commits against `parent` (`None`: the branch must not exist).
+#[allow(clippy::too_many_arguments)]
+async fn send_commit(
+    client: &Client,
+    project_url: &str,
+    manifest: &Manifest,
+    files: &[LocalFile],
+    missing: &HashSet<String>,
+    parent: Option<&str>,
+    branch: &str,
+    message: Option<&str>,
+    optimistic: bool,
+) -> Result<Attempt> {
+    let mut sent = Vec::new();
+    let mut contents = Vec::new();
+    let mut sent_bytes = 0u64;
+    let mut queued = HashSet::new();
+    for file in files {
+        if !missing.contains(&file.hash) || !queued.insert(file.hash.clone()) {
+            continue;
+        }
+        let content = content_of(&file.absolute, file.mode)?;
+        if blob_id(&content)? != file.hash {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("{} changed during the sync; run it again", file.path),
+            ));
+        }
+        sent_bytes += content.len() as u64;
+        sent.push(file.path.clone());
+        contents.push((file.hash.clone(), content));
+    }
+    let upload = write_delta_upload(Vec::new(), manifest, contents)?;
+    let mut query = vec![
+        ("branch", branch.to_owned()),
+        ("parent", parent.unwrap_or("none").to_owned()),
+    ];
+    if let Some(message) = message {
+        query.push(("message", message.to_owned()));
+    }
+    let (status, body) = client
+        .send_raw(
+            client
+                .http
+                .post(format!("{project_url}/sync/commit"))
+                .query(&query)
+                .header(reqwest::header::CONTENT_TYPE, "application/x-tar")
+                .body(upload),
+        )
+        .await?;
+    match status {
+        200..=299 => Ok(Attempt::Done {
+            outcome: body,
+            sent,
+            sent_bytes,
+        }),
+        409 if optimistic => Ok(Attempt::Stale),
+        400 if optimistic && body["details"]["missing"].is_string() => Ok(Attempt::Stale),
+        _ => Err(refusal(status, &body)),
+    }
+}
+
+/// A delta sync of the folder `dir` to `project`: scan (hashing only files whose size, time or
+/// inode changed since the last sync, per `cache_file`), then upload only the contents the
+/// server lacks and commit.
+///
+/// After a sync from this folder the client knows what the server has, and commits at once
+/// against the head it left; when that head moved or the server lacks something, or on the
+/// first sync, it asks `/sync/plan` first.
+pub async fn sync_folder(
+    args: &ServerArgs,
+    dir: &Path,
     project: uuid::Uuid,
-    branch: String,
-    message: Option<String>,
-) -> Result<()> {
-    let client = Client::resolve(&args)?;
+    branch: &str,
+    message: Option<&str>,
+    cache_file: &Path,
+) -> Result<SyncReport> {
+    let client = Client::resolve(args)?;
+    let started = std::time::Instant::now();
     let dir = dir
         .canonicalize()
         .map_err(|_| client_error(format!("{} is not a folder", dir.display())))?;
     if !dir.is_dir() {
         return Err(client_error(format!("{} is not a folder", dir.display())));
     }
-    let cache_path = cache_file(&dir)?;
-    let mut cache: BTreeMap<String, Cached> = std::fs::read(&cache_path)
+    let mut state: SyncState = std::fs::read(cache_file)
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .unwrap_or_default();
     let scan_dir = dir.clone();
-    let (files, cache) =
-        tokio::task::spawn_blocking(move || scan(&scan_dir, &mut cache).map(|f| (f, cache)))
-            .await
-            .map_err(|err| {
-                Error::internal("the folder scan failed").with_context("cause", err)
-            })??;
+    let mut stat_cache = std::mem::take(&mut state.files);
+    let (files, stat_cache) = tokio::task::spawn_blocking(move || {
+        scan(&scan_dir, &mut stat_cache).map(|f| (f, stat_cache))
+    })
+    .await
+    .map_err(|err| Error::internal("the folder scan failed").with_context("cause", err))??;
     if files.is_empty() {
         return Err(client_error(format!(
             "{} has no files to sync",
@@ -421,92 +563,153 @@ pub async fn sync(
             })
             .collect(),
     };
+    let scan_time = started.elapsed();
     let project_url = format!("{}/projects/{project}", client.base);
-    let mut plan_body = serde_json::to_value(&manifest)
-        .map_err(|err| Error::internal("cannot encode the manifest").with_context("cause", err))?;
-    plan_body["branch"] = json!(branch);
-    let plan = client
-        .send(
-            client
-                .http
-                .post(format!("{project_url}/sync/plan"))
-                .json(&plan_body),
+
+    let last = state
+        .last
+        .take()
+        .filter(|l| l.server == client.base && l.project == project && l.branch == branch);
+    let mut attempt = Attempt::Stale;
+    let mut plan_time = Duration::ZERO;
+    if let Some(last) = &last {
+        let known: HashSet<&String> = last.hashes.iter().collect();
+        let missing = files
+            .iter()
+            .filter(|f| !known.contains(&f.hash))
+            .map(|f| f.hash.clone())
+            .collect();
+        attempt = send_commit(
+            &client,
+            &project_url,
+            &manifest,
+            &files,
+            &missing,
+            Some(&last.commit),
+            branch,
+            message,
+            true,
         )
         .await?;
-    let missing: HashSet<String> = plan["missing"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|h| h.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    let head = plan["head"].as_str().map(str::to_owned);
-
-    // The contents the server lacks, each once, re-hashed as they are read so a file edited
-    // since the scan is not sent under a stale hash.
-    let mut sent_paths = Vec::new();
-    let mut contents = Vec::new();
-    let mut sent_bytes = 0u64;
-    let mut queued = HashSet::new();
-    for file in &files {
-        if !missing.contains(&file.hash) || !queued.insert(file.hash.clone()) {
-            continue;
-        }
-        let content = content_of(&file.absolute, file.mode)?;
-        if blob_id(&content)? != file.hash {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                format!("{} changed during the sync; run it again", file.path),
-            ));
-        }
-        sent_bytes += content.len() as u64;
-        sent_paths.push(file.path.clone());
-        contents.push((file.hash.clone(), content));
     }
-    let upload = write_delta_upload(Vec::new(), &manifest, contents)?;
-    let mut query = vec![
-        ("branch", branch.clone()),
-        ("parent", head.clone().unwrap_or_else(|| "none".to_owned())),
-    ];
-    if let Some(message) = &message {
-        query.push(("message", message.clone()));
-    }
-    let outcome = client
-        .send(
-            client
-                .http
-                .post(format!("{project_url}/sync/commit"))
-                .query(&query)
-                .header(reqwest::header::CONTENT_TYPE, "application/x-tar")
-                .body(upload),
+    if matches!(attempt, Attempt::Stale) {
+        let planning = std::time::Instant::now();
+        let mut plan_body = serde_json::to_value(&manifest).map_err(|err| {
+            Error::internal("cannot encode the manifest").with_context("cause", err)
+        })?;
+        plan_body["branch"] = json!(branch);
+        let plan = client
+            .send(
+                client
+                    .http
+                    .post(format!("{project_url}/sync/plan"))
+                    .json(&plan_body),
+            )
+            .await?;
+        let missing: HashSet<String> = plan["missing"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|h| h.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        plan_time = planning.elapsed();
+        attempt = send_commit(
+            &client,
+            &project_url,
+            &manifest,
+            &files,
+            &missing,
+            plan["head"].as_str(),
+            branch,
+            message,
+            false,
         )
         .await?;
+    }
+    let Attempt::Done {
+        outcome,
+        sent,
+        sent_bytes,
+    } = attempt
+    else {
+        return Err(Error::internal("the server took no commit"));
+    };
+    let commit_time = started.elapsed() - scan_time - plan_time;
+    let commit = outcome["commit"].as_str().unwrap_or_default().to_owned();
 
-    if let Some(parent) = cache_path.parent() {
+    let state = SyncState {
+        files: stat_cache,
+        last: Some(LastSync {
+            server: client.base.clone(),
+            project,
+            branch: branch.to_owned(),
+            commit: commit.clone(),
+            hashes: files.iter().map(|f| f.hash.clone()).collect(),
+        }),
+    };
+    if let Some(parent) = cache_file.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&cache_path, serde_json::to_vec(&cache).unwrap_or_default())?;
+    std::fs::write(cache_file, serde_json::to_vec(&state).unwrap_or_default())?;
 
-    for path in sent_paths.iter().take(50) {
+    Ok(SyncReport {
+        files: files.len(),
+        sent,
+        sent_bytes,
+        branch: branch.to_owned(),
+        commit,
+        created: outcome["created"] == true,
+        added: outcome["added"].as_u64().unwrap_or_default(),
+        changed: outcome["changed"].as_u64().unwrap_or_default(),
+        removed: outcome["removed"].as_u64().unwrap_or_default(),
+        scan_time,
+        plan_time,
+        commit_time,
+    })
+}
+
+/// `hivesync sync <dir> --project <id>`: [`sync_folder`], printing what it sent.
+pub async fn sync(
+    args: ServerArgs,
+    dir: PathBuf,
+    project: uuid::Uuid,
+    branch: String,
+    message: Option<String>,
+) -> Result<()> {
+    let cache_file = default_cache_file(&dir)?;
+    let report = sync_folder(
+        &args,
+        &dir,
+        project,
+        &branch,
+        message.as_deref(),
+        &cache_file,
+    )
+    .await?;
+    for path in report.sent.iter().take(50) {
         println!("  sent {path}");
     }
-    if sent_paths.len() > 50 {
-        println!("  … and {} more", sent_paths.len() - 50);
+    if report.sent.len() > 50 {
+        println!("  … and {} more", report.sent.len() - 50);
     }
     println!(
-        "sent {} of {} files ({sent_bytes} bytes)",
-        sent_paths.len(),
-        files.len()
+        "sent {} of {} files ({} bytes)",
+        report.sent.len(),
+        report.files,
+        report.sent_bytes
     );
-    let commit = outcome["commit"].as_str().unwrap_or("?");
-    if outcome["created"] == true {
+    if report.created {
         println!(
-            "{branch} is now {commit}: {} added, {} changed, {} removed",
-            outcome["added"], outcome["changed"], outcome["removed"]
+            "{} is now {}: {} added, {} changed, {} removed",
+            report.branch, report.commit, report.added, report.changed, report.removed
         );
     } else {
-        println!("{branch} is unchanged at {commit}: the tree is identical");
+        println!(
+            "{} is unchanged at {}: the tree is identical",
+            report.branch, report.commit
+        );
     }
     Ok(())
 }

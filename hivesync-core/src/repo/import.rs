@@ -250,6 +250,7 @@ pub(crate) fn import(
             Error::internal("cannot open the project repository").with_context("cause", err)
         })?,
         limits: project_repo.limits,
+        files_cache: Default::default(),
     };
     if !fresh.repo.has_object(commit) {
         return Err(Error::internal("the imported objects did not arrive"));

@@ -21,9 +21,11 @@ mod archive;
 mod import;
 mod path;
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use gix::ObjectId;
 use gix::objs::tree::EntryKind;
@@ -387,6 +389,7 @@ impl Repos {
         Ok(ProjectRepo {
             repo,
             limits: self.limits,
+            files_cache: RefCell::default(),
         })
     }
 
@@ -452,15 +455,23 @@ impl Repos {
     ) -> Result<SyncPlan> {
         let project_repo = self.open(project)?;
         let files = validate_manifest(manifest, &self.limits)?;
+        let head = project_repo.head(branch)?;
+        let committed = match head {
+            Some(head) => project_repo.files_of(head)?,
+            None => Rc::default(),
+        };
         let mut seen = HashSet::new();
         let missing = files
-            .values()
-            .map(|(_, id, _)| *id)
+            .iter()
+            .filter(|(path, (mode, id, _))| {
+                committed.get(path.as_str()) != Some(&(mode.git_kind(), *id))
+            })
+            .map(|(_, (_, id, _))| *id)
             .filter(|id| seen.insert(*id) && !project_repo.repo.has_object(id))
             .map(|id| id.to_string())
             .collect();
         Ok(SyncPlan {
-            head: project_repo.head(branch)?.map(|id| id.to_string()),
+            head: head.map(|id| id.to_string()),
             missing,
             files: files.len(),
         })
@@ -484,9 +495,18 @@ impl Repos {
                 .map_err(|err| Error::internal("cannot hash a file").with_context("cause", err))
         })?;
         let files = validate_manifest(&upload.manifest, &self.limits)?;
-        // Every content must be sent or already stored, with the size the manifest claims.
+        let head = project_repo.check_parent(request)?;
+        let committed = match head {
+            Some(head) => project_repo.files_of(head)?,
+            None => Rc::default(),
+        };
+        // Every content must be sent or already stored, with the size the manifest claims. An
+        // entry the head already has, unchanged, passed these checks when it was committed.
         let mut absent = Vec::new();
         for (path, (mode, id, size)) in &files {
+            if committed.get(path.as_str()) == Some(&(mode.git_kind(), *id)) {
+                continue;
+            }
             let actual = match upload.blobs.get(id) {
                 Some(size) => *size,
                 None if repo.has_object(id) => repo
@@ -531,7 +551,6 @@ impl Repos {
             ))
             .with_context("missing", absent.iter().take(10).cloned().collect::<Vec<_>>().join(",")));
         }
-        project_repo.check_parent(request)?;
         let wanted: HashSet<ObjectId> = files
             .values()
             .map(|(_, id, _)| *id)
@@ -766,6 +785,9 @@ fn validate_manifest(
 pub(crate) struct ProjectRepo {
     repo: gix::Repository,
     limits: SyncLimits,
+    /// The files of the last commit [`ProjectRepo::files_of`] read: checking a manifest and
+    /// committing it both need the head's.
+    files_cache: RefCell<Option<(ObjectId, Rc<FlatTree>)>>,
 }
 
 impl ProjectRepo {
@@ -828,7 +850,12 @@ impl ProjectRepo {
     }
 
     /// All files of a commit's tree.
-    pub(crate) fn files_of(&self, commit: ObjectId) -> Result<FlatTree> {
+    pub(crate) fn files_of(&self, commit: ObjectId) -> Result<Rc<FlatTree>> {
+        if let Some((cached, files)) = &*self.files_cache.borrow()
+            && *cached == commit
+        {
+            return Ok(files.clone());
+        }
         let tree = self
             .repo
             .find_commit(commit)
@@ -839,11 +866,15 @@ impl ProjectRepo {
             .breadthfirst
             .files()
             .map_err(git_error("cannot read a tree"))?;
-        Ok(entries
-            .into_iter()
-            .filter(|entry| !entry.mode.is_tree())
-            .map(|entry| (entry.filepath.to_string(), (entry.mode.kind(), entry.oid)))
-            .collect())
+        let files: Rc<FlatTree> = Rc::new(
+            entries
+                .into_iter()
+                .filter(|entry| !entry.mode.is_tree())
+                .map(|entry| (entry.filepath.to_string(), (entry.mode.kind(), entry.oid)))
+                .collect(),
+        );
+        *self.files_cache.borrow_mut() = Some((commit, files.clone()));
+        Ok(files)
     }
 
     /// Commits `tree` (the complete new tree) on the request's branch.
@@ -851,7 +882,7 @@ impl ProjectRepo {
         let head = self.check_parent(request)?;
         let old = match head {
             Some(head) => self.files_of(head)?,
-            None => FlatTree::new(),
+            None => Rc::default(),
         };
         let removed: Vec<&String> = old
             .keys()

@@ -1,0 +1,189 @@
+//! Project sync: a generated project synced in full, then one-file delta re-syncs, through a real
+//! HiveSync server on a local socket with the client `hivesync sync` uses — against
+//! `git add -A && git commit` of the same tree and the same change in a local repository,
+//! measured in the same run.
+//!
+//! `cargo bench -p hivesync-benches --bench sync` (`BENCH_FILES`, default 5000; `BENCH_ROUNDS`,
+//! default 10 delta rounds).
+//!
+//! Goal: a delta re-sync within 2× of the local commit.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use hivesync_core::config::Config;
+use hivesync_server::client::{ServerArgs, sync_folder};
+use hivesync_server::state::AppState;
+use serde_json::{Value, json};
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Writes `files` files shaped like a React Native project: 50 files per directory, 0.5–4 KiB
+/// of source each, a few binary assets; all dated an hour ago, as a project at rest is.
+fn generate(root: &Path, files: usize) {
+    let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    for i in 0..files {
+        let (path, content) = if i % 100 == 99 {
+            let bytes: Vec<u8> = (0..8192u32)
+                .map(|b| (b.wrapping_mul(2_654_435_761) >> 13 ^ i as u32) as u8)
+                .collect();
+            (format!("assets/pack{}/image{i}.png", i / 1000), bytes)
+        } else {
+            let lines = 10 + (i * 7919) % 90;
+            let mut text = format!("// module {i}\nimport React from 'react';\n");
+            for line in 0..lines {
+                text.push_str(&format!(
+                    "export const value{line} = {};\n",
+                    (i * 31 + line) % 977
+                ));
+            }
+            (
+                format!("src/feature{}/component{i}.js", i / 50),
+                text.into_bytes(),
+            )
+        };
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(an_hour_ago).unwrap();
+    }
+    std::fs::write(root.join(".gitignore"), "node_modules/\n").unwrap();
+}
+
+fn git(dir: &Path, script: &str) -> Duration {
+    let started = Instant::now();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "bench")
+        .env("GIT_AUTHOR_EMAIL", "bench@example.com")
+        .env("GIT_COMMITTER_NAME", "bench")
+        .env("GIT_COMMITTER_EMAIL", "bench@example.com")
+        .status()
+        .unwrap();
+    assert!(status.success(), "{script}");
+    started.elapsed()
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let files = env_number("BENCH_FILES", 5000);
+    let rounds = env_number("BENCH_ROUNDS", 10);
+    let scratch = tempfile::tempdir().unwrap();
+    let data_dir = scratch.path().join("data");
+    let synced = scratch.path().join("synced");
+    let local = scratch.path().join("local");
+    let cache = scratch.path().join("cache.json");
+    generate(&synced, files);
+    generate(&local, files);
+
+    // A real server on the embedded defaults, on a local socket.
+    let data = data_dir.to_str().unwrap().to_owned();
+    let config = Config::from_lookup(|name| (name == "DATA_DIR").then(|| data.clone())).unwrap();
+    let state = AppState::open(config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let acceptor = poem::listener::TcpAcceptor::from_tokio(listener).unwrap();
+    let app = hivesync_server::http::app(state);
+    tokio::spawn(async move { poem::Server::new_with_acceptor(acceptor).run(app).await });
+
+    let http = reqwest::Client::new();
+    let registered: Value = http
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&json!({"email": "bench@example.com", "password": "benchmark password"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = registered["access_token"].as_str().unwrap().to_owned();
+    let project: Value = http
+        .post(format!("{base}/api/v1/projects"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "bench"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let project: uuid::Uuid = project["id"].as_str().unwrap().parse().unwrap();
+    let args = ServerArgs {
+        url: Some(base.clone()),
+        token: Some(token),
+    };
+
+    println!("project: {files} files");
+    let started = Instant::now();
+    let full = sync_folder(&args, &synced, project, "main", Some("full"), &cache)
+        .await
+        .unwrap();
+    let full_sync = started.elapsed();
+    assert_eq!(full.sent.len(), full.files);
+    let full_git = git(&local, "git init -q && git add -A && git commit -q -m full");
+    let per_second = |d: Duration| full.files as f64 / d.as_secs_f64();
+    println!(
+        "RESULT full sync: {} ({:.0} files/s), {:.2}x git add -A && git commit ({}, {:.0} files/s)",
+        ms(full_sync),
+        per_second(full_sync),
+        full_sync.as_secs_f64() / full_git.as_secs_f64(),
+        ms(full_git),
+        per_second(full_git),
+    );
+
+    let mut delta = Vec::new();
+    let mut parts = Vec::new();
+    let mut local_commit = Vec::new();
+    for round in 0..rounds {
+        let path = format!(
+            "src/feature{}/component{}.js",
+            round % (files / 50).max(1),
+            (round % (files / 50).max(1)) * 50
+        );
+        let content = format!("// edited in round {round}\nexport default {round};\n");
+        std::fs::write(synced.join(&path), &content).unwrap();
+        std::fs::write(local.join(&path), &content).unwrap();
+
+        let started = Instant::now();
+        let report = sync_folder(&args, &synced, project, "main", Some("edit"), &cache)
+            .await
+            .unwrap();
+        delta.push(started.elapsed());
+        parts.push((report.scan_time, report.plan_time, report.commit_time));
+        assert_eq!(report.sent, vec![path.clone()], "one file sent");
+        assert_eq!(report.changed, 1);
+        local_commit.push(git(&local, "git add -A && git commit -q -m edit"));
+    }
+    let (delta, local_commit) = (median(delta), median(local_commit));
+    println!(
+        "  delta parts (medians): scan {}, plan {}, upload+commit {}",
+        ms(median(parts.iter().map(|p| p.0).collect())),
+        ms(median(parts.iter().map(|p| p.1).collect())),
+        ms(median(parts.iter().map(|p| p.2).collect())),
+    );
+    let ratio = delta.as_secs_f64() / local_commit.as_secs_f64();
+    println!(
+        "RESULT one-file delta re-sync: {} median of {rounds}, {ratio:.2}x git add -A && git commit ({}) — goal ≤ 2x: {}",
+        ms(delta),
+        ms(local_commit),
+        if ratio <= 2.0 { "met" } else { "NOT met" }
+    );
+}
