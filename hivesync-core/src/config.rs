@@ -1135,6 +1135,48 @@ mod tests {
     }
 
     #[test]
+    fn sync_limits_and_import_roots_are_checked() {
+        let base = [("JWT_SECRET", SECRET_A), ("PREVIEW_TOKEN_SECRET", SECRET_B)];
+        let with = |extra: &[(&'static str, &str)]| {
+            let mut vars: Vec<(&str, &str)> = base.to_vec();
+            vars.extend_from_slice(extra);
+            load(&vars)
+        };
+        let config = with(&[]).unwrap();
+        assert_eq!(config.sync.max_file_bytes, 50 << 20);
+        assert!(config.sync.import_file_roots.is_empty());
+        assert!(!config.sync.import_allow_private_networks);
+
+        let err = with(&[
+            ("SYNC_MAX_FILE_BYTES", "2000000"),
+            ("SYNC_MAX_UPLOAD_BYTES", "1000000"),
+        ])
+        .unwrap_err();
+        assert_eq!(variable_of(&err), Some("SYNC_MAX_FILE_BYTES"));
+
+        let data = tempfile::tempdir().unwrap();
+        let roots = tempfile::tempdir().unwrap();
+        let data_dir = data.path().to_str().unwrap();
+        let inside = data.path().join("repos");
+        std::fs::create_dir_all(&inside).unwrap();
+        for bad in [
+            "relative/dir",
+            "/no/such/dir",
+            inside.to_str().unwrap(),
+            data_dir,
+        ] {
+            let err = with(&[("DATA_DIR", data_dir), ("IMPORT_FILE_ROOTS", bad)]).unwrap_err();
+            assert_eq!(variable_of(&err), Some("IMPORT_FILE_ROOTS"), "{bad}");
+        }
+        let root = roots.path().to_str().unwrap();
+        let config = with(&[("DATA_DIR", data_dir), ("IMPORT_FILE_ROOTS", root)]).unwrap();
+        assert_eq!(
+            config.sync.import_file_roots,
+            vec![roots.path().canonicalize().unwrap()]
+        );
+    }
+
+    #[test]
     fn log_filters_accept_levels_and_directives() {
         assert_eq!(parse_log_filter("WARNING").unwrap(), "warn");
         assert_eq!(

@@ -481,7 +481,9 @@ async fn the_cli_logs_in_and_delta_syncs_a_folder() {
     let mut header = tar::Header::new_gnu();
     header.set_size(6);
     header.set_mode(0o644);
-    builder.append_data(&mut header, "other.txt", &b"other\n"[..]).unwrap();
+    builder
+        .append_data(&mut header, "other.txt", &b"other\n"[..])
+        .unwrap();
     let (status, theirs) = send(
         http.post(server.url(&format!("/api/v1/projects/{project}/sync")))
             .bearer_auth(&token)
@@ -493,7 +495,11 @@ async fn the_cli_logs_in_and_delta_syncs_a_folder() {
     std::fs::write(root.join("package.json"), "{\"name\":\"cli2\"}\n").unwrap();
     let fourth = sync("after theirs");
     let stdout = String::from_utf8_lossy(&fourth.stdout).into_owned();
-    assert!(fourth.status.success(), "{}", String::from_utf8_lossy(&fourth.stderr));
+    assert!(
+        fourth.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fourth.stderr)
+    );
     assert!(stdout.contains("sent 1 of 4 files"), "{stdout}");
     assert!(stdout.contains("sent package.json"), "{stdout}");
     let (_, log) = send(
@@ -501,7 +507,10 @@ async fn the_cli_logs_in_and_delta_syncs_a_folder() {
             .bearer_auth(&token),
     )
     .await;
-    assert_eq!(log["entries"][0]["name"], "App.js", "the folder's tree is the head again");
+    assert_eq!(
+        log["entries"][0]["name"], "App.js",
+        "the folder's tree is the head again"
+    );
 
     // A bad token is refused with the server's error, and nothing is synced.
     let refused = client_command(
