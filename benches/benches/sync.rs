@@ -133,7 +133,7 @@ async fn main() {
 
     println!("project: {files} files");
     let started = Instant::now();
-    let full = sync_folder(&args, &synced, project, "main", Some("full"), &cache)
+    let full = sync_folder(&args, &synced, project, "main", Some("full"), false, &cache)
         .await
         .unwrap();
     let full_sync = started.elapsed();
@@ -163,7 +163,7 @@ async fn main() {
         std::fs::write(local.join(&path), &content).unwrap();
 
         let started = Instant::now();
-        let report = sync_folder(&args, &synced, project, "main", Some("edit"), &cache)
+        let report = sync_folder(&args, &synced, project, "main", Some("edit"), false, &cache)
             .await
             .unwrap();
         delta.push(started.elapsed());

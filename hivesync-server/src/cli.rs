@@ -113,6 +113,9 @@ pub enum Command {
         /// The commit message.
         #[arg(long)]
         message: Option<String>,
+        /// Commit even when the branch moved since this folder's last sync (on top of it).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -171,9 +174,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             project,
             branch,
             message,
+            force,
             server,
         } => {
-            client::sync(server, dir, project, branch, message).await?;
+            client::sync(server, dir, project, branch, message, force).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { bind, no_workers } => serve(server_config()?, bind, no_workers).await,

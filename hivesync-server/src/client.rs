@@ -82,19 +82,39 @@ fn read_credentials() -> Result<Option<Credentials>> {
 /// Writes the credentials readable by their owner only, replacing the file atomically.
 fn store_credentials(credentials: &Credentials) -> Result<PathBuf> {
     let dir = config_dir()?;
-    std::fs::create_dir_all(&dir)?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    if !dir.exists() {
+        // Only a directory made here is made private; an existing one is the user's.
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    }
     let path = dir.join("credentials.json");
-    let staging = dir.join(format!(".credentials-{}.json", uuid::Uuid::new_v4()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&staging)?;
-    file.write_all(&serde_json::to_vec_pretty(credentials).unwrap_or_default())?;
-    file.sync_all()?;
-    std::fs::rename(&staging, &path)?;
+    write_atomically(
+        &path,
+        &serde_json::to_vec_pretty(credentials).unwrap_or_default(),
+        0o600,
+    )?;
     Ok(path)
+}
+
+/// Writes `bytes` to `path` through a new file beside it (created with `mode`) and a rename, so
+/// `path` is always whole; the staging file is removed if anything fails.
+fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let staging = dir.join(format!(".hivesync-{}.tmp", uuid::Uuid::new_v4().simple()));
+    let result = (|| -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&staging)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&staging, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&staging);
+    }
+    Ok(result?)
 }
 
 /// A connection to a server.
@@ -216,10 +236,10 @@ pub async fn login(args: ServerArgs, email: Option<String>) -> Result<()> {
         (None, Some(email)) => {
             let password = match std::env::var("HIVESYNC_PASSWORD") {
                 Ok(password) if !password.is_empty() => password,
+                _ if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
+                    rpassword::prompt_password(format!("password for {email}: "))?
+                }
                 _ => {
-                    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-                        eprint!("password for {email}: ");
-                    }
                     let mut line = String::new();
                     std::io::stdin().lock().read_line(&mut line)?;
                     line.trim_end_matches(['\r', '\n']).to_owned()
@@ -266,6 +286,9 @@ pub async fn login(args: ServerArgs, email: Option<String>) -> Result<()> {
 struct Cached {
     size: u64,
     mtime_ns: i128,
+    /// Changed by every write, and by tools that restore the modification time (`cp -p`).
+    ctime_ns: i128,
+    device: u64,
     inode: u64,
     hash: String,
 }
@@ -297,9 +320,10 @@ enum Attempt {
         sent: Vec<String>,
         sent_bytes: u64,
     },
-    /// An optimistic commit the server could not take (the branch moved, or it lacks a content
-    /// the client assumed it had): plan instead.
-    Stale,
+    /// An optimistic commit against the head the last sync left, and the branch has moved.
+    Moved { head: Option<String> },
+    /// An optimistic commit that named a content the server lacks: plan instead.
+    Missing,
 }
 
 /// One file of the local tree.
@@ -380,9 +404,28 @@ fn scan(dir: &Path, cache: &mut BTreeMap<String, Cached>) -> Result<Vec<LocalFil
         };
         let mtime_ns =
             i128::from(metadata.mtime()) * 1_000_000_000 + i128::from(metadata.mtime_nsec());
-        let key = (metadata.len(), mtime_ns, metadata.ino());
+        let ctime_ns =
+            i128::from(metadata.ctime()) * 1_000_000_000 + i128::from(metadata.ctime_nsec());
+        let stat = Cached {
+            size: metadata.len(),
+            mtime_ns,
+            ctime_ns,
+            device: metadata.dev(),
+            inode: metadata.ino(),
+            hash: String::new(),
+        };
+        let unchanged = |c: &Cached| {
+            (c.size, c.mtime_ns, c.ctime_ns, c.device, c.inode)
+                == (
+                    stat.size,
+                    stat.mtime_ns,
+                    stat.ctime_ns,
+                    stat.device,
+                    stat.inode,
+                )
+        };
         let hash = match cache.get(&path) {
-            Some(c) if (c.size, c.mtime_ns, c.inode) == key => c.hash.clone(),
+            Some(c) if unchanged(c) => c.hash.clone(),
             _ => {
                 let content = content_of(entry.path(), mode)?;
                 blob_id(&content)?
@@ -393,14 +436,12 @@ fn scan(dir: &Path, cache: &mut BTreeMap<String, Cached>) -> Result<Vec<LocalFil
         } else {
             metadata.len()
         };
-        if mtime_ns < settled_before {
+        if mtime_ns < settled_before && ctime_ns < settled_before {
             cache.insert(
                 path.clone(),
                 Cached {
-                    size: key.0,
-                    mtime_ns,
-                    inode: key.2,
                     hash: hash.clone(),
+                    ..stat
                 },
             );
             seen.insert(path.clone());
@@ -506,8 +547,13 @@ async fn send_commit(
             sent,
             sent_bytes,
         }),
-        409 if optimistic => Ok(Attempt::Stale),
-        400 if optimistic && body["details"]["missing"].is_string() => Ok(Attempt::Stale),
+        409 if optimistic => Ok(Attempt::Moved {
+            head: body["details"]["head"]
+                .as_str()
+                .filter(|h| *h != "none")
+                .map(str::to_owned),
+        }),
+        400 if optimistic && body["details"]["missing"].is_string() => Ok(Attempt::Missing),
         _ => Err(refusal(status, &body)),
     }
 }
@@ -517,14 +563,17 @@ async fn send_commit(
 /// server lacks and commit.
 ///
 /// After a sync from this folder the client knows what the server has, and commits at once
-/// against the head it left; when that head moved or the server lacks something, or on the
-/// first sync, it asks `/sync/plan` first.
+/// against the head it left. If that head moved, someone else committed: the sync stops with
+/// `CONFLICT` unless `force`, which commits the folder on top of their commit. When the server
+/// lacks something, or on a folder's first sync (which commits on top of the branch head), it
+/// asks `/sync/plan` first.
 pub async fn sync_folder(
     args: &ServerArgs,
     dir: &Path,
     project: uuid::Uuid,
     branch: &str,
     message: Option<&str>,
+    force: bool,
     cache_file: &Path,
 ) -> Result<SyncReport> {
     let client = Client::resolve(args)?;
@@ -570,7 +619,7 @@ pub async fn sync_folder(
         .last
         .take()
         .filter(|l| l.server == client.base && l.project == project && l.branch == branch);
-    let mut attempt = Attempt::Stale;
+    let mut attempt = Attempt::Missing;
     let mut plan_time = Duration::ZERO;
     if let Some(last) = &last {
         let known: HashSet<&String> = last.hashes.iter().collect();
@@ -592,7 +641,19 @@ pub async fn sync_folder(
         )
         .await?;
     }
-    if matches!(attempt, Attempt::Stale) {
+    if let Attempt::Moved { head } = &attempt
+        && !force
+    {
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            format!(
+                "{branch} has moved since this folder was last synced (its head is now {}); \
+                 run with --force to commit this folder on top of it",
+                head.as_deref().unwrap_or("gone")
+            ),
+        ));
+    }
+    if matches!(attempt, Attempt::Moved { .. } | Attempt::Missing) {
         let planning = std::time::Instant::now();
         let mut plan_body = serde_json::to_value(&manifest).map_err(|err| {
             Error::internal("cannot encode the manifest").with_context("cause", err)
@@ -652,7 +713,11 @@ pub async fn sync_folder(
     if let Some(parent) = cache_file.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(cache_file, serde_json::to_vec(&state).unwrap_or_default())?;
+    write_atomically(
+        cache_file,
+        &serde_json::to_vec(&state).unwrap_or_default(),
+        0o600,
+    )?;
 
     Ok(SyncReport {
         files: files.len(),
@@ -677,6 +742,7 @@ pub async fn sync(
     project: uuid::Uuid,
     branch: String,
     message: Option<String>,
+    force: bool,
 ) -> Result<()> {
     let cache_file = default_cache_file(&dir)?;
     let report = sync_folder(
@@ -685,6 +751,7 @@ pub async fn sync(
         project,
         &branch,
         message.as_deref(),
+        force,
         &cache_file,
     )
     .await?;
@@ -712,4 +779,51 @@ pub async fn sync(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat_of(path: &Path) -> std::fs::Metadata {
+        std::fs::symlink_metadata(path).unwrap()
+    }
+
+    #[test]
+    fn the_stat_cache_is_used_until_anything_about_the_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.txt");
+        std::fs::write(&file, "one").unwrap();
+        let meta = stat_of(&file);
+        let cached = Cached {
+            size: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            device: meta.dev(),
+            inode: meta.ino(),
+            hash: "f".repeat(40),
+        };
+        // Unchanged: the remembered hash is trusted (here a made-up one, to see that it is).
+        let mut cache = BTreeMap::from([("a.txt".to_owned(), cached.clone())]);
+        let files = scan(dir.path(), &mut cache).unwrap();
+        assert_eq!(files[0].hash, "f".repeat(40));
+
+        // Same size, modification time put back (as `cp -p` or `rsync -t` do): the change of
+        // ctime still gives it away.
+        std::fs::write(&file, "two").unwrap();
+        let modified =
+            std::time::UNIX_EPOCH + Duration::from_nanos(u64::try_from(cached.mtime_ns).unwrap());
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+        let mut cache = BTreeMap::from([("a.txt".to_owned(), cached)]);
+        let files = scan(dir.path(), &mut cache).unwrap();
+        assert_eq!(files[0].hash, blob_id(b"two").unwrap());
+        // Files changed in the last moments are not remembered: a change within the same
+        // timestamp tick would look like no change next time.
+        assert!(cache.is_empty());
+    }
 }

@@ -493,24 +493,46 @@ async fn the_cli_logs_in_and_delta_syncs_a_folder() {
     .await;
     assert_eq!(status, 200, "{theirs}");
     std::fs::write(root.join("package.json"), "{\"name\":\"cli2\"}\n").unwrap();
-    let fourth = sync("after theirs");
-    let stdout = String::from_utf8_lossy(&fourth.stdout).into_owned();
+    let refused = sync("after theirs");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(stderr.contains("--force"), "{stderr}");
+    let forced = client_command(
+        &["sync", folder_arg, "--project", &project, "--force"],
+        &env,
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&forced.stdout).into_owned();
     assert!(
-        fourth.status.success(),
+        forced.status.success(),
         "{}",
-        String::from_utf8_lossy(&fourth.stderr)
+        String::from_utf8_lossy(&forced.stderr)
     );
     assert!(stdout.contains("sent 1 of 4 files"), "{stdout}");
     assert!(stdout.contains("sent package.json"), "{stdout}");
-    let (_, log) = send(
-        http.get(server.url(&format!("/api/v1/projects/{project}/tree?path=src")))
+    // On top of their commit, whose file this folder does not have.
+    let repo = data.path().join("repos").join(&project);
+    let parent = Command::new("git")
+        .args(["rev-parse", "main^"])
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&parent.stdout).trim(),
+        theirs["commit"].as_str().unwrap()
+    );
+    let (_, top) = send(
+        http.get(server.url(&format!("/api/v1/projects/{project}/tree")))
             .bearer_auth(&token),
     )
     .await;
-    assert_eq!(
-        log["entries"][0]["name"], "App.js",
-        "the folder's tree is the head again"
-    );
+    let names: Vec<&str> = top["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&"other.txt"), "{names:?}");
 
     // A bad token is refused with the server's error, and nothing is synced.
     let refused = client_command(

@@ -256,6 +256,26 @@ async fn a_synced_tree_reads_back_byte_for_byte() {
         };
         answer.assert_error(status, code);
     }
+
+    // Deleting the project retires its repository to DATA_DIR/tmp, for cleanup to remove later.
+    let deleted = s
+        .app
+        .delete(
+            &format!("/api/v1/projects/{}", s.project),
+            Some(&s.owner.token),
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.text);
+    assert!(!repo_dir.exists());
+    let retired: Vec<String> = std::fs::read_dir(s.app.data_dir().join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let prefix = format!("deleted-project-{}", s.project);
+    assert!(
+        retired.iter().any(|name| name.starts_with(&prefix)),
+        "{retired:?}"
+    );
 }
 
 #[tokio::test]

@@ -3,18 +3,24 @@
 //! An archive is read twice. The first pass checks everything — paths, entry types, links,
 //! sizes, counts, duplicates — and hashes every file without storing anything; only when the
 //! whole archive passes does the second pass write the blobs. A rejected upload therefore leaves
-//! the repository exactly as it was, not even with dangling objects.
+//! the repository as it was: no object is written for it.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
+use std::rc::Rc;
 
 use gix::ObjectId;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::repo::path::RepoPath;
 use crate::repo::{EntryMode, Manifest, SyncLimits};
+
+/// The longest link target accepted (git's own `PATH_MAX`-sized limit is larger; no project
+/// needs more).
+pub(crate) const MAX_LINK_TARGET: usize = 4096;
 
 /// The formats `POST /projects/{id}/sync` accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,11 +33,10 @@ pub enum ArchiveKind {
     Zip,
 }
 
-/// What one entry of an archive is.
+/// What one file entry of an archive is (directories need no checks beyond their paths).
 enum Kind {
     File { executable: bool },
     Symlink(String),
-    Directory,
 }
 
 fn refuse(why: impl Into<String>) -> Error {
@@ -46,122 +51,214 @@ fn corrupt(err: impl std::fmt::Display) -> Error {
     Error::validation(format!("the archive cannot be read: {err}"))
 }
 
+/// A reader that fails once more than `cap` bytes were read from it, remembering why.
+struct CappedReader<R> {
+    inner: R,
+    remaining: u64,
+    exceeded: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for CappedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        if read as u64 > self.remaining {
+            self.exceeded.set(true);
+            return Err(std::io::Error::other(
+                "the archive unpacks to more than its limit",
+            ));
+        }
+        self.remaining -= read as u64;
+        Ok(read)
+    }
+}
+
+/// The most entries an archive may have, directories and extension headers included.
+fn max_entries(limits: &SyncLimits) -> usize {
+    limits.max_files.saturating_mul(2).saturating_add(1024)
+}
+
+fn declared_size_check(path: &RepoPath, declared: u64, limits: &SyncLimits) -> Result<()> {
+    if declared > limits.max_file_bytes {
+        return Err(too_large(format!(
+            "{path} is {declared} bytes; files may be at most {} bytes",
+            limits.max_file_bytes
+        )));
+    }
+    Ok(())
+}
+
+fn path_of(raw: &[u8]) -> Result<RepoPath> {
+    let text =
+        std::str::from_utf8(raw).map_err(|_| refuse("a path in the archive is not UTF-8"))?;
+    RepoPath::parse(text)
+}
+
 /// Walks every entry of the archive, calling `visit` with the entry's validated path, kind and
 /// a reader of its content (bounded to the per-file limit).
 fn walk(
     kind: ArchiveKind,
     file: &Path,
     limits: &SyncLimits,
+    visit: impl FnMut(RepoPath, Kind, u64, &mut dyn Read) -> Result<()>,
+) -> Result<()> {
+    match kind {
+        ArchiveKind::Tar | ArchiveKind::TarGz => walk_tar(kind, file, limits, visit),
+        ArchiveKind::Zip => walk_zip(file, limits, visit),
+    }
+}
+
+fn walk_tar(
+    kind: ArchiveKind,
+    file: &Path,
+    limits: &SyncLimits,
     mut visit: impl FnMut(RepoPath, Kind, u64, &mut dyn Read) -> Result<()>,
 ) -> Result<()> {
-    let open = || File::open(file).map_err(Error::from);
-    let path_of = |raw: &[u8]| -> Result<RepoPath> {
-        let text =
-            std::str::from_utf8(raw).map_err(|_| refuse("a path in the archive is not UTF-8"))?;
-        RepoPath::parse(text)
+    let opened = BufReader::new(File::open(file)?);
+    let raw: Box<dyn Read> = match kind {
+        ArchiveKind::TarGz => Box::new(flate2::read::MultiGzDecoder::new(opened)),
+        _ => Box::new(opened),
     };
-    match kind {
-        ArchiveKind::Tar | ArchiveKind::TarGz => {
-            let reader: Box<dyn Read> = match kind {
-                ArchiveKind::TarGz => {
-                    Box::new(flate2::read::GzDecoder::new(BufReader::new(open()?)))
-                }
-                _ => Box::new(BufReader::new(open()?)),
-            };
-            let mut archive = tar::Archive::new(reader);
-            for entry in archive.entries().map_err(corrupt)? {
-                let mut entry = entry.map_err(corrupt)?;
-                let header_kind = entry.header().entry_type();
-                let raw_path = entry.path_bytes().into_owned();
-                if header_kind.is_pax_global_extensions() || header_kind.is_pax_local_extensions() {
-                    continue;
-                }
-                // Directories need no checks beyond their entries'.
-                if header_kind.is_dir() {
-                    continue;
-                }
-                let path = path_of(&raw_path)?;
-                let kind = if header_kind.is_file() {
-                    let mode = entry.header().mode().map_err(corrupt)?;
-                    Kind::File {
-                        executable: mode & 0o111 != 0,
-                    }
-                } else if header_kind.is_symlink() {
-                    let target = entry
-                        .link_name_bytes()
-                        .ok_or_else(|| refuse("a symbolic link without a target"))?;
-                    let target = std::str::from_utf8(&target)
-                        .map_err(|_| refuse("a link target is not UTF-8"))?
-                        .to_owned();
-                    Kind::Symlink(target)
-                } else if header_kind.is_hard_link() {
-                    return Err(refuse(format!("hard links are not supported: {path}")));
-                } else {
-                    return Err(refuse(format!(
-                        "device files, fifos and sparse files are not allowed: {path}"
-                    )));
-                };
-                let declared = entry.header().size().map_err(corrupt)?;
-                if declared > limits.max_file_bytes {
-                    return Err(too_large(format!(
-                        "{path} is {declared} bytes; files may be at most {} bytes",
-                        limits.max_file_bytes
-                    )));
-                }
-                let mut bounded = (&mut entry).take(limits.max_file_bytes + 1);
-                visit(path, kind, declared, &mut bounded)?;
-            }
+    // The tar crate reads long names and PAX headers whole before an entry reaches us: the
+    // unpacked stream is capped so that no header can make it allocate without end.
+    let entries_limit = max_entries(limits);
+    let cap = limits
+        .max_upload_bytes
+        .saturating_add((entries_limit as u64).saturating_mul(4096));
+    let exceeded = Rc::new(Cell::new(false));
+    let reader = CappedReader {
+        inner: raw,
+        remaining: cap,
+        exceeded: exceeded.clone(),
+    };
+    let unpack_error = |err: std::io::Error| {
+        if exceeded.get() {
+            too_large(format!("the archive unpacks to more than {cap} bytes"))
+        } else {
+            corrupt(err)
         }
-        ArchiveKind::Zip => {
-            let mut archive = zip::ZipArchive::new(BufReader::new(open()?)).map_err(corrupt)?;
-            for index in 0..archive.len() {
-                let mut entry = archive.by_index(index).map_err(corrupt)?;
-                let raw_path = entry.name_raw().to_vec();
-                if entry.is_dir() {
-                    // Still checked: a directory entry may be the only trace of a hostile path.
-                    path_of(&raw_path)?;
-                    continue;
-                }
-                let path = path_of(&raw_path)?;
-                let unix = entry.unix_mode();
-                let kind = match unix.map(|m| m & 0o170000) {
-                    None | Some(0) | Some(0o100000) => Kind::File {
-                        executable: unix.is_some_and(|m| m & 0o111 != 0),
-                    },
-                    Some(0o120000) => {
-                        let mut target = String::new();
-                        (&mut entry)
-                            .take(4097)
-                            .read_to_string(&mut target)
-                            .map_err(|_| {
-                                refuse(format!("the target of link {path} is not UTF-8"))
-                            })?;
-                        Kind::Symlink(target)
-                    }
-                    Some(0o040000) => Kind::Directory,
-                    Some(_) => {
-                        return Err(refuse(format!(
-                            "device files and fifos are not allowed: {path}"
-                        )));
-                    }
-                };
-                if matches!(kind, Kind::Directory) {
-                    continue;
-                }
-                let declared = entry.size();
-                if declared > limits.max_file_bytes {
-                    return Err(too_large(format!(
-                        "{path} is {declared} bytes; files may be at most {} bytes",
-                        limits.max_file_bytes
-                    )));
-                }
-                // The declared size may lie (a zip bomb): the reader is bounded regardless.
-                let mut bounded = (&mut entry).take(limits.max_file_bytes + 1);
-                visit(path, kind, declared, &mut bounded)?;
-            }
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut seen = 0usize;
+    for entry in archive.entries().map_err(unpack_error)? {
+        let mut entry = entry.map_err(unpack_error)?;
+        seen += 1;
+        if seen > entries_limit {
+            return Err(too_large(format!(
+                "the archive has more than {entries_limit} entries"
+            )));
         }
+        let header_kind = entry.header().entry_type();
+        let raw_path = entry.path_bytes().into_owned();
+        if header_kind.is_pax_global_extensions() || header_kind.is_pax_local_extensions() {
+            continue;
+        }
+        if header_kind.is_dir() {
+            // Still checked: a directory entry may be the only trace of a hostile path.
+            path_of(&raw_path)?;
+            continue;
+        }
+        let path = path_of(&raw_path)?;
+        let kind = if header_kind.is_file() {
+            let mode = entry.header().mode().map_err(corrupt)?;
+            Kind::File {
+                executable: mode & 0o111 != 0,
+            }
+        } else if header_kind.is_symlink() {
+            let target = entry
+                .link_name_bytes()
+                .ok_or_else(|| refuse("a symbolic link without a target"))?;
+            if target.len() > MAX_LINK_TARGET {
+                return Err(refuse(format!(
+                    "the target of link {path} is longer than {MAX_LINK_TARGET} bytes"
+                )));
+            }
+            let target = std::str::from_utf8(&target)
+                .map_err(|_| refuse("a link target is not UTF-8"))?
+                .to_owned();
+            Kind::Symlink(target)
+        } else if header_kind.is_hard_link() {
+            return Err(refuse(format!("hard links are not supported: {path}")));
+        } else {
+            return Err(refuse(format!(
+                "device files, fifos and sparse files are not allowed: {path}"
+            )));
+        };
+        let declared = entry.header().size().map_err(corrupt)?;
+        declared_size_check(&path, declared, limits)?;
+        let mut bounded = (&mut entry).take(limits.max_file_bytes + 1);
+        visit(path, kind, declared, &mut bounded)?;
+    }
+    if exceeded.get() {
+        return Err(too_large(format!(
+            "the archive unpacks to more than {cap} bytes"
+        )));
     }
     Ok(())
+}
+
+fn walk_zip(
+    file: &Path,
+    limits: &SyncLimits,
+    mut visit: impl FnMut(RepoPath, Kind, u64, &mut dyn Read) -> Result<()>,
+) -> Result<()> {
+    let mut archive = zip::ZipArchive::new(BufReader::new(File::open(file)?)).map_err(corrupt)?;
+    let entries_limit = max_entries(limits);
+    if archive.len() > entries_limit {
+        return Err(too_large(format!(
+            "the archive has more than {entries_limit} entries"
+        )));
+    }
+    for index in 0..archive.len() {
+        let mut entry = archive.by_index(index).map_err(corrupt)?;
+        let raw_path = entry.name_raw().to_vec();
+        if entry.is_dir() {
+            // Still checked: a directory entry may be the only trace of a hostile path.
+            path_of(&raw_path)?;
+            continue;
+        }
+        let path = path_of(&raw_path)?;
+        let unix = entry.unix_mode();
+        let kind = match unix.map(|m| m & 0o170000) {
+            None | Some(0) | Some(0o100000) => Kind::File {
+                executable: unix.is_some_and(|m| m & 0o111 != 0),
+            },
+            Some(0o120000) => {
+                let mut target = Vec::new();
+                (&mut entry)
+                    .take(MAX_LINK_TARGET as u64 + 1)
+                    .read_to_end(&mut target)
+                    .map_err(corrupt)?;
+                if target.len() > MAX_LINK_TARGET {
+                    return Err(refuse(format!(
+                        "the target of link {path} is longer than {MAX_LINK_TARGET} bytes"
+                    )));
+                }
+                let target = String::from_utf8(target)
+                    .map_err(|_| refuse(format!("the target of link {path} is not UTF-8")))?;
+                Kind::Symlink(target)
+            }
+            Some(0o040000) => continue,
+            Some(_) => {
+                return Err(refuse(format!(
+                    "device files and fifos are not allowed: {path}"
+                )));
+            }
+        };
+        let declared = entry.size();
+        declared_size_check(&path, declared, limits)?;
+        // The declared size may lie (a zip bomb): the reader is bounded regardless.
+        let mut bounded = (&mut entry).take(limits.max_file_bytes + 1);
+        visit(path, kind, declared, &mut bounded)?;
+    }
+    Ok(())
+}
+
+/// An archive's tree after the first pass.
+pub(crate) struct Scanned {
+    /// Every file: mode, blob id, size.
+    pub(crate) files: BTreeMap<RepoPath, (EntryMode, ObjectId, u64)>,
+    /// The targets of the links, by blob id.
+    pub(crate) targets: HashMap<ObjectId, String>,
 }
 
 /// The first pass: validates the whole archive and returns its files with their blob ids,
@@ -171,8 +268,9 @@ pub(crate) fn scan(
     file: &Path,
     limits: &SyncLimits,
     hash_blob: impl Fn(&[u8]) -> Result<ObjectId>,
-) -> Result<BTreeMap<RepoPath, (EntryMode, ObjectId, u64)>> {
+) -> Result<Scanned> {
     let mut files = BTreeMap::new();
+    let mut targets = HashMap::new();
     let mut total: u64 = 0;
     let mut buffer = Vec::new();
     walk(
@@ -186,19 +284,14 @@ pub(crate) fn scan(
                     limits.max_files
                 )));
             }
+            buffer.clear();
             let mode = match &entry_kind {
                 Kind::Symlink(target) => {
-                    if !path.link_stays_inside(target) {
-                        return Err(refuse(format!(
-                            "the link {path} points outside the project"
-                        )));
-                    }
-                    buffer.clear();
+                    check_link(&path, target)?;
                     buffer.extend_from_slice(target.as_bytes());
                     EntryMode::Symlink
                 }
                 Kind::File { executable } => {
-                    buffer.clear();
                     content.read_to_end(&mut buffer).map_err(corrupt)?;
                     if buffer.len() as u64 > limits.max_file_bytes {
                         return Err(too_large(format!(
@@ -212,7 +305,6 @@ pub(crate) fn scan(
                         EntryMode::File
                     }
                 }
-                Kind::Directory => return Ok(()),
             };
             total += buffer.len() as u64;
             if total > limits.max_upload_bytes {
@@ -222,15 +314,33 @@ pub(crate) fn scan(
                 )));
             }
             let id = hash_blob(&buffer)?;
-            let size = buffer.len() as u64;
-            if files.insert(path.clone(), (mode, id, size)).is_some() {
+            if let Kind::Symlink(target) = entry_kind {
+                targets.insert(id, target);
+            }
+            if files
+                .insert(path.clone(), (mode, id, buffer.len() as u64))
+                .is_some()
+            {
                 return Err(refuse(format!("{path} appears twice in the archive")));
             }
             Ok(())
         },
     )?;
     check_file_dir_clashes(files.keys())?;
-    Ok(files)
+    Ok(Scanned { files, targets })
+}
+
+/// A link's own checks: its name, and a target that stays inside the tree.
+pub(crate) fn check_link(path: &RepoPath, target: &str) -> Result<()> {
+    if !path.may_be_a_link() {
+        return Err(refuse(format!("{path} may not be a link")));
+    }
+    if target.len() > MAX_LINK_TARGET || !path.link_stays_inside(target) {
+        return Err(refuse(format!(
+            "the link {path} points outside the project"
+        )));
+    }
+    Ok(())
 }
 
 /// The second pass: hands every file's content (or a link's target) to `write`.
@@ -252,7 +362,6 @@ pub(crate) fn contents(
                 Kind::File { .. } => {
                     content.read_to_end(&mut buffer).map_err(corrupt)?;
                 }
-                Kind::Directory => return Ok(()),
             }
             write(&path, &buffer)
         },
@@ -283,8 +392,8 @@ pub(crate) struct Upload {
     pub(crate) manifest: Manifest,
     /// Every content sent, with its size.
     pub(crate) blobs: HashMap<ObjectId, u64>,
-    /// Contents up to 4 KiB, kept for checking link targets.
-    pub(crate) small: HashMap<ObjectId, Vec<u8>>,
+    /// The contents of the manifest's links, kept for checking their targets.
+    pub(crate) link_targets: HashMap<ObjectId, Vec<u8>>,
 }
 
 /// What an entry of a delta-sync upload is.
@@ -307,8 +416,8 @@ fn upload_entry(path: &RepoPath) -> Result<UploadEntry> {
         .map_err(|_| refuse(format!("{path} is not named blobs/<40-digit hex hash>")))
 }
 
-/// The first pass over a delta-sync upload: reads the manifest and checks that every content
-/// hashes to its name, writing nothing.
+/// The first pass over a delta-sync upload: reads the manifest (which must come first) and checks
+/// that every content hashes to its name, writing nothing.
 pub(crate) fn scan_upload(
     kind: ArchiveKind,
     file: &Path,
@@ -327,7 +436,8 @@ pub(crate) fn scan_upload(
     };
     let mut manifest = None;
     let mut blobs = HashMap::new();
-    let mut small = HashMap::new();
+    let mut link_targets = HashMap::new();
+    let mut link_ids: HashSet<ObjectId> = HashSet::new();
     let mut total: u64 = 0;
     let mut buffer = Vec::new();
     walk(
@@ -335,7 +445,7 @@ pub(crate) fn scan_upload(
         file,
         &walk_limits,
         |path, entry_kind, _declared, content| {
-            if !matches!(entry_kind, Kind::File { .. }) {
+            if let Kind::Symlink(_) = entry_kind {
                 return Err(refuse(format!(
                     "{path}: an upload holds only regular files"
                 )));
@@ -353,12 +463,28 @@ pub(crate) fn scan_upload(
                     if manifest.is_some() {
                         return Err(refuse("the upload holds two manifests"));
                     }
+                    if !blobs.is_empty() {
+                        return Err(refuse(
+                            "manifest.json must be the first entry of the upload",
+                        ));
+                    }
                     let parsed: Manifest = serde_json::from_slice(&buffer).map_err(|err| {
                         refuse(format!("manifest.json is not a valid manifest: {err}"))
                     })?;
+                    link_ids = parsed
+                        .files
+                        .iter()
+                        .filter(|f| f.mode == EntryMode::Symlink)
+                        .filter_map(|f| super::parse_object_id(&f.hash).ok())
+                        .collect();
                     manifest = Some(parsed);
                 }
                 UploadEntry::Blob(id) => {
+                    if manifest.is_none() {
+                        return Err(refuse(
+                            "manifest.json must be the first entry of the upload",
+                        ));
+                    }
                     if buffer.len() as u64 > limits.max_file_bytes {
                         return Err(too_large(format!(
                             "{path} is larger than {} bytes",
@@ -387,8 +513,8 @@ pub(crate) fn scan_upload(
                     if blobs.insert(id, buffer.len() as u64).is_some() {
                         return Err(refuse(format!("{path} appears twice in the upload")));
                     }
-                    if buffer.len() <= 4096 {
-                        small.insert(id, buffer.clone());
+                    if link_ids.contains(&id) && buffer.len() <= MAX_LINK_TARGET {
+                        link_targets.insert(id, buffer.clone());
                     }
                 }
             }
@@ -399,7 +525,7 @@ pub(crate) fn scan_upload(
     Ok(Upload {
         manifest,
         blobs,
-        small,
+        link_targets,
     })
 }
 

@@ -55,6 +55,10 @@ impl ImportPolicy {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(refuse("credentials in URLs are not accepted"));
         }
+        // Query strings carry tokens as often as user names do, and the URL is logged.
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(refuse("query strings and fragments are not accepted"));
+        }
         match url.scheme() {
             "file" => {
                 if url
@@ -66,18 +70,27 @@ impl ImportPolicy {
                 let path = url
                     .to_file_path()
                     .map_err(|_| refuse("it is not a local path"))?;
-                let path = path
-                    .canonicalize()
-                    .map_err(|_| refuse("no repository at that path"))?;
                 let data_dir =
                     std::path::absolute(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
                 let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
-                let inside_root = self.file_roots.iter().any(|root| path.starts_with(root));
-                if !inside_root || path.starts_with(&data_dir) {
-                    return Err(Error::forbidden(
-                        "file:// imports may only read below IMPORT_FILE_ROOTS",
-                    )
-                    .with_context("field", "url"));
+                let allowed = |path: &Path| {
+                    self.file_roots.iter().any(|root| path.starts_with(root))
+                        && !path.starts_with(&data_dir)
+                };
+                let forbidden = || {
+                    Error::forbidden("file:// imports may only read below IMPORT_FILE_ROOTS")
+                        .with_context("field", "url")
+                };
+                // Judged on the path as written first, so that whether a path outside the roots
+                // exists is never revealed; then again once links are resolved.
+                if !allowed(&path) {
+                    return Err(forbidden());
+                }
+                let path = path
+                    .canonicalize()
+                    .map_err(|_| refuse("no repository at that path"))?;
+                if !allowed(&path) {
+                    return Err(forbidden());
                 }
                 let path = path
                     .to_str()
@@ -121,18 +134,42 @@ pub fn is_private(ip: IpAddr) -> bool {
                 || v4.is_broadcast()
                 || v4.is_multicast()
                 || a == 0
+                || a >= 240
                 || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (b == 18 || b == 19))
+                || (a == 192 && b == 0 && v4.octets()[2] == 0)
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_private(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let segments = v6.segments();
+            let embedded = |high: u16, low: u16| {
+                IpAddr::V4(std::net::Ipv4Addr::new(
+                    (high >> 8) as u8,
+                    high as u8,
+                    (low >> 8) as u8,
+                    low as u8,
+                ))
+            };
+            // NAT64 (64:ff9b::/96), 6to4 (2002::/16) and IPv4-compatible (::/96) addresses
+            // reach the IPv4 address inside them.
+            if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_private(embedded(segments[6], segments[7]));
+            }
+            if segments[0] == 0x2002 {
+                return is_private(embedded(segments[1], segments[2]));
+            }
+            if segments[..6] == [0; 6] {
+                return true;
+            }
+            let first = segments[0];
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
+                || (first & 0xffc0) == 0xfec0
         }
     }
 }
@@ -202,6 +239,20 @@ pub(crate) fn import(
     let scratch = Scratch(repos.tmp.join(format!("import-{}", uuid::Uuid::new_v4())));
     let quarantine = gix::init_bare(&scratch.0).map_err(|err| {
         Error::internal("cannot create the import quarantine").with_context("cause", err)
+    })?;
+    drop(quarantine);
+    // No redirects (a public URL could send the fetch to a private address), a bounded connect,
+    // and a floor on the transfer rate.
+    let mut config = std::fs::OpenOptions::new()
+        .append(true)
+        .open(scratch.0.join("config"))?;
+    std::io::Write::write_all(
+        &mut config,
+        b"[http]\n\tfollowRedirects = false\n\tlowSpeedLimit = 1024\n\tlowSpeedTime = 60\n[gitoxide \"http\"]\n\tconnectTimeout = 30000\n",
+    )?;
+    drop(config);
+    let quarantine = gix::open(&scratch.0).map_err(|err| {
+        Error::internal("cannot open the import quarantine").with_context("cause", err)
     })?;
     fetch(&quarantine, &source, &specs, repos.import.timeout)?;
 
@@ -283,8 +334,9 @@ fn fetch(
     specs: &[String],
     timeout: Duration,
 ) -> Result<()> {
+    // The URL is the caller's: not reaching it, or it not being a repository, is theirs to fix.
     let unreachable = |err: gix::Error| {
-        Error::new(ErrorKind::Unavailable, "cannot fetch from the repository")
+        Error::validation("cannot fetch from the repository")
             .with_context("field", "url")
             .with_context("cause", err)
     };
@@ -350,6 +402,8 @@ fn check_tree(
         .files()
         .map_err(git_error("cannot read the imported tree"))?;
     let mut files = 0;
+    let mut flat = super::FlatTree::new();
+    let mut targets = std::collections::HashMap::new();
     for entry in entries {
         let raw = std::str::from_utf8(entry.filepath.as_ref())
             .map_err(|_| Error::validation("the imported tree has a path that is not UTF-8"))?;
@@ -390,13 +444,17 @@ fn check_tree(
             let target = std::str::from_utf8(&blob.data).map_err(|_| {
                 Error::validation(format!("the target of link {path} is not UTF-8"))
             })?;
-            if !path.link_stays_inside(target) {
-                return Err(Error::validation(format!(
-                    "the link {path} points outside the project"
-                )));
-            }
+            super::archive::check_link(&path, target)?;
+            targets.insert(entry.oid, target.to_owned());
         }
+        flat.insert(raw.to_owned(), (kind, entry.oid));
     }
+    super::check_link_chains(&flat, |_, id| {
+        targets
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::internal("a link's target went missing"))
+    })?;
     Ok(files)
 }
 
@@ -512,7 +570,24 @@ mod tests {
         ] {
             assert!(is_private(ip.parse().unwrap()), "{ip} is private");
         }
-        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "100.128.0.1"] {
+        for ip in [
+            "64:ff9b::7f00:1",
+            "2002:a00:1::",
+            "::127.0.0.1",
+            "fec0::1",
+            "198.18.0.1",
+            "192.0.0.8",
+            "240.0.0.1",
+        ] {
+            assert!(is_private(ip.parse().unwrap()), "{ip} is private");
+        }
+        for ip in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "100.128.0.1",
+            "64:ff9b::808:808",
+        ] {
             assert!(!is_private(ip.parse().unwrap()), "{ip} is public");
         }
     }

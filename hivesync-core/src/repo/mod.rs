@@ -15,6 +15,9 @@
 //! - **Nothing outside the tree.** Paths are [`RepoPath`]s (no absolute paths, `..` or `.git`),
 //!   links must resolve inside the tree, and device files are refused.
 //!
+//! A commit that loses a race to move its branch leaves its objects unreachable (git's own
+//! behaviour); nothing references them.
+//!
 //! Every method blocks (git is file I/O); async callers run them on a blocking thread.
 
 mod archive;
@@ -22,7 +25,7 @@ mod import;
 mod path;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -316,6 +319,14 @@ type FlatTree = BTreeMap<String, (EntryKind, ObjectId)>;
 const COMMITTER_NAME: &str = "HiveSync";
 const COMMITTER_EMAIL: &str = "hivesync@localhost";
 
+/// Hashes a blob; SHA-1 collision detection refusing crafted content is the client's fault.
+fn hash_blob(kind: gix::hash::Kind, bytes: &[u8]) -> Result<ObjectId> {
+    gix::objs::compute_hash(kind, gix::objs::Kind::Blob, bytes).map_err(|err| {
+        Error::validation("a file cannot be hashed: it looks crafted to collide in SHA-1")
+            .with_context("cause", err)
+    })
+}
+
 fn git_error(what: &'static str) -> impl FnOnce(gix::Error) -> Error {
     move |err| Error::internal(what).with_context("cause", err)
 }
@@ -380,6 +391,23 @@ impl Repos {
         result
     }
 
+    /// Moves a deleted project's repository out of `repos/` into `DATA_DIR/tmp`, where the
+    /// cleanup worker removes it after `TMP_RETENTION_SECONDS` (until then an operator can still
+    /// move it back). Nothing to do when the project never had one.
+    pub fn retire(&self, project: ProjectId) -> Result<Option<PathBuf>> {
+        let path = self.path_of(project);
+        if !path.exists() {
+            return Ok(None);
+        }
+        std::fs::create_dir_all(&self.tmp)?;
+        let target = self.tmp.join(format!(
+            "deleted-project-{project}-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::rename(&path, &target)?;
+        Ok(Some(target))
+    }
+
     fn open(&self, project: ProjectId) -> Result<ProjectRepo> {
         self.create(project)?;
         let path = self.path_of(project);
@@ -405,13 +433,24 @@ impl Repos {
         let project_repo = self.open(project)?;
         let repo = &project_repo.repo;
         let hash_kind = repo.object_hash();
-        let files = archive::scan(kind, file, &self.limits, |bytes| {
-            gix::objs::compute_hash(hash_kind, gix::objs::Kind::Blob, bytes)
-                .map_err(|err| Error::internal("cannot hash a file").with_context("cause", err))
+        let scanned = archive::scan(kind, file, &self.limits, |bytes| {
+            hash_blob(hash_kind, bytes)
         })?;
+        let files = scanned.files;
         if files.is_empty() {
             return Err(Error::validation("the archive contains no files"));
         }
+        let tree: FlatTree = files
+            .iter()
+            .map(|(path, (mode, id, _))| (path.as_str().to_owned(), (mode.git_kind(), *id)))
+            .collect();
+        check_link_chains(&tree, |_, id| {
+            scanned
+                .targets
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| Error::internal("a link's target went missing"))
+        })?;
         // Fail a stale sync before writing anything.
         project_repo.check_parent(request)?;
         let missing: HashSet<ObjectId> = files
@@ -423,9 +462,7 @@ impl Repos {
         if !missing.is_empty() {
             let mut written = HashSet::new();
             archive::contents(kind, file, &self.limits, |_path, bytes| {
-                let id = gix::objs::compute_hash(hash_kind, gix::objs::Kind::Blob, bytes).map_err(
-                    |err| Error::internal("cannot hash a file").with_context("cause", err),
-                )?;
+                let id = hash_blob(hash_kind, bytes)?;
                 if missing.contains(&id) && written.insert(id) {
                     repo.write_blob(bytes)
                         .map_err(git_error("cannot store a file"))?;
@@ -437,10 +474,6 @@ impl Repos {
             }
             stored = written.len();
         }
-        let tree = files
-            .into_iter()
-            .map(|(path, (mode, id, _))| (path.as_str().to_owned(), (mode.git_kind(), id)))
-            .collect();
         let mut outcome = project_repo.commit_tree(tree, request)?;
         outcome.stored = stored;
         Ok(outcome)
@@ -491,8 +524,7 @@ impl Repos {
         let repo = &project_repo.repo;
         let hash_kind = repo.object_hash();
         let upload = archive::scan_upload(kind, file, &self.limits, |bytes| {
-            gix::objs::compute_hash(hash_kind, gix::objs::Kind::Blob, bytes)
-                .map_err(|err| Error::internal("cannot hash a file").with_context("cause", err))
+            hash_blob(hash_kind, bytes)
         })?;
         let files = validate_manifest(&upload.manifest, &self.limits)?;
         let head = project_repo.check_parent(request)?;
@@ -500,8 +532,21 @@ impl Repos {
             Some(head) => project_repo.files_of(head)?,
             None => Rc::default(),
         };
-        // Every content must be sent or already stored, with the size the manifest claims. An
-        // entry the head already has, unchanged, passed these checks when it was committed.
+        let link_target = |path: &str, id: ObjectId| -> Result<String> {
+            let bytes = match upload.link_targets.get(&id) {
+                Some(bytes) => bytes.clone(),
+                None => repo
+                    .find_blob(id)
+                    .map_err(git_error("cannot read a stored object"))?
+                    .data
+                    .clone(),
+            };
+            String::from_utf8(bytes)
+                .map_err(|_| Error::validation(format!("the target of link {path} is not UTF-8")))
+        };
+        // Every content must be sent or already stored as a blob, with the size the manifest
+        // claims. An entry the head already has, unchanged, passed these checks when it was
+        // committed.
         let mut absent = Vec::new();
         for (path, (mode, id, size)) in &files {
             if committed.get(path.as_str()) == Some(&(mode.git_kind(), *id)) {
@@ -509,10 +554,17 @@ impl Repos {
             }
             let actual = match upload.blobs.get(id) {
                 Some(size) => *size,
-                None if repo.has_object(id) => repo
-                    .find_header(*id)
-                    .map_err(git_error("cannot read a stored object"))?
-                    .size(),
+                None if repo.has_object(id) => {
+                    let header = repo
+                        .find_header(*id)
+                        .map_err(git_error("cannot read a stored object"))?;
+                    if header.kind() != gix::objs::Kind::Blob {
+                        return Err(Error::validation(format!(
+                            "{path}: {id} is not a file's content"
+                        )));
+                    }
+                    header.size()
+                }
                 None => {
                     absent.push(id.to_string());
                     continue;
@@ -524,22 +576,7 @@ impl Repos {
                 )));
             }
             if *mode == EntryMode::Symlink {
-                let target = match upload.small.get(id) {
-                    Some(bytes) => bytes.clone(),
-                    None => repo
-                        .find_blob(*id)
-                        .map_err(git_error("cannot read a stored object"))?
-                        .data
-                        .clone(),
-                };
-                let target = String::from_utf8(target).map_err(|_| {
-                    Error::validation(format!("the target of link {path} is not UTF-8"))
-                })?;
-                if !path.link_stays_inside(&target) {
-                    return Err(Error::validation(format!(
-                        "the link {path} points outside the project"
-                    )));
-                }
+                archive::check_link(path, &link_target(path.as_str(), *id)?)?;
             }
         }
         if !absent.is_empty() {
@@ -551,6 +588,11 @@ impl Repos {
             ))
             .with_context("missing", absent.iter().take(10).cloned().collect::<Vec<_>>().join(",")));
         }
+        let tree: FlatTree = files
+            .iter()
+            .map(|(path, (mode, id, _))| (path.as_str().to_owned(), (mode.git_kind(), *id)))
+            .collect();
+        check_link_chains(&tree, link_target)?;
         let wanted: HashSet<ObjectId> = files
             .values()
             .map(|(_, id, _)| *id)
@@ -567,10 +609,6 @@ impl Repos {
                 Ok(())
             })?;
         }
-        let tree = files
-            .into_iter()
-            .map(|(path, (mode, id, _))| (path.as_str().to_owned(), (mode.git_kind(), id)))
-            .collect();
         let mut outcome = project_repo.commit_tree(tree, request)?;
         outcome.stored = stored;
         Ok(outcome)
@@ -711,6 +749,19 @@ impl Repos {
             EntryKind::Commit => return Err(Error::not_found(format!("{path} is a submodule"))),
         };
         let id = entry.object_id();
+        let size = repo
+            .find_header(id)
+            .map_err(git_error("cannot read a file"))?
+            .size();
+        if size > self.limits.max_file_bytes {
+            return Err(Error::new(
+                ErrorKind::PayloadTooLarge,
+                format!(
+                    "{path} is {size} bytes, more than the {} bytes served",
+                    self.limits.max_file_bytes
+                ),
+            ));
+        }
         let blob = repo
             .find_blob(id)
             .map_err(git_error("cannot read a file"))?;
@@ -732,6 +783,49 @@ fn normalise_browse_path(raw: &str) -> Result<Option<RepoPath>> {
     } else {
         RepoPath::parse(trimmed).map(Some)
     }
+}
+
+/// Links may point at links, but never *through* one: with `a/up -> ..`, the link
+/// `b -> a/up/..` climbs out of the tree although each target alone stays inside. Checked on a
+/// whole tree, with `target_of` giving a link's target.
+pub(crate) fn check_link_chains(
+    tree: &FlatTree,
+    mut target_of: impl FnMut(&str, ObjectId) -> Result<String>,
+) -> Result<()> {
+    let links: HashSet<&str> = tree
+        .iter()
+        .filter(|(_, (kind, _))| *kind == EntryKind::Link)
+        .map(|(path, _)| path.as_str())
+        .collect();
+    for path in &links {
+        let (_, id) = tree[*path];
+        let target = target_of(path, id)?;
+        let mut at: Vec<&str> = path
+            .rsplit_once('/')
+            .map_or("", |(dir, _)| dir)
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
+        let segments: Vec<&str> = target
+            .split('/')
+            .filter(|s| !s.is_empty() && *s != ".")
+            .collect();
+        for (index, segment) in segments.iter().enumerate() {
+            if *segment == ".." {
+                at.pop();
+            } else {
+                at.push(segment);
+            }
+            let last = index + 1 == segments.len();
+            if !last && links.contains(at.join("/").as_str()) {
+                return Err(Error::validation(format!(
+                    "the link {path} leads through the link {}; links may only point at links, not through them",
+                    at.join("/")
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks a manifest and returns its files by path.
@@ -1040,6 +1134,12 @@ impl ProjectRepo {
             time: gix::date::Time::now_utc(),
         };
         let mut time = gix::date::parse::TimeBuf::default();
+        // Writers in this process take turns per branch, so that one never finds the other's
+        // ref lock (and fails as if on an I/O error) instead of its changed head.
+        let turn = branch_turn(self.repo.path(), branch);
+        let _turn = turn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match self
             .repo
             .edit_references_as([edit], Some(committer.to_ref(&mut time)))
@@ -1056,6 +1156,20 @@ impl ProjectRepo {
             }
         }
     }
+}
+
+/// One mutex per repository and branch, for the whole process.
+fn branch_turn(repo: &Path, branch: &BranchName) -> std::sync::Arc<std::sync::Mutex<()>> {
+    type Turns = HashMap<(PathBuf, String), std::sync::Arc<std::sync::Mutex<()>>>;
+    static TURNS: std::sync::LazyLock<std::sync::Mutex<Turns>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut turns = TURNS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    turns
+        .entry((repo.to_path_buf(), branch.as_str().to_owned()))
+        .or_default()
+        .clone()
 }
 
 fn conflict(branch: &BranchName, head: Option<ObjectId>) -> Error {

@@ -35,8 +35,10 @@ impl RepoPath {
                 // `a//b` and a trailing `/` (directory entries) collapse; `./` is dropped.
                 "" | "." => continue,
                 ".." => return Err(reject("'..' is not allowed")),
-                s if s.eq_ignore_ascii_case(".git") => {
-                    return Err(reject("nothing may be written under .git"));
+                s if is_git_lookalike(s, false) => {
+                    return Err(reject(
+                        "nothing may be written under .git, or a name a filesystem takes for it",
+                    ));
                 }
                 s if s.len() > Self::MAX_SEGMENT => {
                     return Err(reject("a segment is longer than 255 bytes"));
@@ -56,6 +58,13 @@ impl RepoPath {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether a link may have this name: not a `.gitmodules` (in any spelling a filesystem
+    /// takes for it), which git refuses to follow as a link.
+    pub fn may_be_a_link(&self) -> bool {
+        let name = self.0.rsplit('/').next().unwrap_or(&self.0);
+        !is_git_lookalike(name, true)
     }
 
     /// The directory part (`""` at the top).
@@ -82,7 +91,7 @@ impl RepoPath {
                         return false;
                     }
                 }
-                s if s.eq_ignore_ascii_case(".git") => return false,
+                s if is_git_lookalike(s, false) => return false,
                 s => depth.push(s),
             }
         }
@@ -94,6 +103,19 @@ impl fmt::Display for RepoPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Whether `segment` is `.git` or a name some filesystem would take for `.git` (`.GIT`, `.git.`,
+/// `git~1`, `.g\u{200c}it` on HFS+, NTFS streams), or — for a link — a `.gitmodules`: git's own
+/// `core.protectHFS` and `core.protectNTFS` rules.
+pub(crate) fn is_git_lookalike(segment: &str, is_link: bool) -> bool {
+    let options = gix::validate::path::component::Options {
+        protect_windows: false,
+        protect_hfs: true,
+        protect_ntfs: true,
+    };
+    let mode = is_link.then_some(gix::validate::path::component::Mode::Symlink);
+    gix::validate::path::component(segment.into(), mode, options).is_err()
 }
 
 /// A branch name: what follows `refs/heads/`.
@@ -173,6 +195,11 @@ mod tests {
             "a/..",
             ".git/config",
             "x/.GIT/hooks/pre-commit",
+            ".git./config",
+            ".git /config",
+            "GIT~1/config",
+            ".git::$INDEX_ALLOCATION/config",
+            ".g\u{200c}it/config",
             "a\\b",
             "tab\tname",
             "nul\0",
@@ -201,6 +228,10 @@ mod tests {
         }
         let top = RepoPath::parse("link").unwrap();
         assert!(!top.link_stays_inside(".."));
+        assert!(!top.link_stays_inside("GIT~1/config"));
+        assert!(top.may_be_a_link());
+        assert!(!RepoPath::parse("sub/.gitmodules").unwrap().may_be_a_link());
+        assert!(!RepoPath::parse(".GITMODULES").unwrap().may_be_a_link());
     }
 
     #[test]

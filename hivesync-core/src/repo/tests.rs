@@ -499,9 +499,160 @@ fn hostile_archives_are_refused_and_leave_the_repository_as_it_was() {
         assert_eq!(err.kind(), expected, "{name}: {err:?}");
         assert_eq!(fx.snapshot(), before, "{name} left the repository changed");
     }
-    // Nothing was written outside the repository either.
-    assert!(!fx.dir.path().join("evil").exists());
-    assert!(!fx.dir.path().join("data").join("evil.sh").exists());
+}
+
+#[test]
+fn links_through_links_lookalikes_and_oversized_headers_are_refused() {
+    let fx = fixture();
+    fx.sync_tar(&sample_tree());
+    let before = fx.snapshot();
+    let long_name_bomb = {
+        // A GNU long-name header claiming 10 MiB: the tar crate would read it whole.
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::GNULongName);
+        header.set_size(10 << 20);
+        header.set_cksum();
+        builder.append(&header, &vec![b'a'; 10 << 20][..]).unwrap();
+        raw_tar_entry(&mut builder, b"x", tar::EntryType::Regular, b"", b"x");
+        builder.into_inner().unwrap()
+    };
+    let cases: Vec<(&str, Vec<u8>, ErrorKind)> = vec![
+        (
+            "through a link",
+            tar_bytes(&[Item::Link("a/up", ".."), Item::Link("b", "a/up/..")]),
+            ErrorKind::Validation,
+        ),
+        (
+            "symlinked .gitmodules",
+            tar_bytes(&[
+                Item::Link(".gitmodules", "src/App.js"),
+                Item::File("src/App.js", b"x".to_vec(), false),
+            ]),
+            ErrorKind::Validation,
+        ),
+        (
+            ".git. lookalike",
+            hostile_tar(b".git./config", tar::EntryType::Regular, b""),
+            ErrorKind::Validation,
+        ),
+        (
+            "8.3 lookalike",
+            hostile_tar(b"GIT~1/config", tar::EntryType::Regular, b""),
+            ErrorKind::Validation,
+        ),
+        ("long name bomb", long_name_bomb, ErrorKind::PayloadTooLarge),
+    ];
+    for (name, bytes, expected) in cases {
+        let err = fx
+            .sync(ArchiveKind::Tar, &bytes, &request("main"))
+            .unwrap_err();
+        assert_eq!(err.kind(), expected, "{name}: {err:?}");
+        assert_eq!(fx.snapshot(), before, "{name} left the repository changed");
+    }
+    // Links to links are fine.
+    let chained = fx.sync(
+        ArchiveKind::Tar,
+        &tar_bytes(&[
+            Item::File("v2/app.js", b"2".to_vec(), false),
+            Item::Link("current", "v2"),
+            Item::Link("latest", "current"),
+        ]),
+        &request("main"),
+    );
+    assert!(chained.is_ok(), "{chained:?}");
+}
+
+#[test]
+fn a_delta_commit_cannot_build_a_link_chain_or_name_a_non_blob() {
+    let fx = fixture();
+    let main = BranchName::parse("main").unwrap();
+    let (manifest, blobs) = manifest_of(&[
+        Item::Link("a/up", ".."),
+        Item::File("f", b"f".to_vec(), false),
+    ]);
+    let first = fx.write("first.tar", &upload_tar(&manifest, &blobs));
+    let committed = fx
+        .repos
+        .commit_upload(fx.project, ArchiveKind::Tar, &first, &request("main"))
+        .unwrap();
+    let before = fx.snapshot();
+
+    // The second sync adds a link through the first one, which is unchanged (and skipped by the
+    // per-entry checks).
+    let (mut manifest, blobs) = manifest_of(&[
+        Item::Link("b", "a/up/.."),
+        Item::Link("a/up", ".."),
+        Item::File("f", b"f".to_vec(), false),
+    ]);
+    let plan = fx.repos.plan(fx.project, &main, &manifest).unwrap();
+    assert_eq!(plan.missing.len(), 1);
+    let second = fx.write("second.tar", &upload_tar(&manifest, &blobs[..1]));
+    let err = fx
+        .repos
+        .commit_upload(fx.project, ArchiveKind::Tar, &second, &request("main"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Validation, "{err:?}");
+    assert_eq!(fx.snapshot(), before);
+
+    // A file entry naming the commit (a tree or commit id is no file's content).
+    manifest.files.truncate(1);
+    manifest.files[0] = ManifestEntry {
+        path: "x".to_owned(),
+        size: 0,
+        mode: EntryMode::File,
+        hash: committed.commit.clone(),
+    };
+    let third = fx.write("third.tar", &upload_tar(&manifest, &[]));
+    let err = fx
+        .repos
+        .commit_upload(fx.project, ArchiveKind::Tar, &third, &request("main"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Validation, "{err:?}");
+    assert_eq!(fx.snapshot(), before);
+
+    // Contents before the manifest are refused (the manifest must come first).
+    let (manifest, blobs) = manifest_of(&[Item::File("g", b"g".to_vec(), false)]);
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(1);
+    builder
+        .append_data(&mut header, format!("blobs/{}", blobs[0].0), &b"g"[..])
+        .unwrap();
+    let json = serde_json::to_vec(&manifest).unwrap();
+    let mut header = tar::Header::new_gnu();
+    header.set_size(json.len() as u64);
+    builder
+        .append_data(&mut header, "manifest.json", json.as_slice())
+        .unwrap();
+    let fourth = fx.write("fourth.tar", &builder.into_inner().unwrap());
+    let err = fx
+        .repos
+        .commit_upload(fx.project, ArchiveKind::Tar, &fourth, &request("main"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Validation, "{err:?}");
+}
+
+#[test]
+fn a_branch_moves_only_from_the_head_it_was_read_at() {
+    let fx = fixture();
+    let first = fx.sync_tar(&sample_tree());
+    let second = fx.sync_tar(&[Item::File("a", b"a".to_vec(), false)]);
+    let repo = fx.repos.open(fx.project).unwrap();
+    let main = BranchName::parse("main").unwrap();
+    let first_id = ObjectId::from_hex(first.commit.as_bytes()).unwrap();
+    let second_id = ObjectId::from_hex(second.commit.as_bytes()).unwrap();
+    // Moving from a head that is no longer the head: CONFLICT, the branch stays.
+    let err = repo
+        .move_branch(&main, Some(first_id), first_id, "test")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    let err = repo.move_branch(&main, None, first_id, "test").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert_eq!(fx.repos.refs(fx.project).unwrap()[0].commit, second.commit);
+    repo.move_branch(&main, Some(second_id), first_id, "test")
+        .unwrap();
+    assert_eq!(fx.repos.refs(fx.project).unwrap()[0].commit, first.commit);
 }
 
 #[test]
@@ -608,6 +759,10 @@ fn concurrent_syncs_on_one_branch_lose_no_commit() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    assert!(
+        results.iter().any(Result::is_ok),
+        "someone always wins: {results:?}"
+    );
     let history = git(&fx.repos.path_of(fx.project), &["rev-list", "main"]);
     for result in &results {
         match result {

@@ -275,7 +275,8 @@ impl ProjectsApi {
 
     /// Delete a project
     ///
-    /// Owners only. Removes the project and its memberships.
+    /// Owners only. Removes the project and its memberships; its repository moves to
+    /// `DATA_DIR/tmp`, where cleanup removes it after `TMP_RETENTION_SECONDS`.
     #[oai(
         path = "/projects/:id",
         method = "delete",
@@ -286,6 +287,16 @@ impl ProjectsApi {
         let project = ProjectId::from_uuid(id.0);
         self.authorize(auth.0, project, Needs::Manage).await?;
         self.state.store.delete_project(project).await?;
+        let repos = self.state.repos.clone();
+        match tokio::task::spawn_blocking(move || repos.retire(project)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(project_id = %project, error = ?err, "cannot retire the project repository")
+            }
+            Err(err) => {
+                tracing::warn!(project_id = %project, error = %err, "cannot retire the project repository")
+            }
+        }
         tracing::info!(project_id = %project, "project deleted");
         Ok(NoContent::Done)
     }
