@@ -258,6 +258,12 @@ async fn a_synced_tree_reads_back_byte_for_byte() {
     }
 
     // Deleting the project retires its repository to DATA_DIR/tmp, for cleanup to remove later.
+    let deleting_at = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
+    // A repository last changed long ago...
+    std::fs::File::open(&repo_dir)
+        .unwrap()
+        .set_modified(deleting_at - std::time::Duration::from_secs(86_400))
+        .unwrap();
     let deleted = s
         .app
         .delete(
@@ -272,9 +278,18 @@ async fn a_synced_tree_reads_back_byte_for_byte() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     let prefix = format!("deleted-project-{}", s.project);
+    let retired = retired
+        .iter()
+        .find(|name| name.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("{retired:?}"));
+    // Its retention counts from the deletion, not from the repository's last change.
+    let modified = std::fs::metadata(s.app.data_dir().join("tmp").join(retired))
+        .unwrap()
+        .modified()
+        .unwrap();
     assert!(
-        retired.iter().any(|name| name.starts_with(&prefix)),
-        "{retired:?}"
+        modified >= deleting_at,
+        "the retired repository's age starts at deletion"
     );
 }
 

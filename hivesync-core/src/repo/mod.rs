@@ -405,6 +405,8 @@ impl Repos {
             uuid::Uuid::new_v4().simple()
         ));
         std::fs::rename(&path, &target)?;
+        // Cleanup ages tmp entries by their modification time: the retention counts from now.
+        std::fs::File::open(&target)?.set_modified(std::time::SystemTime::now())?;
         Ok(Some(target))
     }
 
