@@ -93,6 +93,9 @@ async fn main() {
     let cache = scratch.path().join("cache.json");
     generate(&synced, files);
     generate(&local, files);
+    // The client's stat cache trusts only files whose change time (which cannot be backdated) is
+    // two seconds old; a project at rest is older than that.
+    std::thread::sleep(Duration::from_millis(2100));
 
     // A real server on the embedded defaults, on a local socket.
     let data = data_dir.to_str().unwrap().to_owned();
