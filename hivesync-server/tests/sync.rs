@@ -247,6 +247,13 @@ async fn a_synced_tree_reads_back_byte_for_byte() {
         ("tree?ref=nope", "NOT_FOUND"),
         ("tree?path=..%2Fx", "VALIDATION_ERROR"),
         ("tree?ref=a..b", "VALIDATION_ERROR"),
+        ("files/..%2F..%2Fetc%2Fpasswd", "VALIDATION_ERROR"),
+        (
+            "files/src/..%2F..%2Fsecrets%2Fjwt_secret",
+            "VALIDATION_ERROR",
+        ),
+        ("files/.git%2Fconfig", "VALIDATION_ERROR"),
+        ("files/HEAD", "NOT_FOUND"),
     ] {
         let answer = s.app.get(&s.url(rest), Some(&s.owner.token)).await;
         let status = if code == "NOT_FOUND" {
