@@ -21,6 +21,7 @@
 //! Every method blocks (git is file I/O); async callers run them on a blocking thread.
 
 mod archive;
+mod checkout;
 mod import;
 mod path;
 
@@ -37,6 +38,7 @@ use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 use serde::{Deserialize, Serialize};
 
 pub use archive::ArchiveKind;
+pub use checkout::Checkout;
 pub use import::{ImportOutcome, ImportPolicy, is_private};
 pub use path::{BranchName, RepoPath};
 

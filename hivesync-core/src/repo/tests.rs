@@ -1100,3 +1100,67 @@ fn browsing_resolves_branches_tags_and_commits_and_rejects_bad_input() {
         ErrorKind::NotFound
     );
 }
+
+#[test]
+fn a_checkout_reproduces_the_tree_and_leaves_the_repository_alone() {
+    let fx = fixture();
+    let items = sample_tree();
+    let synced = fx.sync_tar(&items);
+    let before = fx.snapshot();
+    let dest = fx.dir.path().join("work");
+    let checkout = fx.repos.checkout(fx.project, "main", &dest).unwrap();
+    assert_eq!(checkout.commit, synced.commit);
+    assert_eq!(checkout.files, items.len());
+    for item in &items {
+        match item {
+            Item::File(path, bytes, executable) => {
+                let on_disk = dest.join(path);
+                assert_eq!(&std::fs::read(&on_disk).unwrap(), bytes, "{path}");
+                let mode = std::os::unix::fs::PermissionsExt::mode(
+                    &std::fs::metadata(&on_disk).unwrap().permissions(),
+                );
+                assert_eq!(mode & 0o111 != 0, *executable, "{path}");
+            }
+            Item::Link(path, target) => {
+                assert_eq!(
+                    std::fs::read_link(dest.join(path)).unwrap(),
+                    Path::new(target)
+                );
+            }
+        }
+    }
+    assert_eq!(fx.snapshot(), before);
+    // The destination must be new.
+    let again = fx.repos.checkout(fx.project, "main", &dest).unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::Internal);
+    // Same tree, same id, whatever the commit.
+    fx.sync_tar(&[Item::File("other", b"x".to_vec(), false)]);
+    fx.sync_tar(&items);
+    let second = fx
+        .repos
+        .checkout(fx.project, "main", &fx.dir.path().join("work2"))
+        .unwrap();
+    assert_eq!(second.tree, checkout.tree);
+    assert_ne!(second.commit, checkout.commit);
+}
+
+#[test]
+fn a_checkout_of_an_unchecked_old_commit_is_refused() {
+    let fx = fixture();
+    // Imported history whose tip is fine but whose first commit links out of the tree.
+    let source = source_repo(&fx, "history", &[("a.txt", "a")]);
+    std::os::unix::fs::symlink("/etc/passwd", source.join("passwd")).unwrap();
+    git(&source, &["add", "-A"]);
+    git(&source, &["commit", "-q", "-m", "link"]);
+    let bad = git(&source, &["rev-parse", "HEAD"]).trim().to_owned();
+    git(&source, &["rm", "-q", "passwd"]);
+    git(&source, &["commit", "-q", "-m", "unlink"]);
+    let url = format!("file://{}", source.display());
+    fx.repos
+        .import(fx.project, &url, "main", &request("main"))
+        .unwrap();
+    let dest = fx.dir.path().join("old");
+    let err = fx.repos.checkout(fx.project, &bad, &dest).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Validation, "{err:?}");
+    assert!(!dest.exists(), "nothing was written");
+}
