@@ -1,0 +1,258 @@
+//! What kind of project a checkout is, and which file the bundler starts from.
+//!
+//! Expo when `app.json` has an `expo` object (spec §7.6); otherwise bare React Native, which needs
+//! `react-native` among its dependencies and an entry file: `package.json`'s `main`, else
+//! `index.js` (or `.ts`, `.tsx`, `.jsx`), else `App.js`. Anything else is
+//! `INVALID_PROJECT_STRUCTURE`, with a message that says what is missing.
+
+use std::path::Path;
+
+use hivesync_core::repo::RepoPath;
+use serde_json::Value;
+
+/// The bundler a project is built with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProjectKind {
+    /// `expo export`; the Expo CLI finds the entry itself.
+    Expo,
+    /// `react-native bundle --entry-file <entry>`.
+    ReactNative { entry: String },
+}
+
+impl ProjectKind {
+    pub fn bundler(&self) -> &'static str {
+        match self {
+            ProjectKind::Expo => "expo",
+            ProjectKind::ReactNative { .. } => "metro",
+        }
+    }
+}
+
+/// Why a checkout cannot be built.
+#[derive(Debug)]
+pub enum DetectError {
+    /// The project is not shaped as a buildable app (`INVALID_PROJECT_STRUCTURE`); the message
+    /// says what is missing.
+    Invalid(String),
+    /// The checkout could not be read.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for DetectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DetectError::Invalid(why) => f.write_str(why),
+            DetectError::Io(err) => write!(f, "cannot read the checkout: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for DetectError {}
+
+impl From<std::io::Error> for DetectError {
+    fn from(err: std::io::Error) -> Self {
+        DetectError::Io(err)
+    }
+}
+
+type Result<T> = std::result::Result<T, DetectError>;
+
+fn invalid(message: impl Into<String>) -> DetectError {
+    DetectError::Invalid(message.into())
+}
+
+fn read_json(dir: &Path, name: &str) -> Result<Option<Value>> {
+    let path = dir.join(name);
+    // A link could point anywhere once checked out; only regular files are read.
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => return Err(invalid(format!("{name} is not a regular file"))),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err.into()),
+    }
+    let bytes = std::fs::read(&path)?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|err| invalid(format!("{name} is not valid JSON: {err}")))
+}
+
+fn is_regular_file(dir: &Path, relative: &str) -> bool {
+    std::fs::symlink_metadata(dir.join(relative)).is_ok_and(|m| m.is_file())
+}
+
+/// Detects the kind of project checked out in `dir`.
+pub fn detect(dir: &Path) -> Result<ProjectKind> {
+    let package = read_json(dir, "package.json")?
+        .ok_or_else(|| invalid("the project has no package.json"))?;
+    if !package.is_object() {
+        return Err(invalid("package.json is not an object"));
+    }
+    if let Some(app) = read_json(dir, "app.json")?
+        && app.get("expo").is_some_and(Value::is_object)
+    {
+        let has_expo = ["dependencies", "devDependencies"]
+            .iter()
+            .any(|section| package[section].get("expo").is_some());
+        if !has_expo {
+            return Err(invalid(
+                "app.json configures Expo but package.json does not depend on expo",
+            ));
+        }
+        return Ok(ProjectKind::Expo);
+    }
+    let has_react_native = ["dependencies", "devDependencies", "peerDependencies"]
+        .iter()
+        .any(|section| package[section].get("react-native").is_some());
+    if !has_react_native {
+        return Err(invalid(
+            "not a React Native project: package.json does not depend on react-native, and app.json has no expo object",
+        ));
+    }
+    if let Some(main) = package.get("main").and_then(Value::as_str) {
+        let entry = RepoPath::parse(main.trim_start_matches("./")).map_err(|_| {
+            invalid(format!(
+                "package.json's main ({main:?}) is not a path inside the project"
+            ))
+        })?;
+        if is_regular_file(dir, entry.as_str()) {
+            return Ok(ProjectKind::ReactNative {
+                entry: entry.as_str().to_owned(),
+            });
+        }
+        return Err(invalid(format!(
+            "package.json's main names {entry}, which does not exist"
+        )));
+    }
+    for candidate in ["index.js", "index.ts", "index.tsx", "index.jsx", "App.js"] {
+        if is_regular_file(dir, candidate) {
+            return Ok(ProjectKind::ReactNative {
+                entry: candidate.to_owned(),
+            });
+        }
+    }
+    Err(invalid(
+        "no entry file: add index.js (registering the root component) or set main in package.json",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, content) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, content).unwrap();
+        }
+        dir
+    }
+
+    const RN: &str = r#"{"dependencies": {"react-native": "0.88.1"}}"#;
+
+    #[test]
+    fn expo_and_react_native_projects_are_told_apart() {
+        let expo = project(&[
+            (
+                "package.json",
+                r#"{"dependencies": {"expo": "57.0.26", "react-native": "0.86.3"}}"#,
+            ),
+            ("app.json", r#"{"expo": {"name": "x"}}"#),
+            ("index.js", ""),
+        ]);
+        assert_eq!(detect(expo.path()).unwrap(), ProjectKind::Expo);
+
+        let rn = project(&[
+            ("package.json", RN),
+            ("app.json", r#"{"name": "x"}"#),
+            ("index.js", ""),
+            ("App.js", ""),
+        ]);
+        assert_eq!(
+            detect(rn.path()).unwrap(),
+            ProjectKind::ReactNative {
+                entry: "index.js".into()
+            }
+        );
+
+        let app_only = project(&[("package.json", RN), ("App.js", "")]);
+        assert_eq!(
+            detect(app_only.path()).unwrap(),
+            ProjectKind::ReactNative {
+                entry: "App.js".into()
+            }
+        );
+
+        let main = project(&[
+            (
+                "package.json",
+                r#"{"main": "./src/entry.js", "dependencies": {"react-native": "1"}}"#,
+            ),
+            ("src/entry.js", ""),
+            ("index.js", ""),
+        ]);
+        assert_eq!(
+            detect(main.path()).unwrap(),
+            ProjectKind::ReactNative {
+                entry: "src/entry.js".into()
+            }
+        );
+    }
+
+    #[test]
+    fn anything_else_is_an_invalid_structure_that_says_why() {
+        let cases: Vec<(tempfile::TempDir, &str)> = vec![
+            (project(&[("index.js", "")]), "no package.json"),
+            (project(&[("package.json", "{not json")]), "not valid JSON"),
+            (
+                project(&[
+                    ("package.json", r#"{"dependencies": {"left-pad": "1"}}"#),
+                    ("index.js", ""),
+                ]),
+                "not a React Native project",
+            ),
+            (
+                project(&[("package.json", RN), ("src/App.js", "")]),
+                "no entry file",
+            ),
+            (
+                project(&[(
+                    "package.json",
+                    r#"{"main": "../outside.js", "dependencies": {"react-native": "1"}}"#,
+                )]),
+                "not a path inside",
+            ),
+            (
+                project(&[(
+                    "package.json",
+                    r#"{"main": "gone.js", "dependencies": {"react-native": "1"}}"#,
+                )]),
+                "does not exist",
+            ),
+            (
+                project(&[
+                    ("package.json", RN),
+                    ("app.json", r#"{"expo": {}}"#),
+                    ("index.js", ""),
+                ]),
+                "does not depend on expo",
+            ),
+        ];
+        for (dir, expected) in cases {
+            match detect(dir.path()) {
+                Err(DetectError::Invalid(why)) => {
+                    assert!(why.contains(expected), "{expected}: {why}")
+                }
+                other => panic!("{expected}: {other:?}"),
+            }
+        }
+        // A package.json that is a link is not followed.
+        let linked = project(&[("real.json", RN), ("index.js", "")]);
+        std::os::unix::fs::symlink("real.json", linked.path().join("package.json")).unwrap();
+        assert!(matches!(
+            detect(linked.path()),
+            Err(DetectError::Invalid(_))
+        ));
+    }
+}
