@@ -1,0 +1,20 @@
+import React, { useState } from 'react';
+import { SafeAreaView, StyleSheet, Text } from 'react-native';
+import { Counter } from './components/Counter';
+import { Logo } from './components/Logo';
+
+export default function App() {
+  const [taps, setTaps] = useState(0);
+  return (
+    <SafeAreaView style={styles.container}>
+      <Logo />
+      <Text style={styles.title}>HiveSync Expo preview</Text>
+      <Counter value={taps} onPress={() => setTaps(taps + 1)} />
+    </SafeAreaView>
+  );
+}
+
+const styles = StyleSheet.create({
+  container: { flex: 1, alignItems: 'center', justifyContent: 'center', backgroundColor: '#eef6ff' },
+  title: { fontSize: 22, fontWeight: '600', marginVertical: 12 },
+});
