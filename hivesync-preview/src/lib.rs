@@ -2,5 +2,11 @@
 //! the Expo CLI, and packages the bundle (spec §7, DESIGN.md §8).
 //!
 //! - [`detect`]: Expo or bare React Native, and the entry file.
+//! - [`deps`]: the dependency store and its restore into a checkout.
+//! - [`process`]: build steps in their own process group, with a minimal environment.
+//! - [`log`]: the build log.
 
+pub mod deps;
 pub mod detect;
+pub mod log;
+pub mod process;
