@@ -236,10 +236,11 @@ impl DepsStore {
             ])
             .env("CI", "1")
             .env("npm_config_update_notifier", "false");
+        let mark = log.mark();
         match step.run(log, deadline, stop).await {
             Ok(()) => Ok(()),
             Err(StepError::Failed(status)) => {
-                let tail = log.tail(2000);
+                let tail = log.since(mark, 64 * 1024);
                 let reason = tail
                     .lines()
                     .filter(|l| l.contains("npm error") || l.contains("ERR!"))

@@ -48,6 +48,24 @@ impl BuildLog {
         Ok(Stdio::from(self.file.try_clone()?))
     }
 
+    /// The log's current length: a mark to read a step's own output from.
+    pub fn mark(&self) -> u64 {
+        self.file.metadata().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// What was written after `mark`, at most `max_bytes` of it (the first ones: the cause
+    /// of a failure comes before its stack trace).
+    pub fn since(&self, mark: u64, max_bytes: u64) -> String {
+        let read = || -> std::io::Result<String> {
+            let mut file = File::open(&self.path)?;
+            file.seek(SeekFrom::Start(mark))?;
+            let mut bytes = Vec::new();
+            file.take(max_bytes).read_to_end(&mut bytes)?;
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
+        };
+        read().unwrap_or_default()
+    }
+
     /// The last `max_bytes` of the log, for error messages.
     pub fn tail(&self, max_bytes: u64) -> String {
         let read = || -> std::io::Result<String> {

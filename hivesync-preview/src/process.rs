@@ -103,6 +103,8 @@ impl<'a> Step<'a> {
                 command.env(name, value);
             }
         }
+        // Plain text in the log: the bundlers colour their output even without a terminal.
+        command.env("NO_COLOR", "1").env("FORCE_COLOR", "0");
         for (key, value) in &self.env {
             command.env(key, value);
         }

@@ -1,0 +1,334 @@
+//! Running the bundler: `react-native bundle` (Metro) for bare React Native projects, `expo
+//! export` for Expo ones (spec §7.6), from the dependency store's binaries.
+//!
+//! Metro's cache lives under `TMPDIR/metro-cache`; each build gets a `TMPDIR` inside the
+//! project's Metro cache directory, whose name the caller derives from everything Metro's own key
+//! misses (the Babel and Metro configs, the build environment, the dependencies), so a warm cache
+//! is fast and never stale. Bare React Native projects get a builder-owned Metro config that loads
+//! the project's own and adds the store's real path to `watchFolders` (Metro resolves
+//! `node_modules` through the link only when it watches the real path).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::deps::Restored;
+use crate::detect::ProjectKind;
+use crate::log::BuildLog;
+use crate::process::{Step, StepError};
+
+/// The platform a bundle is built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Platform {
+    Ios,
+    Android,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Ios => "ios",
+            Platform::Android => "android",
+        }
+    }
+}
+
+/// What a bundler run produced, in `out`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundled {
+    /// `metro` or `expo`.
+    pub bundler: &'static str,
+    /// `react-native@0.88.1 metro@0.87.1`, `expo@57.0.26 @expo/cli@57.0.27`.
+    pub bundler_version: String,
+    /// The JavaScript (or Hermes bytecode) bundle, relative to `out`.
+    pub bundle: PathBuf,
+}
+
+/// Why a bundle was not made.
+#[derive(Debug)]
+pub enum BundleError {
+    /// The bundler ran and failed (`PREVIEW_BUILD_FAILED`): a syntax error, a missing module.
+    Failed(String),
+    /// The deadline passed (`PREVIEW_TIMEOUT`) or the job was stopped.
+    Interrupted(StepError),
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for BundleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BundleError::Failed(why) => f.write_str(why),
+            BundleError::Interrupted(err) => write!(f, "the bundler {err}"),
+            BundleError::Io(err) => write!(f, "bundling: {err}"),
+        }
+    }
+}
+
+impl From<std::io::Error> for BundleError {
+    fn from(err: std::io::Error) -> Self {
+        BundleError::Io(err)
+    }
+}
+
+/// One bundler run.
+#[derive(Debug)]
+pub struct BundleJob<'a> {
+    pub kind: &'a ProjectKind,
+    pub platform: Platform,
+    /// The checkout, with its `node_modules` restored.
+    pub project: &'a Path,
+    pub deps: &'a Restored,
+    /// Where the output goes (created).
+    pub out: &'a Path,
+    /// Scratch space for the builder's own files.
+    pub work: &'a Path,
+    /// This build's Metro cache directory (used as `TMPDIR`).
+    pub metro_cache: &'a Path,
+    /// Variables the project builds with (`EXPO_PUBLIC_*`), on top of the fixed ones.
+    pub env: &'a BTreeMap<String, String>,
+}
+
+fn package_version(node_modules: &Path, package: &str) -> Option<String> {
+    let bytes = std::fs::read(node_modules.join(package).join("package.json")).ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    json["version"].as_str().map(|v| format!("{package}@{v}"))
+}
+
+fn versions(node_modules: &Path, packages: &[&str]) -> String {
+    let found: Vec<String> = packages
+        .iter()
+        .filter_map(|p| package_version(node_modules, p))
+        .collect();
+    if found.is_empty() {
+        "unknown".to_owned()
+    } else {
+        found.join(" ")
+    }
+}
+
+/// The Metro config bare React Native builds run with.
+fn builder_metro_config(project: &Path, store: &Path) -> String {
+    let project = serde_json::to_string(&project.to_string_lossy()).unwrap_or_default();
+    let store = serde_json::to_string(&store.to_string_lossy()).unwrap_or_default();
+    format!(
+        r#"// Written by HiveSync for one build: the project's Metro config, plus the dependency
+// store's real path in watchFolders.
+const fs = require('fs');
+const path = require('path');
+const projectRoot = {project};
+const store = {store};
+const fromProject = (name) => require(require.resolve(name, {{ paths: [projectRoot] }}));
+
+module.exports = async () => {{
+  const {{ getDefaultConfig, mergeConfig }} = fromProject('@react-native/metro-config');
+  const defaults = getDefaultConfig(projectRoot);
+  let config = defaults;
+  for (const name of ['metro.config.js', 'metro.config.cjs', 'metro.config.json']) {{
+    const file = path.join(projectRoot, name);
+    if (fs.existsSync(file)) {{
+      const loaded = require(file);
+      config = typeof loaded === 'function' ? await loaded(defaults) : await loaded;
+      break;
+    }}
+  }}
+  return mergeConfig(config, {{
+    projectRoot,
+    watchFolders: [...(config.watchFolders || []), store],
+  }});
+}};
+"#
+    )
+}
+
+impl BundleJob<'_> {
+    pub async fn run(
+        &self,
+        log: &BuildLog,
+        deadline: Instant,
+        stop: &CancellationToken,
+    ) -> Result<Bundled, BundleError> {
+        std::fs::create_dir_all(self.out)?;
+        std::fs::create_dir_all(self.work)?;
+        let tmp = self.metro_cache.join("tmp");
+        std::fs::create_dir_all(&tmp)?;
+        let bin = self.deps.node_modules.join(".bin");
+        let (step, bundled) = match self.kind {
+            ProjectKind::ReactNative { entry } => {
+                let config = self.work.join("metro.hivesync.config.js");
+                let store = self
+                    .deps
+                    .node_modules
+                    .canonicalize()
+                    .unwrap_or_else(|_| self.deps.node_modules.clone());
+                std::fs::write(&config, builder_metro_config(self.project, &store))?;
+                std::fs::create_dir_all(self.out.join("assets"))?;
+                let step = Step::new(bin.join("react-native"), self.project)
+                    .arg("bundle")
+                    .args(["--platform", self.platform.as_str()])
+                    .args(["--dev", "false"])
+                    .args(["--entry-file", entry.as_str()])
+                    .arg("--bundle-output")
+                    .arg(self.out.join("main.jsbundle"))
+                    .arg("--assets-dest")
+                    .arg(self.out.join("assets"))
+                    .arg("--config")
+                    .arg(&config);
+                let bundled = Bundled {
+                    bundler: "metro",
+                    bundler_version: versions(&self.deps.node_modules, &["react-native", "metro"]),
+                    bundle: PathBuf::from("main.jsbundle"),
+                };
+                (step, bundled)
+            }
+            ProjectKind::Expo => {
+                let step = Step::new(bin.join("expo"), self.project)
+                    .arg("export")
+                    .args(["--platform", self.platform.as_str()])
+                    .arg("--output-dir")
+                    .arg(self.out)
+                    .env("EXPO_NO_TELEMETRY", "1")
+                    .env("EXPO_NO_GIT_STATUS", "1");
+                let bundled = Bundled {
+                    bundler: "expo",
+                    bundler_version: versions(&self.deps.node_modules, &["expo", "@expo/cli"]),
+                    bundle: PathBuf::new(),
+                };
+                (step, bundled)
+            }
+        };
+        let mut step = step
+            .env("CI", "1")
+            .env("NODE_ENV", "production")
+            .env("TMPDIR", &tmp);
+        for (key, value) in self.env {
+            step = step.env(key, value);
+        }
+        log.line(format_args!(
+            "bundling for {} with {} ({})",
+            self.platform.as_str(),
+            bundled.bundler,
+            bundled.bundler_version
+        ));
+        let mark = log.mark();
+        match step.run(log, deadline, stop).await {
+            Ok(()) => {}
+            Err(StepError::Failed(status)) => {
+                return Err(BundleError::Failed(format!(
+                    "{} failed ({status}): {}",
+                    bundled.bundler,
+                    first_error(&log.since(mark, 256 * 1024))
+                )));
+            }
+            Err(StepError::Spawn(err)) => {
+                return Err(BundleError::Failed(format!(
+                    "{} could not be started: {err}",
+                    bundled.bundler
+                )));
+            }
+            Err(err) => return Err(BundleError::Interrupted(err)),
+        }
+        let bundle = match self.kind {
+            ProjectKind::ReactNative { .. } => bundled.bundle.clone(),
+            ProjectKind::Expo => find_expo_bundle(self.out, self.platform)?,
+        };
+        let size = std::fs::metadata(self.out.join(&bundle))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if size == 0 {
+            return Err(BundleError::Failed(format!(
+                "{} produced no bundle",
+                bundled.bundler
+            )));
+        }
+        log.line(format_args!("bundle {} ({size} bytes)", bundle.display()));
+        Ok(Bundled { bundle, ..bundled })
+    }
+}
+
+/// Expo writes `_expo/static/js/<platform>/<entry>-<hash>.(hbc|js)`.
+fn find_expo_bundle(out: &Path, platform: Platform) -> Result<PathBuf, BundleError> {
+    let dir = Path::new("_expo/static/js").join(platform.as_str());
+    let entries = std::fs::read_dir(out.join(&dir))
+        .map_err(|_| BundleError::Failed("expo export wrote no bundle".to_owned()))?;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".hbc") || name.ends_with(".js") {
+            return Ok(dir.join(name.as_ref()));
+        }
+    }
+    Err(BundleError::Failed(
+        "expo export wrote no bundle".to_owned(),
+    ))
+}
+
+/// The most telling lines of a failed bundler's output: error messages, not stack frames.
+fn first_error(tail: &str) -> String {
+    let plain = strip_ansi(tail);
+    let lines: Vec<&str> = plain
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("at ") && !l.starts_with('['))
+        .filter(|l| {
+            l.contains("SyntaxError")
+                || l.contains("Unable to resolve")
+                || l.contains("Error:")
+                || l.to_ascii_lowercase().starts_with("error")
+        })
+        .take(5)
+        .collect();
+    if lines.is_empty() {
+        "see the build log".to_owned()
+    } else {
+        lines.join("\n")
+    }
+}
+
+/// Removes terminal colour sequences (`ESC [ … letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_are_stripped() {
+        assert_eq!(
+            first_error("\u{1b}[31m\u{1b}[1merror\u{1b}[22m\u{1b}[39m Unable to resolve module x"),
+            "error Unable to resolve module x"
+        );
+    }
+
+    #[test]
+    fn errors_are_picked_out_of_stack_traces() {
+        let log = "[   1.000s] $ react-native bundle\n\
+                   error SyntaxError: /p/src/App.js: Unexpected token (1:29)\n\
+                   \u{20}   at constructor (/store/node_modules/@babel/parser/lib/index.js:1:1)\n\
+                   \u{20}   at stopHiding (/store/node_modules/@babel/core/lib/errors/x.js:47:12)\n";
+        assert_eq!(
+            first_error(log),
+            "error SyntaxError: /p/src/App.js: Unexpected token (1:29)"
+        );
+        assert_eq!(first_error("nothing useful"), "see the build log");
+    }
+}
