@@ -4,6 +4,7 @@
 //! - [`bundler`]: Metro and Expo runs.
 //! - [`detect`]: Expo or bare React Native, and the entry file.
 //! - [`deps`]: the dependency store and its restore into a checkout.
+//! - [`package`]: `bundle.zip` and its `metadata.json`.
 //! - [`process`]: build steps in their own process group, with a minimal environment.
 //! - [`log`]: the build log.
 
@@ -11,4 +12,5 @@ pub mod bundler;
 pub mod deps;
 pub mod detect;
 pub mod log;
+pub mod package;
 pub mod process;
