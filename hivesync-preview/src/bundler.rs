@@ -20,7 +20,10 @@ use crate::log::BuildLog;
 use crate::process::{Step, StepError};
 
 /// The platform a bundle is built for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Platform {
     Ios,
     Android,

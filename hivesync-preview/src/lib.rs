@@ -1,6 +1,7 @@
 //! The preview builder: checks a project's revision out, restores its dependencies, runs Metro or
 //! the Expo CLI, and packages the bundle (spec §7, DESIGN.md §8).
 //!
+//! - [`builder`]: the `preview_build` job handler that runs all of it.
 //! - [`bundler`]: Metro and Expo runs.
 //! - [`detect`]: Expo or bare React Native, and the entry file.
 //! - [`deps`]: the dependency store and its restore into a checkout.
@@ -8,6 +9,7 @@
 //! - [`process`]: build steps in their own process group, with a minimal environment.
 //! - [`log`]: the build log.
 
+pub mod builder;
 pub mod bundler;
 pub mod deps;
 pub mod detect;

@@ -1,0 +1,398 @@
+//! The `preview_build` job: checkout → dependencies → bundler → package → upload (spec §7.3),
+//! with the spec's states and progress points, one deadline for the whole build
+//! (`PREVIEW_MAX_TIMEOUT_MS`), and every step in `build.log`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use hivesync_core::domain::{JobState, ProjectId};
+use hivesync_core::ports::{ByteStream, ObjectKey, ObjectStore};
+use hivesync_core::repo::Repos;
+use hivesync_core::{ApiErrorCode, ErrorKind};
+use hivesync_queue::worker::{JobContext, JobError, JobHandler, JobResult};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::bundler::{BundleError, BundleJob, Platform};
+use crate::deps::{DepsError, DepsSource, DepsStore};
+use crate::detect::{DetectError, detect};
+use crate::log::BuildLog;
+use crate::package::{CacheHits, Metadata, package, sha256_file};
+use crate::process::StepError;
+
+/// The job kind of preview builds, on the `preview_build` queue.
+pub const PREVIEW_JOB_KIND: &str = "preview_build";
+
+/// How many times an upload is tried (spec §7.8).
+const UPLOAD_ATTEMPTS: u32 = 3;
+
+/// A build request: the job's payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviewRequest {
+    pub project_id: ProjectId,
+    pub platform: Platform,
+    /// A branch, a tag or a commit id.
+    pub git_ref: String,
+    /// `EXPO_PUBLIC_*` variables the app is built with.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub token_version: u8,
+}
+
+/// Builds previews.
+#[derive(Clone)]
+pub struct PreviewBuilder {
+    pub repos: Arc<Repos>,
+    pub deps: Arc<DepsStore>,
+    pub objects: Arc<dyn ObjectStore>,
+    pub data_dir: PathBuf,
+    /// The whole build's time limit.
+    pub timeout: Duration,
+    /// `PREVIEW_BUILDER_CONCURRENCY` builds at once in this worker.
+    pub slots: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for PreviewBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreviewBuilder")
+            .field("objects", &self.objects.name())
+            .field("data_dir", &self.data_dir)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The object key of a job's bundle (spec §7.8).
+pub fn bundle_key(project: ProjectId, job: &str) -> String {
+    format!("previews/{project}/{job}/bundle.zip")
+}
+
+fn permanent(code: ApiErrorCode, message: impl Into<String>) -> JobError {
+    JobError::permanent(code, message)
+}
+
+fn internal(what: &str, err: impl std::fmt::Display) -> JobError {
+    JobError::retryable(ApiErrorCode::InternalError, format!("{what}: {err}"))
+}
+
+fn interrupted(err: StepError, log: &BuildLog, data_dir: &Path, job: &str) -> JobError {
+    match err {
+        StepError::TimedOut => {
+            log.line("the build ran out of time; its processes were killed");
+            // Spec §7.10: the timeout is written into the job's metadata.
+            let dir = data_dir.join("previews").join(job);
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::write(
+                dir.join("metadata.json"),
+                serde_json::to_vec_pretty(&serde_json::json!({"job_id": job, "timeout": true}))
+                    .unwrap_or_default(),
+            );
+            permanent(
+                ApiErrorCode::PreviewTimeout,
+                "the build took longer than PREVIEW_MAX_TIMEOUT_MS",
+            )
+        }
+        StepError::Stopped => JobError::Stopped,
+        other => internal("a build step failed", other),
+    }
+}
+
+/// The files whose content changes what Metro produces but is not in Metro's own cache key.
+const CONFIG_FILES: &[&str] = &[
+    "babel.config.js",
+    "babel.config.cjs",
+    ".babelrc",
+    ".babelrc.js",
+    "metro.config.js",
+    "metro.config.cjs",
+    "app.json",
+    "app.config.js",
+    "app.config.ts",
+];
+
+/// The Metro cache directory of a build: per project, keyed by the configuration files, the
+/// build environment and the dependencies.
+fn metro_cache_key(project_dir: &Path, request: &PreviewRequest, deps_key: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(request.project_id.to_string().as_bytes());
+    hasher.update(b"\0deps\0");
+    hasher.update(deps_key.as_bytes());
+    for name in CONFIG_FILES {
+        if let Ok(bytes) = std::fs::read(project_dir.join(name)) {
+            hasher.update(format!("\0{name}\0").as_bytes());
+            hasher.update(bytes);
+        }
+    }
+    for (key, value) in &request.env {
+        hasher.update(format!("\0env\0{key}={value}").as_bytes());
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[async_trait]
+impl JobHandler for PreviewBuilder {
+    fn start_state(&self) -> JobState {
+        JobState::Building
+    }
+
+    async fn handle(&self, ctx: &JobContext) -> JobResult {
+        let request: PreviewRequest =
+            serde_json::from_value(ctx.job.payload.clone()).map_err(|err| {
+                permanent(
+                    ApiErrorCode::ValidationError,
+                    format!("invalid preview request: {err}"),
+                )
+            })?;
+        let _slot = tokio::select! {
+            slot = self.slots.clone().acquire_owned() => slot.map_err(|err| internal("builder slots", err))?,
+            () = ctx.stop.cancelled() => return Err(JobError::Stopped),
+        };
+        let started = Instant::now();
+        let deadline = started + self.timeout;
+        let job = ctx.job.id.to_string();
+        let work = self.data_dir.join("tmp").join(format!("preview-job-{job}"));
+        if work.exists() {
+            // A previous attempt of this job: its directory is ours to replace.
+            std::fs::remove_dir_all(&work)
+                .map_err(|err| internal("cannot reset the work directory", err))?;
+        }
+        std::fs::create_dir_all(&work)
+            .map_err(|err| internal("cannot create the work directory", err))?;
+        let log = BuildLog::create(&work.join("logs/build.log"))
+            .map_err(|err| internal("cannot create the build log", err))?;
+        log.line(format_args!(
+            "preview build {job} (attempt {}): project {}, {} at {}",
+            ctx.job.attempts,
+            request.project_id,
+            request.platform.as_str(),
+            request.git_ref
+        ));
+        let outcome = self.build(ctx, &request, &job, &work, &log, deadline).await;
+        let elapsed = started.elapsed();
+        match &outcome {
+            Ok(_) => {
+                log.line(format_args!("success after {:.3}s", elapsed.as_secs_f64()));
+                metrics::counter!("preview_build_success_total").increment(1);
+            }
+            Err(JobError::Stopped) => log.line("stopped"),
+            Err(err) => {
+                log.line(format_args!(
+                    "failed after {:.3}s: {err:?}",
+                    elapsed.as_secs_f64()
+                ));
+                metrics::counter!("preview_build_failures_total").increment(1);
+            }
+        }
+        metrics::histogram!("preview_build_time_seconds").record(elapsed.as_secs_f64());
+        // The log outlives the work directory, beside the bundle (GET /preview/logs).
+        let kept = self.data_dir.join("previews").join(&job);
+        if std::fs::create_dir_all(&kept).is_ok() {
+            let _ = std::fs::copy(log.path(), kept.join("build.log"));
+        }
+        outcome
+    }
+}
+
+impl PreviewBuilder {
+    async fn build(
+        &self,
+        ctx: &JobContext,
+        request: &PreviewRequest,
+        job: &str,
+        work: &Path,
+        log: &BuildLog,
+        deadline: Instant,
+    ) -> JobResult {
+        let progress = |state, value, phase: &'static str| async move {
+            log.line(format_args!("{phase} ({:.0}%)", value * 100.0));
+            ctx.progress(state, value, phase)
+                .await
+                .map_err(JobError::from)
+        };
+
+        progress(JobState::Building, 0.10, "checkout").await?;
+        let project_dir = work.join("project");
+        let checkout = {
+            let repos = self.repos.clone();
+            let project = request.project_id;
+            let rev = request.git_ref.clone();
+            let dest = project_dir.clone();
+            tokio::task::spawn_blocking(move || repos.checkout(project, &rev, &dest))
+                .await
+                .map_err(|err| internal("the checkout failed", err))?
+        }
+        .map_err(|err| match err.kind() {
+            ErrorKind::NotFound | ErrorKind::Validation | ErrorKind::PayloadTooLarge => permanent(
+                ApiErrorCode::InvalidProjectStructure,
+                format!("cannot check out {}: {}", request.git_ref, err.message()),
+            ),
+            _ => JobError::from(err),
+        })?;
+        log.line(format_args!(
+            "checked out {} (tree {}): {} files, {} bytes",
+            checkout.commit, checkout.tree, checkout.files, checkout.bytes
+        ));
+        let kind = detect(&project_dir).map_err(|err| match err {
+            DetectError::Invalid(why) => permanent(ApiErrorCode::InvalidProjectStructure, why),
+            DetectError::Io(err) => internal("cannot read the checkout", err),
+        })?;
+        log.line(format_args!("project: {kind:?}"));
+
+        progress(JobState::Building, 0.25, "dependencies").await?;
+        let restored = self
+            .deps
+            .restore(&project_dir, log, deadline, &ctx.stop)
+            .await
+            .map_err(|err| match err {
+                DepsError::Missing(why) => permanent(ApiErrorCode::MissingDependencies, why),
+                DepsError::Interrupted(step) => interrupted(step, log, &self.data_dir, job),
+                DepsError::Io(err) => internal("dependency store", err),
+            })?;
+
+        progress(JobState::Bundling, 0.50, "bundling").await?;
+        let metro_cache = self.data_dir.join("cache/metro").join(metro_cache_key(
+            &project_dir,
+            request,
+            &restored.key,
+        ));
+        let metro_warm = metro_cache.is_dir();
+        let out = work.join("out");
+        let bundled = BundleJob {
+            kind: &kind,
+            platform: request.platform,
+            project: &project_dir,
+            deps: &restored,
+            out: &out,
+            work: &work.join("builder"),
+            metro_cache: &metro_cache,
+            env: &request.env,
+        }
+        .run(log, deadline, &ctx.stop)
+        .await
+        .map_err(|err| match err {
+            BundleError::Failed(why) => permanent(ApiErrorCode::PreviewBuildFailed, why),
+            BundleError::Interrupted(step) => interrupted(step, log, &self.data_dir, job),
+            BundleError::Io(err) => internal("bundling", err),
+        })?;
+
+        progress(JobState::Bundling, 0.80, "packaging").await?;
+        let expo = std::fs::read(out.join("metadata.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let (bundle_sha256, bundle_bytes) = sha256_file(&out.join(&bundled.bundle))
+            .map_err(|err| internal("cannot read the bundle", err))?;
+        let metadata = Metadata {
+            job_id: job.to_owned(),
+            project_id: request.project_id.to_string(),
+            platform: request.platform.as_str().to_owned(),
+            built_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            token_version: request.token_version,
+            commit: checkout.commit.clone(),
+            tree: checkout.tree.clone(),
+            bundler: bundled.bundler.to_owned(),
+            bundler_version: bundled.bundler_version.clone(),
+            bundle: bundled.bundle.to_string_lossy().into_owned(),
+            bundle_sha256: bundle_sha256.clone(),
+            bundle_bytes,
+            cache: CacheHits {
+                dependencies: match restored.source {
+                    DepsSource::StoreHit => "store",
+                    DepsSource::Installed => "installed",
+                    DepsSource::Repository => "repository",
+                }
+                .to_owned(),
+                metro_warm,
+            },
+            timeout: false,
+            expo,
+        };
+        let zip_path = self.data_dir.join("previews").join(job).join("bundle.zip");
+        let packaged = {
+            let (out, log_path, zip_path, metadata) = (
+                out.clone(),
+                log.path().to_path_buf(),
+                zip_path.clone(),
+                metadata.clone(),
+            );
+            tokio::task::spawn_blocking(move || package(&out, &metadata, &log_path, &zip_path))
+                .await
+                .map_err(|err| internal("packaging failed", err))?
+                .map_err(|err| internal("packaging failed", err))?
+        };
+        log.line(format_args!(
+            "packaged {} ({} bytes, sha256 {})",
+            zip_path.display(),
+            packaged.bytes,
+            packaged.sha256
+        ));
+
+        progress(JobState::Uploading, 0.90, "uploading").await?;
+        let key = bundle_key(request.project_id, job);
+        self.upload(&key, &zip_path, log).await?;
+
+        Ok(Some(serde_json::json!({
+            "bundle_key": key,
+            "bytes": packaged.bytes,
+            "sha256": packaged.sha256,
+            "commit": checkout.commit,
+            "tree": checkout.tree,
+            "platform": request.platform.as_str(),
+            "bundler": bundled.bundler,
+            "bundler_version": bundled.bundler_version,
+            "bundle_sha256": bundle_sha256,
+            "cache": {
+                "dependencies": metadata.cache.dependencies,
+                "metro_warm": metro_warm,
+            },
+        })))
+    }
+
+    /// Uploads the bundle, retrying transient failures; the object store never shows a partial
+    /// object, so a failed try leaves nothing behind.
+    async fn upload(&self, key: &str, zip_path: &Path, log: &BuildLog) -> Result<(), JobError> {
+        let key = ObjectKey::new(key).map_err(|err| internal("bundle key", err))?;
+        let mut last = None;
+        for attempt in 1..=UPLOAD_ATTEMPTS {
+            let file = tokio::fs::File::open(zip_path)
+                .await
+                .map_err(|err| internal("cannot read the bundle", err))?;
+            let body: ByteStream = tokio_util::io::ReaderStream::new(file)
+                .map(|chunk| chunk.map_err(hivesync_core::Error::from))
+                .boxed();
+            match self.objects.put(&key, body).await {
+                Ok(_) => {
+                    log.line(format_args!("uploaded {key} (attempt {attempt})"));
+                    return Ok(());
+                }
+                Err(err) => {
+                    log.line(format_args!("upload attempt {attempt} failed: {err}"));
+                    let retry = err.is_retryable();
+                    last = Some(err);
+                    if !retry {
+                        break;
+                    }
+                    if attempt < UPLOAD_ATTEMPTS {
+                        tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                    }
+                }
+            }
+        }
+        metrics::counter!("preview_upload_failures_total").increment(1);
+        Err(permanent(
+            ApiErrorCode::StorageUploadFailed,
+            format!(
+                "the bundle could not be uploaded: {}",
+                last.map_or_else(|| "unknown error".to_owned(), |e| e.message().to_owned())
+            ),
+        ))
+    }
+}

@@ -1,0 +1,441 @@
+//! The `preview_build` job through the real worker runtime (embedded SQL queue and SQLite
+//! records), on the example app synced into a project repository: success, each error code from a
+//! real cause, the timeout, and the repository left as it was.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hivesync_core::adapters::{FilesystemObjectStore, S3ObjectStore, SqliteStore};
+use hivesync_core::clock::system_clock;
+use hivesync_core::config::{S3Config, S3Provider};
+use hivesync_core::domain::{Job, JobId, JobState, ProjectId};
+use hivesync_core::ports::{ObjectKey, ObjectStore, ObjectStoreExt, Queue, Store, WorkerRole};
+use hivesync_core::repo::{
+    ArchiveKind, Author, BranchName, CommitRequest, ExpectedParent, ImportPolicy, Repos, SyncLimits,
+};
+use hivesync_core::secret::Secret;
+use hivesync_preview::builder::{PREVIEW_JOB_KIND, PreviewBuilder, PreviewRequest};
+use hivesync_preview::bundler::Platform;
+use hivesync_preview::deps::DepsStore;
+use hivesync_queue::SqliteBackend;
+use hivesync_queue::jobs::{Submission, submit};
+use hivesync_queue::worker::{Handlers, Worker, WorkerConfig, WorkerDeps};
+use tokio_util::sync::CancellationToken;
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name)
+}
+
+/// A tar of an example's sources, as a client would sync them.
+fn tar_of(dir: &Path, edit: impl Fn(&str, Vec<u8>) -> Option<Vec<u8>>) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut pending = vec![PathBuf::new()];
+    while let Some(relative) = pending.pop() {
+        for entry in std::fs::read_dir(dir.join(&relative)).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if ["node_modules", "build", ".expo"].contains(&name.as_str()) {
+                continue;
+            }
+            let path = relative.join(&name);
+            if entry.file_type().unwrap().is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let key = path.to_string_lossy().into_owned();
+            let Some(bytes) = edit(&key, std::fs::read(entry.path()).unwrap()) else {
+                continue;
+            };
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            builder
+                .append_data(&mut header, &key, bytes.as_slice())
+                .unwrap();
+        }
+    }
+    builder.into_inner().unwrap()
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+    backend: SqliteBackend,
+    repos: Arc<Repos>,
+    deps: Arc<DepsStore>,
+    objects: Arc<dyn ObjectStore>,
+    project: ProjectId,
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for sub in ["repos", "tmp", "previews", "cache", "objects"] {
+        std::fs::create_dir_all(data.join(sub)).unwrap();
+    }
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("jobs.db").display());
+    let sqlite = SqliteStore::connect_sqlite(&url).await.unwrap();
+    sqlite.migrate().await.unwrap();
+    let backend = SqliteBackend::new(sqlite.pool().clone(), system_clock());
+    let repos = Arc::new(Repos::new(
+        data.join("repos"),
+        data.join("tmp"),
+        SyncLimits {
+            max_file_bytes: 50 << 20,
+            max_upload_bytes: 500 << 20,
+            max_files: 10_000,
+            max_manifest_bytes: 32 << 20,
+        },
+        ImportPolicy {
+            file_roots: Vec::new(),
+            data_dir: data.clone(),
+            allow_private_networks: false,
+            timeout: Duration::from_secs(60),
+        },
+    ));
+    let project = ProjectId::new();
+    repos.create(project).unwrap();
+    Env {
+        store: Arc::new(sqlite),
+        backend,
+        deps: Arc::new(DepsStore::new(
+            data.join("cache/preview_deps"),
+            "npm",
+            "test-toolchain",
+        )),
+        objects: Arc::new(
+            FilesystemObjectStore::open(data.join("objects"))
+                .await
+                .unwrap(),
+        ),
+        repos,
+        project,
+        dir,
+    }
+}
+
+impl Env {
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Syncs the example (edited by `edit`) to `branch`.
+    fn sync(&self, name: &str, branch: &str, edit: impl Fn(&str, Vec<u8>) -> Option<Vec<u8>>) {
+        let file = self.dir.path().join(format!("{branch}.tar"));
+        std::fs::write(&file, tar_of(&example(name), edit)).unwrap();
+        self.repos
+            .sync_archive(
+                self.project,
+                ArchiveKind::Tar,
+                &file,
+                &CommitRequest {
+                    branch: BranchName::parse(branch).unwrap(),
+                    message: "sync".into(),
+                    expected_parent: ExpectedParent::Current,
+                    force: false,
+                    author: Author {
+                        name: "T".into(),
+                        email: "t@example.com".into(),
+                    },
+                },
+            )
+            .unwrap();
+    }
+
+    fn builder(&self, objects: Arc<dyn ObjectStore>, timeout: Duration) -> PreviewBuilder {
+        PreviewBuilder {
+            repos: self.repos.clone(),
+            deps: self.deps.clone(),
+            objects,
+            data_dir: self.data(),
+            timeout,
+            slots: Arc::new(tokio::sync::Semaphore::new(1)),
+        }
+    }
+
+    /// Submits a build of `branch` and runs a worker with `builder` until the job is finished.
+    async fn build(&self, builder: PreviewBuilder, branch: &str) -> Job {
+        let request = PreviewRequest {
+            project_id: self.project,
+            platform: Platform::Android,
+            git_ref: branch.to_owned(),
+            env: Default::default(),
+            token_version: 1,
+        };
+        let id = submit(
+            &*self.store,
+            &self.backend,
+            Submission::new(
+                Queue::PreviewBuild,
+                PREVIEW_JOB_KIND,
+                serde_json::to_value(&request).unwrap(),
+            ),
+        )
+        .await
+        .unwrap()
+        .id;
+        let mut config = WorkerConfig::new(WorkerRole::Cpu, 1);
+        config.queues = vec![Queue::PreviewBuild];
+        config.poll_interval = Duration::from_millis(50);
+        let deps = WorkerDeps {
+            store: self.store.clone(),
+            queue: Arc::new(self.backend.clone()),
+            registry: Arc::new(self.backend.clone()),
+            locks: Arc::new(self.backend.clone()),
+            clock: system_clock(),
+        };
+        let worker = Worker::new(
+            config,
+            deps,
+            Handlers::new().register(PREVIEW_JOB_KIND, builder),
+        );
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(worker.run(shutdown.clone()));
+        let job = self.wait_finished(id).await;
+        shutdown.cancel();
+        running.await.unwrap().unwrap();
+        job
+    }
+
+    async fn wait_finished(&self, id: JobId) -> Job {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+        loop {
+            let job = self.store.get_job(id).await.unwrap().unwrap();
+            if job.state.is_terminal() {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job stuck in {:?}",
+                job.state
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn log_of(&self, job: &Job) -> String {
+        std::fs::read_to_string(
+            self.data()
+                .join("previews")
+                .join(job.id.to_string())
+                .join("build.log"),
+        )
+        .unwrap_or_default()
+    }
+
+    fn repo_state(&self) -> (Vec<String>, usize) {
+        let refs = self
+            .repos
+            .refs(self.project)
+            .unwrap()
+            .into_iter()
+            .map(|r| format!("{} {}", r.name, r.commit))
+            .collect();
+        (
+            refs,
+            hivesync_core::repo::count_objects(&self.repos.path_of(self.project)).unwrap(),
+        )
+    }
+}
+
+/// Processes whose command line mentions the job's work directory.
+fn processes_of(job: &Job) -> Vec<String> {
+    let needle = format!("preview-job-{}", job.id);
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(&needle) {
+                found.push(cmdline);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_succeed_fail_with_the_right_code_and_never_touch_the_repository() {
+    let env = env().await;
+    env.sync("rn-app", "main", |_, bytes| Some(bytes));
+    env.sync("rn-app", "broken", |path, bytes| {
+        Some(if path == "src/App.js" {
+            b"export default function App( {\n".to_vec()
+        } else {
+            bytes
+        })
+    });
+    env.sync("rn-app", "no-entry", |path, bytes| {
+        (path != "index.js").then_some(bytes)
+    });
+    env.sync("rn-app", "bad-deps", |path, bytes| match path {
+        "package-lock.json" => None,
+        "package.json" => Some(
+            String::from_utf8(bytes)
+                .unwrap()
+                .replace(
+                    "\"react\": \"19.3.1\"",
+                    "\"react\": \"19.3.1\", \"left-pad\": \"999.999.999\"",
+                )
+                .into_bytes(),
+        ),
+        _ => Some(bytes),
+    });
+    let repository = env.repo_state();
+    let long = Duration::from_secs(600);
+
+    // Success: the zip's layout, its metadata, the object, the record.
+    let job = env
+        .build(env.builder(env.objects.clone(), long), "main")
+        .await;
+    assert_eq!(
+        job.state,
+        JobState::Success,
+        "{:?}\n{}",
+        job.error_message,
+        env.log_of(&job)
+    );
+    assert_eq!(job.progress, 1.0);
+    let result = job.result.clone().unwrap();
+    let key = result["bundle_key"].as_str().unwrap();
+    assert_eq!(
+        key,
+        format!("previews/{}/{}/bundle.zip", env.project, job.id)
+    );
+    let stored = env
+        .objects
+        .get_bytes(&ObjectKey::new(key).unwrap())
+        .await
+        .unwrap();
+    let local = env
+        .data()
+        .join("previews")
+        .join(job.id.to_string())
+        .join("bundle.zip");
+    assert_eq!(stored.as_ref(), std::fs::read(&local).unwrap().as_slice());
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&local).unwrap()).unwrap();
+    let names: Vec<String> = zip.file_names().map(|n| n.unwrap().into_owned()).collect();
+    for wanted in [
+        "main.jsbundle",
+        "metadata.json",
+        "logs.txt",
+        "assets/drawable-mdpi/assets_hive.png",
+    ] {
+        assert!(names.iter().any(|n| n == wanted), "{wanted} in {names:?}");
+    }
+    assert!(zip.by_name("main.jsbundle").unwrap().size() > 100_000);
+    let mut metadata = String::new();
+    zip.by_name("metadata.json")
+        .unwrap()
+        .read_to_string(&mut metadata)
+        .unwrap();
+    let metadata: serde_json::Value = serde_json::from_str(&metadata).unwrap();
+    assert_eq!(metadata["job_id"], job.id.to_string());
+    assert_eq!(metadata["project_id"], env.project.to_string());
+    assert_eq!(metadata["platform"], "android");
+    assert_eq!(metadata["bundler"], "metro");
+    assert_eq!(metadata["cache"]["dependencies"], "installed");
+    assert_eq!(metadata["timeout"], false);
+    assert_eq!(metadata["bundle_sha256"].as_str().unwrap().len(), 64);
+    let log = env.log_of(&job);
+    for step in [
+        "checkout",
+        "dependencies",
+        "bundling",
+        "packaging",
+        "uploading",
+        "success after",
+    ] {
+        assert!(log.contains(step), "{step} in the log");
+    }
+
+    // A syntax error: PREVIEW_BUILD_FAILED with the error in the log.
+    let job = env
+        .build(env.builder(env.objects.clone(), long), "broken")
+        .await;
+    assert_eq!(
+        job.error_code.as_deref(),
+        Some("PREVIEW_BUILD_FAILED"),
+        "{:?}",
+        job.error_message
+    );
+    assert!(env.log_of(&job).contains("SyntaxError"));
+
+    // No entry file: INVALID_PROJECT_STRUCTURE.
+    let job = env
+        .build(env.builder(env.objects.clone(), long), "no-entry")
+        .await;
+    assert_eq!(
+        job.error_code.as_deref(),
+        Some("INVALID_PROJECT_STRUCTURE"),
+        "{:?}",
+        job.error_message
+    );
+
+    // A dependency that cannot be installed: MISSING_DEPENDENCIES.
+    let job = env
+        .build(env.builder(env.objects.clone(), long), "bad-deps")
+        .await;
+    assert_eq!(
+        job.error_code.as_deref(),
+        Some("MISSING_DEPENDENCIES"),
+        "{:?}",
+        job.error_message
+    );
+
+    // The object store is down (nothing listens at its endpoint): STORAGE_UPLOAD_FAILED.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let down: Arc<dyn ObjectStore> = Arc::new(
+        S3ObjectStore::connect(&S3Config {
+            provider: S3Provider::Minio,
+            endpoint: Some(endpoint),
+            region: "us-east-1".into(),
+            credentials: Some(("key".into(), Secret::new("secret-secret".to_owned()))),
+            bucket: "previews".into(),
+            prefix: String::new(),
+        })
+        .await
+        .unwrap(),
+    );
+    let job = env.build(env.builder(down, long), "main").await;
+    assert_eq!(
+        job.error_code.as_deref(),
+        Some("STORAGE_UPLOAD_FAILED"),
+        "{:?}",
+        job.error_message
+    );
+    assert_eq!(env.log_of(&job).matches("upload attempt").count(), 3);
+
+    // Out of time while Metro runs: PREVIEW_TIMEOUT, nothing of the build left running.
+    std::fs::remove_dir_all(env.data().join("cache/metro")).unwrap();
+    let job = env
+        .build(
+            env.builder(env.objects.clone(), Duration::from_secs(4)),
+            "main",
+        )
+        .await;
+    assert_eq!(
+        job.error_code.as_deref(),
+        Some("PREVIEW_TIMEOUT"),
+        "{:?}\n{}",
+        job.error_message,
+        env.log_of(&job)
+    );
+    assert!(processes_of(&job).is_empty(), "{:?}", processes_of(&job));
+    let metadata = std::fs::read_to_string(
+        env.data()
+            .join("previews")
+            .join(job.id.to_string())
+            .join("metadata.json"),
+    )
+    .unwrap();
+    assert!(metadata.contains("\"timeout\": true"), "{metadata}");
+
+    // None of it wrote to the repository.
+    assert_eq!(env.repo_state(), repository);
+}
