@@ -599,12 +599,16 @@ mod tests {
         // A stand-in for `hivesync worker`: takes any arguments and runs until stopped.
         let dir = tempfile::tempdir().unwrap();
         let program = dir.path().join("fake-worker");
-        std::fs::write(&program, "#!/bin/sh\nexec sleep 600\n").unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
+        // Written by a child shell, not by this process: a test thread forking while this
+        // process held the file open for writing would make exec fail with ETXTBSY.
+        let written = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(r#"printf '#!/bin/sh\nexec sleep 600\n' > "$1" && chmod 755 "$1""#)
+            .arg("sh")
+            .arg(&program)
+            .status()
+            .unwrap();
+        assert!(written.success());
         let scaler = LocalProcessScaler::new(&program, Vec::new());
         scaler.scale_to(WorkerRole::Cpu, 3).await.unwrap();
         assert_eq!(scaler.running(WorkerRole::Cpu).await, 3);
