@@ -21,6 +21,9 @@
 //! | `PREVIEW_TOKEN_TTL_SECONDS` | 300 | preview-token lifetime |
 //! | `PREVIEW_MAX_TIMEOUT_MS` | 120000 | a preview build's time limit |
 //! | `PREVIEW_BUILDER_CONCURRENCY` | 2 | parallel builds per worker |
+//! | `PREVIEW_BUILDS_PER_MINUTE` | 30 | `POST /preview/build` requests per user and project per minute |
+//! | `PREVIEW_DOWNLOAD_REDIRECT` | `false` | downloads redirect to a presigned object-store URL (S3 only) |
+//! | `PUBLIC_URL` | unset (the request's `Host`) | external base URL used in preview URLs and QR codes |
 //! | `WORKER_CONCURRENCY` | 2 | parallel jobs per CPU worker |
 //! | `OBJECT_STORAGE_PROVIDER` | `filesystem` (`s3` when a bucket is set) | `filesystem`, `s3`, `r2`, `linode`, `minio` |
 //! | `OBJECT_STORAGE_ENDPOINT` | unset (AWS) | custom endpoint; path-style addressing |
@@ -116,6 +119,13 @@ pub struct PreviewConfig {
     pub token_ttl: Duration,
     pub max_build_time: Duration,
     pub builder_concurrency: usize,
+    /// `POST /preview/build` requests per minute per user and project.
+    pub builds_per_minute: u32,
+    /// Answer downloads with a redirect to a presigned object-store URL, when the store can sign.
+    pub download_redirect: bool,
+    /// The externally visible base URL (`https://hivesync.example.com`) that preview URLs and QR
+    /// codes use; `None` takes it from each request's `Host` header.
+    pub public_url: Option<String>,
 }
 
 /// A preview-token key with its id.
@@ -352,6 +362,12 @@ impl Config {
                 1..=86_400_000,
             )?),
             builder_concurrency: env.number("PREVIEW_BUILDER_CONCURRENCY", 2, 1..=64)? as usize,
+            builds_per_minute: env.number("PREVIEW_BUILDS_PER_MINUTE", 30, 1..=100_000)? as u32,
+            download_redirect: env.boolean("PREVIEW_DOWNLOAD_REDIRECT", false)?,
+            public_url: env
+                .get("PUBLIC_URL")
+                .map(|url| parse_http_url("PUBLIC_URL", &url))
+                .transpose()?,
         };
 
         let jwt = JwtConfig {
@@ -988,6 +1004,9 @@ mod tests {
             ("PREVIEW_TOKEN_TTL_SECONDS", "0"),
             ("PREVIEW_MAX_TIMEOUT_MS", "-5"),
             ("PREVIEW_BUILDER_CONCURRENCY", "1000"),
+            ("PREVIEW_BUILDS_PER_MINUTE", "0"),
+            ("PREVIEW_DOWNLOAD_REDIRECT", "maybe"),
+            ("PUBLIC_URL", "ftp://example.com"),
             ("WORKER_CONCURRENCY", "two"),
             ("DATABASE_URL", "mysql://localhost/db"),
             ("REDIS_URL", "http://localhost"),

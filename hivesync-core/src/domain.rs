@@ -593,6 +593,8 @@ pub struct JobFilter {
     pub state: Option<JobState>,
     pub project_id: Option<ProjectId>,
     pub kind: Option<String>,
+    /// Jobs submitted with this dedup key, finished or not (finding an earlier identical job).
+    pub dedup_key: Option<String>,
 }
 
 /// How many jobs of a queue are in a state.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::StreamExt;
 use hivesync_core::domain::{JobState, ProjectId};
-use hivesync_core::ports::{ByteStream, ObjectKey, ObjectStore};
+use hivesync_core::ports::{ByteStream, ObjectKey, ObjectStore, ObjectStoreExt};
 use hivesync_core::repo::Repos;
 use hivesync_core::{ApiErrorCode, ErrorKind};
 use hivesync_queue::worker::{JobContext, JobError, JobHandler, JobResult};
@@ -36,12 +36,21 @@ const UPLOAD_ATTEMPTS: u32 = 3;
 pub struct PreviewRequest {
     pub project_id: ProjectId,
     pub platform: Platform,
-    /// A branch, a tag or a commit id.
+    /// A branch, a tag or a commit id (a commit id when the API queued the build).
     pub git_ref: String,
+    /// The ref the user asked for, when `git_ref` is the commit it resolved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_ref: Option<String>,
     /// `EXPO_PUBLIC_*` variables the app is built with.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     pub token_version: u8,
+    /// The `jti` of the preview token that asked for the build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// The whole-build key ([`crate::request::build_key`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_key: Option<String>,
 }
 
 /// Builds previews.
@@ -70,6 +79,12 @@ impl std::fmt::Debug for PreviewBuilder {
 /// The object key of a job's bundle (spec §7.8).
 pub fn bundle_key(project: ProjectId, job: &str) -> String {
     format!("previews/{project}/{job}/bundle.zip")
+}
+
+/// The object key of a job's build log, stored beside the bundle (and for failed builds too), so
+/// `GET /preview/logs` works on any server.
+pub fn log_key(project: ProjectId, job: &str) -> String {
+    format!("previews/{project}/{job}/build.log")
 }
 
 fn permanent(code: ApiErrorCode, message: impl Into<String>) -> JobError {
@@ -198,6 +213,9 @@ impl JobHandler for PreviewBuilder {
         if std::fs::create_dir_all(&kept).is_ok() {
             let _ = std::fs::copy(log.path(), kept.join("build.log"));
         }
+        if !matches!(outcome, Err(JobError::Stopped)) {
+            self.store_log(request.project_id, &job, &log).await;
+        }
         outcome
     }
 }
@@ -265,6 +283,15 @@ impl PreviewBuilder {
             &restored.key,
         ));
         let metro_warm = metro_cache.is_dir();
+        let deps_hit = restored.source != DepsSource::Installed;
+        for (cache, hit) in [("dependencies", deps_hit), ("metro", metro_warm)] {
+            let name = if hit {
+                "preview_cache_hits_total"
+            } else {
+                "preview_cache_misses_total"
+            };
+            metrics::counter!(name, "cache" => cache).increment(1);
+        }
         let out = work.join("out");
         let bundled = BundleJob {
             kind: &kind,
@@ -349,11 +376,29 @@ impl PreviewBuilder {
             "bundler": bundled.bundler,
             "bundler_version": bundled.bundler_version,
             "bundle_sha256": bundle_sha256,
+            "build_key": request.build_key,
             "cache": {
+                "build": "miss",
                 "dependencies": metadata.cache.dependencies,
                 "metro_warm": metro_warm,
             },
         })))
+    }
+
+    /// Stores the build log in the object store, once: a store that is down already failed the
+    /// build (`STORAGE_UPLOAD_FAILED`), and the local copy remains.
+    async fn store_log(&self, project: ProjectId, job: &str, log: &BuildLog) {
+        let Ok(key) = ObjectKey::new(log_key(project, job)) else {
+            return;
+        };
+        match tokio::fs::read(log.path()).await {
+            Ok(bytes) => {
+                if let Err(err) = self.objects.put_bytes(&key, bytes.into()).await {
+                    tracing::warn!(job_id = job, error = %err, "the build log was not stored");
+                }
+            }
+            Err(err) => tracing::warn!(job_id = job, error = %err, "cannot read the build log"),
+        }
     }
 
     /// Uploads the bundle, retrying transient failures; the object store never shows a partial

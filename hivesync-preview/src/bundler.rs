@@ -19,24 +19,7 @@ use crate::detect::ProjectKind;
 use crate::log::BuildLog;
 use crate::process::{Step, StepError};
 
-/// The platform a bundle is built for.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Platform {
-    Ios,
-    Android,
-}
-
-impl Platform {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Platform::Ios => "ios",
-            Platform::Android => "android",
-        }
-    }
-}
+pub use hivesync_core::domain::Platform;
 
 /// What a bundler run produced, in `out`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -163,8 +163,11 @@ impl Env {
             project_id: self.project,
             platform: Platform::Android,
             git_ref: branch.to_owned(),
+            requested_ref: None,
             env: Default::default(),
             token_version: 1,
+            token_id: None,
+            build_key: None,
         };
         let id = submit(
             &*self.store,

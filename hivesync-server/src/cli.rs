@@ -99,6 +99,11 @@ pub enum Command {
         #[arg(long)]
         email: Option<String>,
     },
+    /// Preview a project on a phone: preview tokens (with a QR code) and builds.
+    Preview {
+        #[command(subcommand)]
+        command: PreviewCommand,
+    },
     /// Send a local folder to a project: a delta sync that uploads only what the server lacks
     /// (files ignored by .gitignore are left out).
     Sync {
@@ -116,6 +121,47 @@ pub enum Command {
         /// Commit even when the branch moved since this folder's last sync (on top of it).
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// What to preview.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PreviewTarget {
+    /// The project's id.
+    #[arg(long)]
+    project: uuid::Uuid,
+    /// `ios` or `android`.
+    #[arg(long, value_parser = ["ios", "android"])]
+    platform: String,
+    /// A branch, tag or commit id (default: `main`).
+    #[arg(long = "ref")]
+    git_ref: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PreviewCommand {
+    /// Create a preview token and show it as a QR code for a phone to scan.
+    Token {
+        #[command(flatten)]
+        target: PreviewTarget,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Build a preview with a fresh preview token; with --follow, wait for it and download it.
+    Build {
+        #[command(flatten)]
+        target: PreviewTarget,
+        /// A build variable, `EXPO_PUBLIC_NAME=value` (repeatable).
+        #[arg(long = "env")]
+        env: Vec<String>,
+        /// Show progress until the build is done, then download the bundle.
+        #[arg(long)]
+        follow: bool,
+        /// Where to save the bundle (default: preview-<job>.zip).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -178,6 +224,29 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             server,
         } => {
             client::sync(server, dir, project, branch, message, force).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Preview { command } => {
+            let target = |t: PreviewTarget| crate::preview_client::Target {
+                project: t.project,
+                platform: t.platform,
+                git_ref: t.git_ref,
+            };
+            match command {
+                PreviewCommand::Token { target: t, server } => {
+                    crate::preview_client::token(server, target(t)).await?;
+                }
+                PreviewCommand::Build {
+                    target: t,
+                    env,
+                    follow,
+                    out,
+                    server,
+                } => {
+                    let options = crate::preview_client::BuildOptions { env, follow, out };
+                    crate::preview_client::build(server, target(t), options).await?;
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { bind, no_workers } => serve(server_config()?, bind, no_workers).await,

@@ -35,7 +35,7 @@ struct Credentials {
     token: String,
 }
 
-fn client_error(message: impl Into<String>) -> Error {
+pub(crate) fn client_error(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::Validation, message.into())
 }
 
@@ -118,14 +118,14 @@ fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 }
 
 /// A connection to a server.
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: Option<String>,
+pub(crate) struct Client {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) token: Option<String>,
 }
 
 impl Client {
-    fn new(url: &str, token: Option<String>) -> Result<Self> {
+    pub(crate) fn new(url: &str, token: Option<String>) -> Result<Self> {
         let parsed = url::Url::parse(url).map_err(|_| {
             client_error(format!("{url:?} is not a URL (e.g. http://127.0.0.1:8080)"))
         })?;
@@ -147,7 +147,7 @@ impl Client {
     }
 
     /// The client for a command: flags and environment first, then the stored login.
-    fn resolve(args: &ServerArgs) -> Result<Self> {
+    pub(crate) fn resolve(args: &ServerArgs) -> Result<Self> {
         let stored = read_credentials()?;
         let url = args
             .url
@@ -173,7 +173,7 @@ impl Client {
     }
 
     /// Sends a request and returns the status and JSON body, whatever the status.
-    async fn send_raw(&self, request: reqwest::RequestBuilder) -> Result<(u16, Value)> {
+    pub(crate) async fn send_raw(&self, request: reqwest::RequestBuilder) -> Result<(u16, Value)> {
         let request = match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,
@@ -191,7 +191,7 @@ impl Client {
 
     /// Sends a request; a non-success answer becomes an error carrying the server's code,
     /// message and details.
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value> {
+    pub(crate) async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value> {
         let (status, body) = self.send_raw(request).await?;
         if (200..300).contains(&status) {
             Ok(body)

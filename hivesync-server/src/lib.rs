@@ -14,6 +14,8 @@ pub mod cli;
 pub mod client;
 pub mod http;
 pub mod metrics;
+pub mod preview_client;
+pub mod qr;
 pub mod runtime;
 pub mod state;
 pub mod telemetry;

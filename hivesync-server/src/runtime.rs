@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use hivesync_core::domain::{JobFilter, JobState, Page};
 use hivesync_core::ports::{Queue, WorkerRole};
+use hivesync_preview::builder::PREVIEW_JOB_KIND;
 use hivesync_queue::autoscaler::{self, Autoscaler, Bounds, Observation};
 use hivesync_queue::cleanup::{self, CLEANUP_JOB_KIND, Cleaner, CleanupHandler};
 use hivesync_queue::jobs::Reconciler;
@@ -37,6 +38,7 @@ pub fn handlers(state: &AppState, worker_id: &str) -> Handlers {
                 cleaner: cleaner(state),
             },
         )
+        .register(PREVIEW_JOB_KIND, state.preview_builder())
 }
 
 /// The cleaner for this process's `DATA_DIR` and object store.

@@ -1,6 +1,6 @@
 //! Everything a request handler needs, built once from the configuration.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use hivesync_core::Result;
 use hivesync_core::auth::{JwtIssuer, PasswordHasher};
@@ -11,11 +11,15 @@ use hivesync_core::ports::{
 };
 use hivesync_core::preview_token::PreviewTokenSigner;
 use hivesync_core::repo::Repos;
+use hivesync_preview::builder::PreviewBuilder;
+use hivesync_preview::deps::DepsStore;
+use hivesync_preview::request::Previews;
+use hivesync_preview::toolchain::toolchain;
 use hivesync_queue::RedisBackend;
 use hivesync_queue::autoscaler::{Bounds, Decision};
 use hivesync_queue::backends::Backends;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::RwLock;
+use tokio::sync::{RwLock, Semaphore};
 
 /// The adapters and services of one running server, shared by every request.
 pub struct AppState {
@@ -36,6 +40,13 @@ pub struct AppState {
     pub repos: Arc<Repos>,
     /// Attempts per client address and per account on `/auth/login` and `/auth/register`.
     pub login_quota: Quota,
+    /// Build requests: the whole-build cache in front of the `preview_build` queue.
+    pub previews: Previews,
+    /// `POST /preview/build` requests per user and project.
+    pub build_quota: Quota,
+    /// The dependency store this process's preview builders share (made on first use: it asks
+    /// Node and npm for their versions).
+    preview_deps: OnceLock<Arc<DepsStore>>,
     /// Renders `/metrics`; `None` when this process did not install the Prometheus recorder.
     pub metrics: Option<PrometheusHandle>,
     /// What the autoscaler last decided, for `/admin/autoscaler`.
@@ -78,11 +89,20 @@ impl AppState {
         backends: Backends,
         metrics: Option<PrometheusHandle>,
     ) -> Result<Arc<Self>> {
+        let repos = Arc::new(Repos::from_config(&config));
         Ok(Arc::new(AppState {
             jwt: JwtIssuer::from_config(&config.jwt),
             preview_tokens: PreviewTokenSigner::from_config(&config.preview)?,
-            repos: Arc::new(Repos::from_config(&config)),
             login_quota: Quota::per_minute(config.http.login_attempts_per_minute)?,
+            build_quota: Quota::per_minute(config.preview.builds_per_minute)?,
+            previews: Previews {
+                store: backends.store.clone(),
+                queue: backends.queue.clone(),
+                objects: backends.objects.clone(),
+                repos: repos.clone(),
+            },
+            repos,
+            preview_deps: OnceLock::new(),
             passwords: PasswordHasher::owasp(),
             store: backends.store,
             objects: backends.objects,
@@ -96,6 +116,26 @@ impl AppState {
             autoscaler: Arc::default(),
             config,
         }))
+    }
+
+    /// A preview builder for one worker: its own `PREVIEW_BUILDER_CONCURRENCY` slots, the
+    /// process's dependency store. Blocks the first time (see [`toolchain`]).
+    pub fn preview_builder(&self) -> PreviewBuilder {
+        let deps = self.preview_deps.get_or_init(|| {
+            Arc::new(DepsStore::new(
+                self.config.data_dir.join("cache/preview_deps"),
+                "npm",
+                toolchain().to_string(),
+            ))
+        });
+        PreviewBuilder {
+            repos: self.repos.clone(),
+            deps: deps.clone(),
+            objects: self.objects.clone(),
+            data_dir: self.config.data_dir.clone(),
+            timeout: self.config.preview.max_build_time,
+            slots: Arc::new(Semaphore::new(self.config.preview.builder_concurrency)),
+        }
     }
 
     /// The backends again, for components that take them whole (workers, cleanup).

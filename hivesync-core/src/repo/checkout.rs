@@ -27,7 +27,29 @@ pub struct Checkout {
     pub bytes: u64,
 }
 
+/// A revision resolved to its commit and root tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revision {
+    pub commit: String,
+    pub tree: String,
+}
+
 impl Repos {
+    /// Resolves `rev` (a branch, a tag or a commit id) without writing anything.
+    pub fn revision(&self, project: ProjectId, rev: &str) -> Result<Revision> {
+        let project_repo = self.open(project)?;
+        let commit = project_repo.resolve(rev)?;
+        let tree = project_repo
+            .repo
+            .find_commit(commit)
+            .and_then(|c| c.tree_id())
+            .map_err(git_error("cannot read a commit"))?;
+        Ok(Revision {
+            commit: commit.to_string(),
+            tree: tree.to_string(),
+        })
+    }
+
     /// Writes the tree of `rev` (a branch, a tag or a commit id) into `dest`, which must not
     /// exist yet (its parent must).
     pub fn checkout(&self, project: ProjectId, rev: &str, dest: &Path) -> Result<Checkout> {

@@ -38,7 +38,7 @@ use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 use serde::{Deserialize, Serialize};
 
 pub use archive::ArchiveKind;
-pub use checkout::Checkout;
+pub use checkout::{Checkout, Revision};
 pub use import::{ImportOutcome, ImportPolicy, is_private};
 pub use path::{BranchName, RepoPath};
 

@@ -1111,6 +1111,18 @@ fn a_checkout_reproduces_the_tree_and_leaves_the_repository_alone() {
     let checkout = fx.repos.checkout(fx.project, "main", &dest).unwrap();
     assert_eq!(checkout.commit, synced.commit);
     assert_eq!(checkout.files, items.len());
+    let revision = fx.repos.revision(fx.project, "main").unwrap();
+    assert_eq!(
+        (revision.commit.as_str(), revision.tree.as_str()),
+        (checkout.commit.as_str(), checkout.tree.as_str())
+    );
+    assert_eq!(
+        fx.repos
+            .revision(fx.project, "no-such-branch")
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
     for item in &items {
         match item {
             Item::File(path, bytes, executable) => {

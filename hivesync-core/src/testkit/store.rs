@@ -591,6 +591,48 @@ async fn jobs(store: &dyn Store) {
         second_page.iter().map(|j| j.id).collect::<Vec<_>>(),
         [job.id]
     );
+
+    // A dedup key holds while its job is unfinished; afterwards the finished job is still found by
+    // its key, and a new job may take the key.
+    // Keys unique to this run: a PostgreSQL test database keeps earlier runs' jobs.
+    let (key_a, key_b) = (format!("{queue}-a"), format!("{queue}-b"));
+    let keyed = |key: &str| NewJob {
+        dedup_key: Some(key.to_owned()),
+        ..new_job("preview_build")
+    };
+    let first = store.create_job(keyed(&key_a)).await.unwrap();
+    assert_eq!(store.create_job(keyed(&key_a)).await.unwrap().id, first.id);
+    let other = store.create_job(keyed(&key_b)).await.unwrap();
+    assert_ne!(other.id, first.id);
+    let done_a = JobFilter {
+        dedup_key: Some(key_a.clone()),
+        state: Some(JobState::Success),
+        ..JobFilter::default()
+    };
+    assert!(
+        store
+            .list_jobs(&done_a, Page::first(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .update_job(first.id, JobUpdate::success(None))
+        .await
+        .unwrap();
+    let second = store.create_job(keyed(&key_a)).await.unwrap();
+    assert_ne!(second.id, first.id, "a finished job frees its key");
+    let found = store.list_jobs(&done_a, Page::first(1)).await.unwrap();
+    assert_eq!(found.iter().map(|j| j.id).collect::<Vec<_>>(), [first.id]);
+    let any_a = JobFilter {
+        dedup_key: Some(key_a.clone()),
+        ..JobFilter::default()
+    };
+    let found = store.list_jobs(&any_a, Page::first(10)).await.unwrap();
+    assert_eq!(
+        found.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [second.id, first.id]
+    );
 }
 
 async fn notifications(store: &dyn Store) {

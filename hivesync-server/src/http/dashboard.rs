@@ -1,6 +1,6 @@
-//! The admin dashboard at `/admin`: a static page whose script logs in through the API and
-//! renders the admin views. The page itself holds no data; everything it shows comes from the
-//! admin API with the admin's own token.
+//! The static pages: the admin dashboard at `/admin`, whose script logs in through the API and
+//! renders the admin views, and the preview page at `/preview` that a preview QR code opens. The
+//! pages hold no data; everything they show comes from the API with the visitor's own token.
 
 use poem::web::WithHeader;
 use poem::{IntoResponse, Response, handler};
@@ -39,5 +39,21 @@ pub(crate) fn style() -> impl IntoResponse {
     asset(
         include_str!("../../assets/admin.css"),
         "text/css; charset=utf-8",
+    )
+}
+
+#[handler]
+pub(crate) fn preview_page() -> impl IntoResponse {
+    asset(
+        include_str!("../../assets/preview.html"),
+        "text/html; charset=utf-8",
+    )
+}
+
+#[handler]
+pub(crate) fn preview_script() -> impl IntoResponse {
+    asset(
+        include_str!("../../assets/preview.js"),
+        "text/javascript; charset=utf-8",
     )
 }

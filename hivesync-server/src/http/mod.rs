@@ -22,6 +22,7 @@ mod dashboard;
 pub mod error;
 pub mod health;
 pub mod middleware;
+pub mod preview;
 pub mod projects;
 pub mod security;
 pub mod sync;
@@ -37,6 +38,7 @@ type Apis = (
     users::UsersApi,
     projects::ProjectsApi,
     sync::SyncApi,
+    preview::PreviewApi,
     admin::AdminApi,
     health::HealthApi,
 );
@@ -53,6 +55,9 @@ fn api_service(state: &Arc<AppState>) -> OpenApiService<Apis, ()> {
             state: state.clone(),
         },
         sync::SyncApi {
+            state: state.clone(),
+        },
+        preview::PreviewApi {
             state: state.clone(),
         },
         admin::AdminApi {
@@ -89,7 +94,9 @@ pub fn app(state: Arc<AppState>) -> BoxEndpoint<'static, Response> {
         .at("/metrics", poem::get(metrics_endpoint))
         .at("/admin", poem::get(dashboard::page))
         .at("/admin/admin.js", poem::get(dashboard::script))
-        .at("/admin/admin.css", poem::get(dashboard::style));
+        .at("/admin/admin.css", poem::get(dashboard::style))
+        .at("/preview", poem::get(dashboard::preview_page))
+        .at("/preview/preview.js", poem::get(dashboard::preview_script));
     with_middleware(routes, state)
 }
 

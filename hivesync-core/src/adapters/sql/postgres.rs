@@ -33,6 +33,13 @@ static MIGRATIONS: std::sync::LazyLock<Migrator> = std::sync::LazyLock::new(|| {
             include_str!("../../../migrations/postgres/0002_queue.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            3,
+            Cow::Borrowed("job_keys"),
+            MigrationType::Simple,
+            include_str!("../../../migrations/postgres/0003_job_keys.sql").into_sql_str(),
+            false,
+        ),
     ])
 });
 

@@ -34,6 +34,13 @@ static MIGRATIONS: std::sync::LazyLock<Migrator> = std::sync::LazyLock::new(|| {
             include_str!("../../../migrations/sqlite/0002_queue.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            3,
+            Cow::Borrowed("job_keys"),
+            MigrationType::Simple,
+            include_str!("../../../migrations/sqlite/0003_job_keys.sql").into_sql_str(),
+            false,
+        ),
     ])
 });
 

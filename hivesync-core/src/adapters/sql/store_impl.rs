@@ -660,12 +660,14 @@ impl Store for SqlStore {
              error_message, payload, result, dedup_key, created_at, updated_at, started_at, finished_at \
              FROM jobs WHERE ($1 IS NULL OR queue = $1) AND ($2 IS NULL OR state = $2) \
              AND ($3 IS NULL OR project_id = $3) AND ($4 IS NULL OR kind = $4) \
-             AND ($5 IS NULL OR id < $5) ORDER BY id DESC LIMIT $6",
+             AND ($5 IS NULL OR dedup_key = $5) \
+             AND ($6 IS NULL OR id < $6) ORDER BY id DESC LIMIT $7",
         )
         .bind(filter.queue.as_deref())
         .bind(filter.state.map(JobState::as_str))
         .bind(filter.project_id.map(|id| id.as_uuid()))
         .bind(filter.kind.as_deref())
+        .bind(filter.dedup_key.as_deref())
         .bind(page.after.map(|id| id.as_uuid()))
         .bind(i64::from(page.limit))
         .fetch_all(&self.pool)

@@ -1,0 +1,362 @@
+//! Asking for a build: the whole-build cache and the `preview_build` submission.
+//!
+//! A build is keyed by everything that decides its bundle: the revision's root tree (which covers
+//! every source file, `package.json`, the lockfile and the Babel and Metro configs), the platform,
+//! the build environment, the toolchain and this builder's version. Nothing else — not the commit
+//! message, the branch name, the user or the token — is in the key.
+//!
+//! - An identical earlier build whose bundle is still stored completes the request at once: a new
+//!   job record, already `success`, pointing at that bundle (`cache.build = "hit"`).
+//! - An identical build still running is shared: the request gets that job (the key is the job's
+//!   dedup key, which the `Store` holds unique among unfinished jobs, across every server).
+//! - Otherwise a new job is queued; the payload pins the resolved commit, so a branch that moves
+//!   while the job waits does not change what is built.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use hivesync_core::domain::{Job, JobFilter, JobId, JobState, JobUpdate, NewJob, Page};
+use hivesync_core::domain::{ProjectId, UserId};
+use hivesync_core::ports::{JobQueue, ObjectKey, ObjectStore, Queue, Store};
+use hivesync_core::repo::{Repos, Revision};
+use hivesync_core::{Error, Result};
+use hivesync_queue::jobs::{Submission, submit};
+use sha2::{Digest, Sha256};
+
+use crate::builder::{PREVIEW_JOB_KIND, PreviewRequest};
+use crate::bundler::Platform;
+use crate::toolchain::Toolchain;
+
+/// Changes whenever a change to the builder could change its output for the same inputs.
+pub const BUILDER_VERSION: &str = concat!("hivesync-preview ", env!("CARGO_PKG_VERSION"), "/1");
+
+/// The prefix every build environment variable needs: Expo inlines exactly these into the bundle,
+/// so they are public by definition and nothing secret can be smuggled into a build this way.
+pub const ENV_PREFIX: &str = "EXPO_PUBLIC_";
+const MAX_ENV_VARS: usize = 32;
+const MAX_ENV_NAME: usize = 128;
+const MAX_ENV_VALUE: usize = 4096;
+
+/// Checks a build environment: at most 32 `EXPO_PUBLIC_[A-Z0-9_]+` names with values of up to
+/// 4096 bytes and no NUL.
+pub fn validate_env(env: &BTreeMap<String, String>) -> Result<()> {
+    if env.len() > MAX_ENV_VARS {
+        return Err(
+            Error::validation(format!("at most {MAX_ENV_VARS} environment variables"))
+                .with_context("field", "env"),
+        );
+    }
+    for (name, value) in env {
+        let suffix = name.strip_prefix(ENV_PREFIX).unwrap_or("");
+        let name_ok = !suffix.is_empty()
+            && name.len() <= MAX_ENV_NAME
+            && suffix
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+        if !name_ok {
+            return Err(Error::validation(format!(
+                "environment variable names must match {ENV_PREFIX}[A-Z0-9_]+ (at most {MAX_ENV_NAME} bytes)"
+            ))
+            .with_context("field", "env")
+            .with_context("name", name.chars().take(MAX_ENV_NAME).collect::<String>()));
+        }
+        if value.len() > MAX_ENV_VALUE || value.contains('\0') {
+            return Err(Error::validation(format!(
+                "the value of {name} must be at most {MAX_ENV_VALUE} bytes without NUL"
+            ))
+            .with_context("field", "env"));
+        }
+    }
+    Ok(())
+}
+
+/// The whole-build key of a revision's tree built for `platform` with `env` by `toolchain`.
+pub fn build_key(
+    tree: &str,
+    platform: Platform,
+    env: &BTreeMap<String, String>,
+    toolchain: &Toolchain,
+) -> String {
+    let mut hasher = Sha256::new();
+    for part in [
+        BUILDER_VERSION,
+        &toolchain.to_string(),
+        tree,
+        platform.as_str(),
+    ] {
+        hasher.update(part.as_bytes());
+        hasher.update(b"\0");
+    }
+    // The map is ordered, and lengths delimit names and values, so no two environments collide.
+    for (name, value) in env {
+        hasher.update((name.len() as u64).to_le_bytes());
+        hasher.update(name.as_bytes());
+        hasher.update((value.len() as u64).to_le_bytes());
+        hasher.update(value.as_bytes());
+    }
+    let digest = hasher.finalize();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("preview:{hex}")
+}
+
+/// A request for a build, as a verified preview token and the request body describe it.
+#[derive(Debug, Clone)]
+pub struct BuildOrder {
+    pub project_id: ProjectId,
+    pub user_id: UserId,
+    pub platform: Platform,
+    /// A branch, a tag or a commit id.
+    pub git_ref: String,
+    pub env: BTreeMap<String, String>,
+    pub token_version: u8,
+    /// The `jti` of the token that asked.
+    pub token_id: Option<String>,
+}
+
+/// How a request was answered.
+#[derive(Debug, Clone)]
+pub struct Requested {
+    pub job: Job,
+    pub revision: Revision,
+    pub build_key: String,
+    /// The earlier build whose bundle this request reuses.
+    pub reused: Option<JobId>,
+    /// An identical build was already running; `job` is that build.
+    pub shared: bool,
+}
+
+/// Takes build requests: the whole-build cache in front of the `preview_build` queue.
+#[derive(Clone)]
+pub struct Previews {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn JobQueue>,
+    pub objects: Arc<dyn ObjectStore>,
+    pub repos: Arc<Repos>,
+}
+
+impl std::fmt::Debug for Previews {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Previews").finish_non_exhaustive()
+    }
+}
+
+impl Previews {
+    /// Answers `order`: from the whole-build cache, by joining an identical running build, or by
+    /// queueing a new one. Errors: `Validation` for a bad environment, `NotFound` for a ref the
+    /// project does not have.
+    pub async fn request(&self, order: BuildOrder, toolchain: &Toolchain) -> Result<Requested> {
+        validate_env(&order.env)?;
+        let revision = {
+            let repos = self.repos.clone();
+            let (project, git_ref) = (order.project_id, order.git_ref.clone());
+            tokio::task::spawn_blocking(move || repos.revision(project, &git_ref))
+                .await
+                .map_err(|err| Error::internal("resolving a ref failed").with_source(err))??
+        };
+        let key = build_key(&revision.tree, order.platform, &order.env, toolchain);
+
+        if let Some((earlier, result)) = self.finished_build(&key).await? {
+            let job = self
+                .record_reuse(&order, &revision, &key, &earlier, result)
+                .await?;
+            let reused = (job.state == JobState::Success).then_some(earlier.id);
+            metrics::counter!("preview_cache_hits_total", "cache" => "build").increment(1);
+            return Ok(Requested {
+                shared: reused.is_none(),
+                job,
+                revision,
+                build_key: key,
+                reused,
+            });
+        }
+
+        let payload = self.payload(&order, &revision, &key)?;
+        let submission = Submission {
+            project_id: Some(order.project_id),
+            user_id: Some(order.user_id),
+            dedup_key: Some(key.clone()),
+            ..Submission::new(Queue::PreviewBuild, PREVIEW_JOB_KIND, payload)
+        };
+        let job = submit(self.store.as_ref(), self.queue.as_ref(), submission).await?;
+        let shared = job.user_id != Some(order.user_id)
+            || job.payload.get("token_id") != Some(&serde_json::json!(order.token_id));
+        metrics::counter!("preview_cache_misses_total", "cache" => "build").increment(1);
+        Ok(Requested {
+            job,
+            revision,
+            build_key: key,
+            reused: None,
+            shared,
+        })
+    }
+
+    fn payload(
+        &self,
+        order: &BuildOrder,
+        revision: &Revision,
+        key: &str,
+    ) -> Result<serde_json::Value> {
+        serde_json::to_value(PreviewRequest {
+            project_id: order.project_id,
+            platform: order.platform,
+            git_ref: revision.commit.clone(),
+            requested_ref: Some(order.git_ref.clone()),
+            env: order.env.clone(),
+            token_version: order.token_version,
+            token_id: order.token_id.clone(),
+            build_key: Some(key.to_owned()),
+        })
+        .map_err(|err| Error::internal("cannot encode a build request").with_source(err))
+    }
+
+    /// The newest successful build with `key` whose bundle is still stored, with its result.
+    async fn finished_build(&self, key: &str) -> Result<Option<(Job, serde_json::Value)>> {
+        let filter = JobFilter {
+            dedup_key: Some(key.to_owned()),
+            state: Some(JobState::Success),
+            kind: Some(PREVIEW_JOB_KIND.to_owned()),
+            ..JobFilter::default()
+        };
+        let Some(earlier) = self
+            .store
+            .list_jobs(&filter, Page::first(1))
+            .await?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        let Some(result) = earlier.result.clone() else {
+            return Ok(None);
+        };
+        let (Some(bundle_key), Some(bytes)) = (
+            result.get("bundle_key").and_then(|v| v.as_str()),
+            result.get("bytes").and_then(serde_json::Value::as_u64),
+        ) else {
+            return Ok(None);
+        };
+        // Cleanup may have removed the bundle since: then the build runs again.
+        let stored = self.objects.head(&ObjectKey::new(bundle_key)?).await?;
+        Ok(stored
+            .is_some_and(|meta| meta.size == bytes)
+            .then_some((earlier, result)))
+    }
+
+    /// A job record for `order` that is already finished with `earlier`'s bundle. Returns an
+    /// unfinished job with the same key instead, if one appeared meanwhile.
+    async fn record_reuse(
+        &self,
+        order: &BuildOrder,
+        revision: &Revision,
+        key: &str,
+        earlier: &Job,
+        mut result: serde_json::Value,
+    ) -> Result<Job> {
+        let id = JobId::new();
+        let job = self
+            .store
+            .create_job(NewJob {
+                id,
+                kind: PREVIEW_JOB_KIND.to_owned(),
+                queue: Queue::PreviewBuild.as_str().to_owned(),
+                project_id: Some(order.project_id),
+                user_id: Some(order.user_id),
+                payload: self.payload(order, revision, key)?,
+                dedup_key: Some(key.to_owned()),
+            })
+            .await?;
+        if job.id != id {
+            return Ok(job);
+        }
+        let built_by = result
+            .get("built_by")
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!(earlier.id.to_string()));
+        if let Some(fields) = result.as_object_mut() {
+            fields.insert("built_by".to_owned(), built_by);
+            fields.insert("commit".to_owned(), revision.commit.clone().into());
+            if let Some(cache) = fields.get_mut("cache").and_then(|c| c.as_object_mut()) {
+                cache.insert("build".to_owned(), "hit".into());
+            }
+        }
+        self.store
+            .update_job(id, JobUpdate::success(Some(result)))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_key_follows_tree_platform_env_and_toolchain_only() {
+        let node20 = Toolchain {
+            node: Some("v20.19.0".to_owned()),
+            npm: Some("10.8.2".to_owned()),
+        };
+        let node22 = Toolchain {
+            node: Some("v22.1.0".to_owned()),
+            ..node20.clone()
+        };
+        let base = build_key("aaaa", Platform::Ios, &env(&[]), &node20);
+        assert_eq!(base, build_key("aaaa", Platform::Ios, &env(&[]), &node20));
+        let variants = [
+            build_key("bbbb", Platform::Ios, &env(&[]), &node20),
+            build_key("aaaa", Platform::Android, &env(&[]), &node20),
+            build_key(
+                "aaaa",
+                Platform::Ios,
+                &env(&[("EXPO_PUBLIC_A", "1")]),
+                &node20,
+            ),
+            build_key("aaaa", Platform::Ios, &env(&[]), &node22),
+        ];
+        for variant in &variants {
+            assert_ne!(&base, variant);
+        }
+        // Lengths delimit names and values: moving a boundary is another environment.
+        assert_ne!(
+            build_key(
+                "t",
+                Platform::Ios,
+                &env(&[("EXPO_PUBLIC_A", "BC")]),
+                &node20
+            ),
+            build_key(
+                "t",
+                Platform::Ios,
+                &env(&[("EXPO_PUBLIC_AB", "C")]),
+                &node20
+            ),
+        );
+        assert!(base.starts_with("preview:") && base.len() == "preview:".len() + 64);
+    }
+
+    #[test]
+    fn only_public_expo_variables_of_bounded_size_are_accepted() {
+        assert!(validate_env(&env(&[("EXPO_PUBLIC_API_URL", "https://x")])).is_ok());
+        for bad in [
+            env(&[("API_URL", "x")]),
+            env(&[("EXPO_PUBLIC_", "x")]),
+            env(&[("EXPO_PUBLIC_lower", "x")]),
+            env(&[("EXPO_PUBLIC_A-B", "x")]),
+            env(&[("EXPO_PUBLIC_A", "nul\0")]),
+            env(&[("EXPO_PUBLIC_A", &"x".repeat(MAX_ENV_VALUE + 1))]),
+        ] {
+            let err = validate_env(&bad).unwrap_err();
+            assert_eq!(err.kind(), hivesync_core::ErrorKind::Validation, "{bad:?}");
+        }
+        let many: BTreeMap<String, String> = (0..=MAX_ENV_VARS)
+            .map(|i| (format!("EXPO_PUBLIC_V{i}"), String::new()))
+            .collect();
+        assert!(validate_env(&many).is_err());
+    }
+}

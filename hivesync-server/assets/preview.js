@@ -1,0 +1,79 @@
+// The page a preview QR code opens: builds the bundle with the preview token from the URL's
+// fragment (never sent to the server by the browser) and offers the zip for download. Everything
+// is written as text, never as HTML.
+"use strict";
+
+const api = "/api/v1/preview";
+const token = new URLSearchParams(location.hash.slice(1)).get("token");
+const $ = (id) => document.getElementById(id);
+
+function say(id, text) {
+  $(id).textContent = text;
+}
+
+async function call(path, options = {}) {
+  const response = await fetch(api + path, {
+    ...options,
+    headers: { authorization: "Bearer " + token, "content-type": "application/json" },
+  });
+  return response;
+}
+
+async function json(response) {
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    throw new Error((body.code || response.status) + ": " + (body.message || "refused"));
+  }
+  return body;
+}
+
+async function follow(job) {
+  $("progress").hidden = false;
+  for (;;) {
+    const status = await json(await call("/status/" + job));
+    $("progress").value = status.progress;
+    say("phase", status.phase || status.status);
+    if (status.status === "success") {
+      const zip = await call("/download/" + job);
+      if (!zip.ok) throw new Error("the download was refused (" + zip.status + ")");
+      const link = document.createElement("a");
+      link.href = URL.createObjectURL(await zip.blob());
+      link.download = "preview-" + job + ".zip";
+      link.textContent = "Download the bundle (" + status.bytes + " bytes)";
+      $("result").replaceChildren(link);
+      return;
+    }
+    if (status.status === "failed" || status.status === "cancelled") {
+      const error = status.error || {};
+      say("result", (error.code || status.status) + ": " + (error.message || ""));
+      const log = await call("/logs/" + job);
+      if (log.ok) {
+        $("log").hidden = false;
+        say("log", await log.text());
+      }
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+async function build() {
+  $("build").disabled = true;
+  try {
+    const accepted = await json(await call("/build", { method: "POST", body: "{}" }));
+    say("summary", "Build " + accepted.job_id + " of commit " + accepted.commit);
+    await follow(accepted.job_id);
+  } catch (error) {
+    say("result", String(error.message || error));
+  } finally {
+    $("build").disabled = false;
+  }
+}
+
+if (token && token.startsWith("v1.")) {
+  say("summary", "Ready to build this project's preview.");
+  $("build").disabled = false;
+  $("build").addEventListener("click", build);
+} else {
+  say("summary", "This page needs a preview token: scan the QR code from `hivesync preview token`.");
+}

@@ -1,0 +1,844 @@
+//! Previews: `POST /preview/token`, `POST /preview/build`, and a build's status, download and log.
+//!
+//! Who may ask:
+//! - a preview token is made by a project member (`POST /preview/token`, with the member's access
+//!   token) and then stands alone: the phone sends it as `Authorization: Bearer v1.…`;
+//! - `POST /preview/build` takes only a preview token; its user must still be a member;
+//! - a build's status, download and log take the member's access token, or a preview token of the
+//!   build's project and platform. Builds are shared between identical requests, so a build is not
+//!   one token's: any token that could have asked for the same build may read it. Everyone else
+//!   gets `404 NOT_FOUND`, as if the build did not exist.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use futures::TryStreamExt;
+use hivesync_core::domain::{Job, JobId, JobState, Platform, ProjectId};
+use hivesync_core::ports::{ObjectKey, RateDecision};
+use hivesync_core::preview_token::{PreviewClaims, PreviewGrant, TOKEN_VERSION, validate_ref};
+use hivesync_core::{ApiErrorCode, Error};
+use hivesync_preview::builder::{PREVIEW_JOB_KIND, log_key};
+use hivesync_preview::request::BuildOrder;
+use hivesync_preview::toolchain::{Toolchain, toolchain};
+use poem::{Body, Request};
+use poem_openapi::auth::Bearer;
+use poem_openapi::param::{Header, Path};
+use poem_openapi::payload::{Binary, Json, PlainText};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi, SecurityScheme, Tags};
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::projects::{Needs, authorize};
+use super::security::{BearerAuth, Caller};
+use super::text::Text;
+use crate::state::AppState;
+
+/// The default branch a build uses when neither the token nor the request names a ref.
+const DEFAULT_REF: &str = "main";
+/// How long a presigned download URL stays valid.
+const PRESIGN_SECONDS: u64 = 300;
+
+#[derive(Tags)]
+enum PreviewTags {
+    /// Preview tokens and preview builds.
+    Preview,
+}
+
+/// The phone platform of a preview.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum PlatformView {
+    Ios,
+    Android,
+}
+
+impl From<PlatformView> for Platform {
+    fn from(view: PlatformView) -> Self {
+        match view {
+            PlatformView::Ios => Platform::Ios,
+            PlatformView::Android => Platform::Android,
+        }
+    }
+}
+
+impl From<Platform> for PlatformView {
+    fn from(platform: Platform) -> Self {
+        match platform {
+            Platform::Ios => PlatformView::Ios,
+            Platform::Android => PlatformView::Android,
+        }
+    }
+}
+
+/// A preview token (`v1.…`) from `POST /preview/token`, sent as `Authorization: Bearer <token>`.
+#[derive(Debug, SecurityScheme)]
+#[oai(
+    ty = "bearer",
+    bearer_format = "HiveSync preview token",
+    checker = "check_preview_token"
+)]
+pub struct PreviewTokenAuth(pub PreviewClaims);
+
+/// Either a preview token or a member's access token.
+#[derive(Debug, SecurityScheme)]
+#[oai(
+    ty = "bearer",
+    bearer_format = "HiveSync preview token or JWT",
+    checker = "check_preview_or_member"
+)]
+pub struct PreviewOrMemberAuth(pub PreviewCaller);
+
+/// Who is reading a build.
+#[derive(Debug, Clone)]
+pub enum PreviewCaller {
+    Member(Caller),
+    Token(PreviewClaims),
+}
+
+fn state_of(req: &Request) -> poem::Result<&Arc<AppState>> {
+    req.data::<Arc<AppState>>()
+        .ok_or_else(|| poem::Error::from_status(poem::http::StatusCode::INTERNAL_SERVER_ERROR))
+}
+
+fn verify_preview_token(state: &AppState, token: &str) -> Result<PreviewClaims, ApiError> {
+    Ok(state
+        .preview_tokens
+        .verify(token, state.clock.now().timestamp())?)
+}
+
+async fn check_preview_token(req: &Request, bearer: Bearer) -> poem::Result<PreviewClaims> {
+    let state = state_of(req)?;
+    Ok(verify_preview_token(state, &bearer.token)?)
+}
+
+async fn check_preview_or_member(req: &Request, bearer: Bearer) -> poem::Result<PreviewCaller> {
+    let state = state_of(req)?;
+    // Preview tokens carry a version prefix; access tokens are JWTs, which never start this way.
+    if bearer.token.starts_with("v1.") {
+        return Ok(PreviewCaller::Token(verify_preview_token(
+            state,
+            &bearer.token,
+        )?));
+    }
+    let claims = state
+        .jwt
+        .verify(&bearer.token)
+        .map_err(|err| ApiError::unauthorized(err.message().to_owned()))?;
+    Ok(PreviewCaller::Member(Caller {
+        user_id: claims.sub,
+    }))
+}
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+struct TokenRequest {
+    project_id: Uuid,
+    platform: PlatformView,
+    /// A branch, tag or commit id the token is pinned to; without it the build request chooses
+    /// (default `main`).
+    #[oai(rename = "ref")]
+    git_ref: Option<Text>,
+}
+
+/// A new preview token.
+#[derive(Debug, Object)]
+struct TokenResponse {
+    /// Send as `Authorization: Bearer <token>` to `POST /preview/build`.
+    token: String,
+    expires_at: DateTime<Utc>,
+    /// Seconds until `expires_at`.
+    expires_in: u64,
+    project_id: Uuid,
+    platform: PlatformView,
+    #[oai(rename = "ref")]
+    git_ref: Option<String>,
+    /// The link a phone opens: this server's preview page with the token in the fragment (never
+    /// sent to a server, so it stays out of access logs).
+    preview_url: String,
+    /// `preview_url` as a QR code, an SVG document.
+    qr_svg: String,
+}
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+struct BuildRequest {
+    /// A branch, tag or commit id; the token's ref when it pins one, else `main`.
+    #[oai(rename = "ref")]
+    git_ref: Option<Text>,
+    /// Build-time variables, `EXPO_PUBLIC_[A-Z0-9_]+` only (at most 32).
+    env: Option<BTreeMap<String, Text>>,
+}
+
+/// A build request's answer.
+#[derive(Debug, Object)]
+struct BuildAccepted {
+    job_id: Uuid,
+    /// `queued` for a new build; `success` when an identical earlier build's bundle was reused;
+    /// the running state when an identical build was already under way.
+    status: String,
+    /// The commit being built.
+    commit: String,
+    /// An identical earlier build's bundle answers this request.
+    cached: bool,
+    /// An identical build was already running; this is that build.
+    shared: bool,
+    status_url: String,
+}
+
+#[derive(Debug, ApiResponse)]
+enum BuildResponse {
+    /// Accepted; follow `status_url`.
+    #[oai(status = 202)]
+    Accepted(Json<BuildAccepted>),
+}
+
+/// Which caches a build hit.
+#[derive(Debug, Object)]
+struct CacheView {
+    /// `hit` when an identical earlier build's bundle was reused, else `miss`.
+    build: Option<String>,
+    /// `store` (the dependency store had them), `installed` (npm installed them for this build)
+    /// or `repository` (the project brings its own `node_modules`).
+    dependencies: Option<String>,
+    /// Whether Metro's transform cache for this project and configuration was warm.
+    metro_warm: Option<bool>,
+}
+
+/// Why a build failed.
+#[derive(Debug, Object)]
+struct BuildError {
+    /// `PREVIEW_BUILD_FAILED`, `PREVIEW_TIMEOUT`, `MISSING_DEPENDENCIES`,
+    /// `INVALID_PROJECT_STRUCTURE`, `STORAGE_UPLOAD_FAILED`, ...
+    code: String,
+    message: String,
+}
+
+/// Where a build stands.
+#[derive(Debug, Object)]
+struct StatusView {
+    job_id: Uuid,
+    project_id: Uuid,
+    platform: Option<PlatformView>,
+    /// `queued`, `building`, `bundling`, `uploading`, `success` or `failed` (or `cancelled`).
+    status: String,
+    /// From 0 to 1: 0.10 checkout, 0.25 dependencies, 0.50 bundling, 0.80 packaging, 1 ready.
+    progress: f64,
+    phase: Option<String>,
+    error: Option<BuildError>,
+    /// The build ran out of time (`PREVIEW_TIMEOUT`).
+    timeout: bool,
+    cache: Option<CacheView>,
+    #[oai(rename = "ref")]
+    git_ref: Option<String>,
+    commit: Option<String>,
+    /// The zip's size and sha256, once built.
+    bytes: Option<u64>,
+    sha256: Option<String>,
+    bundler: Option<String>,
+    bundler_version: Option<String>,
+    /// The build whose bundle this is, when it was reused.
+    built_by: Option<String>,
+    download_url: Option<String>,
+    logs_url: String,
+    attempts: u32,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+/// A bundle, or part of one.
+#[derive(Debug, ApiResponse)]
+enum DownloadResponse {
+    /// The whole `bundle.zip`.
+    #[oai(status = 200, content_type = "application/zip")]
+    Full(
+        Binary<Body>,
+        /// The zip's sha256, quoted.
+        #[oai(header = "ETag")]
+        String,
+        #[oai(header = "Content-Length")] u64,
+        #[oai(header = "Accept-Ranges")] String,
+        #[oai(header = "Content-Disposition")] String,
+    ),
+    /// The requested byte range.
+    #[oai(status = 206, content_type = "application/zip")]
+    Partial(
+        Binary<Body>,
+        #[oai(header = "ETag")] String,
+        #[oai(header = "Content-Length")] u64,
+        #[oai(header = "Content-Range")] String,
+    ),
+    /// The `If-None-Match` tag still matches.
+    #[oai(status = 304)]
+    NotModified(#[oai(header = "ETag")] String),
+    /// Fetch it from the object store (`PREVIEW_DOWNLOAD_REDIRECT`).
+    #[oai(status = 302)]
+    Redirect(#[oai(header = "Location")] String),
+    /// The range is outside the bundle.
+    #[oai(status = 416)]
+    RangeNotSatisfiable(
+        Json<super::error::ErrorBody>,
+        #[oai(header = "Content-Range")] String,
+    ),
+}
+
+#[derive(Debug)]
+pub struct PreviewApi {
+    pub state: Arc<AppState>,
+}
+
+#[OpenApi(prefix_path = "/preview", tag = "PreviewTags::Preview")]
+impl PreviewApi {
+    /// Create a preview token
+    ///
+    /// For a member of the project. The token lets a phone build previews of this project for
+    /// this platform until it expires (`PREVIEW_TOKEN_TTL_SECONDS`), with no other credentials.
+    #[oai(path = "/token", method = "post", operation_id = "createPreviewToken")]
+    async fn token(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        body: Json<TokenRequest>,
+    ) -> Result<Json<TokenResponse>, ApiError> {
+        let state = &self.state;
+        let body = body.0;
+        let project = ProjectId::from_uuid(body.project_id);
+        authorize(state, auth.0, project, Needs::Read).await?;
+        let git_ref = match body.git_ref {
+            Some(git_ref) => {
+                validate_ref(git_ref.as_str())?;
+                // A token for a ref the project lacks would only fail later, on the phone.
+                let repos = state.repos.clone();
+                let rev = git_ref.0.clone();
+                blocking(move || repos.revision(project, &rev)).await?;
+                Some(git_ref.0)
+            }
+            None => None,
+        };
+        let now = state.clock.now().timestamp();
+        let ttl = state.config.preview.token_ttl.as_secs();
+        let grant = PreviewGrant {
+            project_id: project,
+            user_id: auth.0.user_id,
+            platform: body.platform.into(),
+            git_ref: git_ref.clone(),
+        };
+        let token = state.preview_tokens.sign(&grant, now, ttl as i64)?;
+        let preview_url = format!("{}/preview#token={token}", public_base(state, req));
+        let qr_svg = crate::qr::svg(&preview_url).map_err(|err| {
+            Error::internal("cannot encode the QR code").with_context("cause", err)
+        })?;
+        tracing::info!(project_id = %project, user_id = %auth.0.user_id, platform = %grant.platform, "preview token issued");
+        Ok(Json(TokenResponse {
+            expires_at: Utc
+                .timestamp_opt(now + ttl as i64, 0)
+                .single()
+                .unwrap_or_else(Utc::now),
+            expires_in: ttl,
+            project_id: body.project_id,
+            platform: body.platform,
+            git_ref,
+            preview_url,
+            qr_svg,
+            token,
+        }))
+    }
+
+    /// Build a preview
+    ///
+    /// Authorised by the preview token alone. Answers at once: with a queued build, with an
+    /// identical build already running (shared), or with an identical earlier build's bundle
+    /// (`cached`, status `success`). Rate limited per user and project
+    /// (`PREVIEW_BUILDS_PER_MINUTE`).
+    #[oai(path = "/build", method = "post", operation_id = "buildPreview")]
+    async fn build(
+        &self,
+        auth: PreviewTokenAuth,
+        body: Json<BuildRequest>,
+    ) -> Result<BuildResponse, ApiError> {
+        let state = &self.state;
+        let claims = auth.0;
+        let body = body.0;
+        let git_ref = match (&claims.git_ref, body.git_ref) {
+            (Some(pinned), Some(asked)) if *pinned != asked.0 => {
+                return Err(ApiError::forbidden(format!(
+                    "this preview token is for ref {pinned}"
+                )));
+            }
+            (_, Some(asked)) => asked.0,
+            (Some(pinned), None) => pinned.clone(),
+            (None, None) => DEFAULT_REF.to_owned(),
+        };
+        validate_ref(&git_ref)?;
+        if state
+            .store
+            .get_role(claims.project_id, claims.user_id)
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::forbidden(
+                "the preview token's user is no longer a member of the project",
+            ));
+        }
+        let decision = state
+            .rate_limiter
+            .check(
+                &format!("preview:build:{}:{}", claims.user_id, claims.project_id),
+                state.build_quota,
+            )
+            .await?;
+        refuse_unless_allowed(decision)?;
+        let env = body
+            .env
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, value)| (name, value.0))
+            .collect();
+        let order = BuildOrder {
+            project_id: claims.project_id,
+            user_id: claims.user_id,
+            platform: claims.platform,
+            git_ref,
+            env,
+            token_version: TOKEN_VERSION as u8,
+            token_id: Some(claims.jti.clone()),
+        };
+        let toolchain = current_toolchain().await?;
+        let requested = state.previews.request(order, &toolchain).await?;
+        let job = requested.job;
+        tracing::info!(
+            job_id = %job.id, project_id = %claims.project_id, platform = %claims.platform,
+            commit = %requested.revision.commit, cached = requested.reused.is_some(),
+            shared = requested.shared, "preview build requested"
+        );
+        Ok(BuildResponse::Accepted(Json(BuildAccepted {
+            job_id: job.id.as_uuid(),
+            status: job.state.to_string(),
+            commit: requested.revision.commit,
+            cached: requested.reused.is_some(),
+            shared: requested.shared,
+            status_url: format!("{}/preview/status/{}", super::API_PREFIX, job.id),
+        })))
+    }
+
+    /// A build's status
+    ///
+    /// State, progress, phase, the error when it failed, the timeout flag, which caches hit, and
+    /// timestamps. For a member, or a preview token of the build's project and platform.
+    #[oai(
+        path = "/status/:job_id",
+        method = "get",
+        operation_id = "previewStatus"
+    )]
+    async fn status(
+        &self,
+        auth: PreviewOrMemberAuth,
+        job_id: Path<Uuid>,
+    ) -> Result<Json<StatusView>, ApiError> {
+        let job = self.readable_job(&auth.0, job_id.0).await?;
+        Ok(Json(status_view(job)))
+    }
+
+    /// Download a bundle
+    ///
+    /// The build's `bundle.zip`, with `Content-Length`, an `ETag` (its sha256) and byte ranges;
+    /// or, with `PREVIEW_DOWNLOAD_REDIRECT` and an S3 store, a redirect to a presigned URL.
+    #[oai(
+        path = "/download/:job_id",
+        method = "get",
+        operation_id = "downloadPreview"
+    )]
+    async fn download(
+        &self,
+        auth: PreviewOrMemberAuth,
+        job_id: Path<Uuid>,
+        #[oai(name = "Range")] range: Header<Option<String>>,
+        #[oai(name = "If-None-Match")] if_none_match: Header<Option<String>>,
+    ) -> Result<DownloadResponse, ApiError> {
+        let state = &self.state;
+        let job = self.readable_job(&auth.0, job_id.0).await?;
+        let bundle = Bundle::of(&job)?;
+        let etag = format!("\"{}\"", bundle.sha256);
+        if if_none_match
+            .0
+            .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+        {
+            return Ok(DownloadResponse::NotModified(etag));
+        }
+        let key = ObjectKey::new(&bundle.key)?;
+        if state.config.preview.download_redirect && state.objects.capabilities().presign {
+            let url = state
+                .objects
+                .presign_get(&key, std::time::Duration::from_secs(PRESIGN_SECONDS))
+                .await?;
+            return Ok(DownloadResponse::Redirect(url));
+        }
+        let range = match parse_range(range.0.as_deref(), bundle.bytes) {
+            Ok(range) => range,
+            Err(()) => {
+                return Ok(DownloadResponse::RangeNotSatisfiable(
+                    Json(
+                        super::error::ErrorBody::new(
+                            ApiErrorCode::ValidationError.as_str(),
+                            "the range is outside the bundle",
+                        )
+                        .with_detail("bytes", bundle.bytes),
+                    ),
+                    format!("bytes */{}", bundle.bytes),
+                ));
+            }
+        };
+        let span = range.clone().unwrap_or(0..bundle.bytes);
+        let body = self.bundle_body(&bundle, &key, span.clone()).await?;
+        let length = span.end - span.start;
+        Ok(match range {
+            Some(range) => DownloadResponse::Partial(
+                Binary(body),
+                etag,
+                length,
+                format!("bytes {}-{}/{}", range.start, range.end - 1, bundle.bytes),
+            ),
+            None => DownloadResponse::Full(
+                Binary(body),
+                etag,
+                length,
+                "bytes".to_owned(),
+                format!("attachment; filename=\"preview-{}.zip\"", job.id),
+            ),
+        })
+    }
+
+    /// A build's log
+    ///
+    /// `build.log`: every step with its timings, and the bundler's own words when it failed.
+    /// While the build runs, the log so far.
+    #[oai(path = "/logs/:job_id", method = "get", operation_id = "previewLogs")]
+    async fn logs(
+        &self,
+        auth: PreviewOrMemberAuth,
+        job_id: Path<Uuid>,
+    ) -> Result<PlainText<String>, ApiError> {
+        let state = &self.state;
+        let job = self.readable_job(&auth.0, job_id.0).await?;
+        let builder = built_by(&job).unwrap_or_else(|| job.id.to_string());
+        let data_dir = &state.config.data_dir;
+        let candidates: [PathBuf; 2] = [
+            data_dir.join("previews").join(&builder).join("build.log"),
+            data_dir
+                .join("tmp")
+                .join(format!("preview-job-{builder}"))
+                .join("logs/build.log"),
+        ];
+        for path in candidates {
+            if let Ok(bytes) = tokio::fs::read(&path).await {
+                return Ok(PlainText(String::from_utf8_lossy(&bytes).into_owned()));
+            }
+        }
+        if let Some(project) = job.project_id {
+            let key = ObjectKey::new(log_key(project, &builder))?;
+            if state.objects.head(&key).await?.is_some() {
+                use hivesync_core::ports::ObjectStoreExt;
+                let bytes = state.objects.get_bytes(&key).await?;
+                return Ok(PlainText(String::from_utf8_lossy(&bytes).into_owned()));
+            }
+        }
+        Err(ApiError::not_found(if job.state == JobState::Queued {
+            "the build has not started; it has no log yet"
+        } else {
+            "this build's log is no longer kept"
+        }))
+    }
+}
+
+impl PreviewApi {
+    /// The preview job `id`, if `caller` may read it; `404` otherwise.
+    async fn readable_job(&self, caller: &PreviewCaller, id: Uuid) -> Result<Job, ApiError> {
+        let state = &self.state;
+        let hidden = || ApiError::not_found("no such preview build");
+        let job = state
+            .store
+            .get_job(JobId::from_uuid(id))
+            .await?
+            .filter(|job| job.kind == PREVIEW_JOB_KIND)
+            .ok_or_else(hidden)?;
+        let project = job.project_id.ok_or_else(hidden)?;
+        let user = match caller {
+            PreviewCaller::Member(caller) => caller.user_id,
+            PreviewCaller::Token(claims) => {
+                if claims.project_id != project || platform_of(&job) != Some(claims.platform) {
+                    return Err(hidden());
+                }
+                claims.user_id
+            }
+        };
+        if state.store.get_role(project, user).await?.is_none() {
+            return Err(hidden());
+        }
+        Ok(job)
+    }
+
+    async fn bundle_body(
+        &self,
+        bundle: &Bundle,
+        key: &ObjectKey,
+        span: Range<u64>,
+    ) -> Result<Body, ApiError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+        // The worker's own copy, when this server shares its DATA_DIR, saves a round trip.
+        let local = self
+            .state
+            .config
+            .data_dir
+            .join("previews")
+            .join(&bundle.built_by)
+            .join("bundle.zip");
+        if let Ok(mut file) = tokio::fs::File::open(&local).await
+            && file.metadata().await.is_ok_and(|m| m.len() == bundle.bytes)
+            && file
+                .seek(std::io::SeekFrom::Start(span.start))
+                .await
+                .is_ok()
+        {
+            let reader = file.take(span.end - span.start);
+            return Ok(Body::from_bytes_stream(tokio_util::io::ReaderStream::new(
+                reader,
+            )));
+        }
+        let stored = if span.start == 0 && span.end == bundle.bytes {
+            self.state.objects.get(key, None).await?
+        } else {
+            self.state.objects.get(key, Some(span)).await?
+        };
+        Ok(Body::from_bytes_stream(
+            stored.body.map_err(std::io::Error::other),
+        ))
+    }
+}
+
+/// A finished build's bundle, from its result.
+struct Bundle {
+    key: String,
+    bytes: u64,
+    sha256: String,
+    /// The job that built it (itself, or the earlier build it reused).
+    built_by: String,
+}
+
+impl Bundle {
+    fn of(job: &Job) -> Result<Bundle, ApiError> {
+        if job.state != JobState::Success {
+            return Err(Error::conflict(format!(
+                "the build is {}; only a successful build has a bundle",
+                job.state
+            ))
+            .with_context("status", job.state)
+            .into());
+        }
+        let result = job.result.as_ref();
+        let field = |name: &str| result.and_then(|r| r.get(name));
+        match (
+            field("bundle_key").and_then(|v| v.as_str()),
+            field("bytes").and_then(serde_json::Value::as_u64),
+            field("sha256").and_then(|v| v.as_str()),
+        ) {
+            (Some(key), Some(bytes), Some(sha256)) => Ok(Bundle {
+                key: key.to_owned(),
+                bytes,
+                sha256: sha256.to_owned(),
+                built_by: built_by(job).unwrap_or_else(|| job.id.to_string()),
+            }),
+            _ => Err(Error::internal("a successful build without a bundle").into()),
+        }
+    }
+}
+
+fn built_by(job: &Job) -> Option<String> {
+    job.result
+        .as_ref()
+        .and_then(|r| r.get("built_by"))
+        .and_then(|v| v.as_str())
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .map(|id| id.to_string())
+}
+
+fn platform_of(job: &Job) -> Option<Platform> {
+    job.payload
+        .get("platform")
+        .and_then(|v| v.as_str())
+        .and_then(|p| p.parse().ok())
+}
+
+fn status_view(job: Job) -> StatusView {
+    let result = job.result.as_ref();
+    let field = |name: &str| result.and_then(|r| r.get(name));
+    let text = |name: &str| field(name).and_then(|v| v.as_str()).map(str::to_owned);
+    let cache = field("cache").map(|cache| CacheView {
+        build: cache
+            .get("build")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
+        dependencies: cache
+            .get("dependencies")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
+        metro_warm: cache.get("metro_warm").and_then(serde_json::Value::as_bool),
+    });
+    let id = job.id.to_string();
+    StatusView {
+        job_id: job.id.as_uuid(),
+        project_id: job.project_id.map(|p| p.as_uuid()).unwrap_or_default(),
+        platform: platform_of(&job).map(PlatformView::from),
+        status: job.state.to_string(),
+        progress: job.progress,
+        phase: job.phase.clone(),
+        timeout: job.error_code.as_deref() == Some(ApiErrorCode::PreviewTimeout.as_str()),
+        error: job.error_code.clone().map(|code| BuildError {
+            code,
+            message: job.error_message.clone().unwrap_or_default(),
+        }),
+        cache,
+        git_ref: job
+            .payload
+            .get("requested_ref")
+            .or_else(|| job.payload.get("git_ref"))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
+        commit: text("commit").or_else(|| {
+            job.payload
+                .get("git_ref")
+                .and_then(|v| v.as_str())
+                .filter(|r| r.len() == 40)
+                .map(str::to_owned)
+        }),
+        bytes: field("bytes").and_then(serde_json::Value::as_u64),
+        sha256: text("sha256"),
+        bundler: text("bundler"),
+        bundler_version: text("bundler_version"),
+        built_by: text("built_by"),
+        download_url: (job.state == JobState::Success)
+            .then(|| format!("{}/preview/download/{id}", super::API_PREFIX)),
+        logs_url: format!("{}/preview/logs/{id}", super::API_PREFIX),
+        attempts: job.attempts,
+        created_at: job.created_at,
+        updated_at: job.updated_at,
+        started_at: job.started_at,
+        finished_at: job.finished_at,
+    }
+}
+
+/// A `Range` header against a bundle of `len` bytes: `Ok(None)` for the whole bundle (no header,
+/// or one this server does not serve partially, like several ranges), `Ok(Some(range))` for a
+/// satisfiable single range, `Err(())` for one outside the bundle.
+fn parse_range(header: Option<&str>, len: u64) -> Result<Option<Range<u64>>, ()> {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((start, end)) = spec.trim().split_once('-') else {
+        return Ok(None);
+    };
+    let (start, end) = (start.trim(), end.trim());
+    let range = if start.is_empty() {
+        // The last `end` bytes.
+        let Ok(suffix) = end.parse::<u64>() else {
+            return Ok(None);
+        };
+        if suffix == 0 {
+            return Err(());
+        }
+        len.saturating_sub(suffix)..len
+    } else {
+        let Ok(first) = start.parse::<u64>() else {
+            return Ok(None);
+        };
+        let last = if end.is_empty() {
+            len.saturating_sub(1)
+        } else {
+            match end.parse::<u64>() {
+                Ok(last) if last >= first => last.min(len.saturating_sub(1)),
+                _ => return Ok(None),
+            }
+        };
+        if first >= len {
+            return Err(());
+        }
+        first..last + 1
+    };
+    Ok(Some(range))
+}
+
+fn refuse_unless_allowed(decision: RateDecision) -> Result<(), ApiError> {
+    if decision.allowed {
+        Ok(())
+    } else {
+        Err(Error::rate_limited(decision.retry_after).into())
+    }
+}
+
+async fn current_toolchain() -> Result<Toolchain, ApiError> {
+    tokio::task::spawn_blocking(|| toolchain().clone())
+        .await
+        .map_err(|err| ApiError::from(Error::internal("toolchain").with_context("cause", err)))
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> hivesync_core::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| Error::internal("a repository operation failed").with_context("cause", err))?
+        .map_err(ApiError::from)
+}
+
+/// This server's external base URL: `PUBLIC_URL`, or the request's `Host` (over `https` only when
+/// a trusted proxy says so).
+fn public_base(state: &AppState, req: &Request) -> String {
+    if let Some(url) = &state.config.preview.public_url {
+        return url.clone();
+    }
+    let headers = req.headers();
+    let host = headers
+        .get(poem::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
+        .unwrap_or("localhost");
+    let https = state.config.http.trust_proxy_headers
+        && headers
+            .get("x-forwarded-proto")
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    format!("{}://{host}", if https { "https" } else { "http" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        assert_eq!(parse_range(None, 100), Ok(None));
+        assert_eq!(parse_range(Some("bytes=0-9"), 100), Ok(Some(0..10)));
+        assert_eq!(parse_range(Some("bytes=90-"), 100), Ok(Some(90..100)));
+        assert_eq!(parse_range(Some("bytes=-10"), 100), Ok(Some(90..100)));
+        assert_eq!(parse_range(Some("bytes=-500"), 100), Ok(Some(0..100)));
+        assert_eq!(parse_range(Some("bytes=50-5000"), 100), Ok(Some(50..100)));
+        assert_eq!(parse_range(Some("bytes=100-"), 100), Err(()));
+        assert_eq!(parse_range(Some("bytes=-0"), 100), Err(()));
+        // Unparseable or multiple ranges: the whole body.
+        assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), Ok(None));
+        assert_eq!(parse_range(Some("bytes=9-2"), 100), Ok(None));
+        assert_eq!(parse_range(Some("items=0-1"), 100), Ok(None));
+        assert_eq!(parse_range(Some("bytes=x-"), 100), Ok(None));
+    }
+}

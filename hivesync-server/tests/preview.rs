@@ -1,0 +1,723 @@
+//! Previews through the API: preview tokens and their misuse, build requests, the whole-build
+//! cache, and real builds of both example apps for both platforms by a worker running beside the
+//! server (status, download with ranges and ETag, logs, the repository left as it was).
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{Answer, TestApp, TestUser};
+use hivesync_core::domain::{Platform, ProjectId, UserId};
+use hivesync_core::ports::WorkerRole;
+use hivesync_core::preview_token::{PreviewGrant, PreviewTokenSigner};
+use hivesync_queue::worker::WorkerConfig;
+use poem::http::{Method, StatusCode};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name)
+}
+
+/// A tar of an example's sources as a client syncs them (no `node_modules`), each file passed
+/// through `edit`.
+fn tar_of(dir: &Path, edit: &dyn Fn(&str, Vec<u8>) -> Vec<u8>) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut pending = vec![PathBuf::new()];
+    while let Some(relative) = pending.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(dir.join(&relative))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if ["node_modules", "build", ".expo", "dist"].contains(&name.as_str()) {
+                continue;
+            }
+            let path = relative.join(&name);
+            if entry.file_type().unwrap().is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let key = path.to_string_lossy().into_owned();
+            let bytes = edit(&key, std::fs::read(entry.path()).unwrap());
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            builder
+                .append_data(&mut header, &key, bytes.as_slice())
+                .unwrap();
+        }
+    }
+    builder.into_inner().unwrap()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn unchanged(_: &str, bytes: Vec<u8>) -> Vec<u8> {
+    bytes
+}
+
+async fn sync(app: &TestApp, owner: &TestUser, project: &str, tar: Vec<u8>) -> String {
+    let answer = app
+        .send_bytes(
+            Method::POST,
+            &format!("/api/v1/projects/{project}/sync"),
+            Some(&owner.token),
+            "application/x-tar",
+            tar,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    answer.body["commit"].as_str().unwrap().to_owned()
+}
+
+async fn preview_token(
+    app: &TestApp,
+    user: &TestUser,
+    project: &str,
+    platform: &str,
+    git_ref: Option<&str>,
+) -> String {
+    let mut body = json!({"project_id": project, "platform": platform});
+    if let Some(git_ref) = git_ref {
+        body["ref"] = json!(git_ref);
+    }
+    let answer = app
+        .post("/api/v1/preview/token", Some(&user.token), body)
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    answer.body["token"].as_str().unwrap().to_owned()
+}
+
+async fn build(app: &TestApp, token: &str, body: Value) -> Answer {
+    app.post("/api/v1/preview/build", Some(token), body).await
+}
+
+async fn status(app: &TestApp, token: &str, job: &str) -> Answer {
+    app.get(&format!("/api/v1/preview/status/{job}"), Some(token))
+        .await
+}
+
+/// Polls the status endpoint until the build is finished.
+async fn finished(app: &TestApp, token: &str, job: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    let mut progress = 0.0;
+    loop {
+        let answer = status(app, token, job).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        let now = answer.body["progress"].as_f64().unwrap();
+        assert!(now >= progress, "progress never goes back: {}", answer.text);
+        progress = now;
+        if ["success", "failed", "cancelled"].contains(&answer.body["status"].as_str().unwrap()) {
+            return answer.body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "build stuck: {}",
+            answer.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Decodes the QR code of an SVG made of `M{x} {y}h1v1h-1z` modules.
+fn decode_qr(svg: &str) -> String {
+    let path = svg.split("d=\"").nth(1).unwrap().split('"').next().unwrap();
+    let size: usize = svg
+        .split("viewBox=\"0 0 ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut dark = vec![false; size * size];
+    for module in path.split('M').filter(|m| !m.is_empty()) {
+        let coords = module.trim_end_matches("h1v1h-1z");
+        let (x, y) = coords.split_once(' ').unwrap();
+        let (x, y): (usize, usize) = (x.parse().unwrap(), y.parse().unwrap());
+        dark[y * size + x] = true;
+    }
+    // Four pixels per module, so the decoder sees clean edges.
+    let scale = 4;
+    let mut image =
+        rqrr::PreparedImage::prepare_from_greyscale(size * scale, size * scale, |x, y| {
+            if dark[(y / scale) * size + x / scale] {
+                0
+            } else {
+                255
+            }
+        });
+    let grids = image.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code");
+    grids[0].decode().unwrap().1
+}
+
+#[tokio::test]
+async fn tokens_are_issued_to_members_and_misuse_is_refused() {
+    let app = TestApp::with_env(&[
+        ("PREVIEW_BUILDS_PER_MINUTE", "6"),
+        ("PUBLIC_URL", "https://hive.example.com"),
+    ])
+    .await;
+    let owner = app.register("owner").await;
+    let editor = app.register("editor").await;
+    let outsider = app.register("outsider").await;
+    let project = app.create_project(&owner, "app").await;
+    let other_project = app.create_project(&owner, "other").await;
+    app.add_member(&owner, &project, &editor, "editor").await;
+    let commit = sync(
+        &app,
+        &owner,
+        &project,
+        tar_of(&example("rn-app"), &unchanged),
+    )
+    .await;
+    sync(
+        &app,
+        &owner,
+        &other_project,
+        tar_of(&example("rn-app"), &unchanged),
+    )
+    .await;
+
+    // Issuing: members only, a known platform and an existing ref.
+    let ask = |user: Option<&TestUser>, body: Value| {
+        let token = user.map(|u| u.token.clone());
+        let app = &app;
+        async move {
+            app.post("/api/v1/preview/token", token.as_deref(), body)
+                .await
+        }
+    };
+    ask(None, json!({"project_id": project, "platform": "ios"}))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    ask(
+        Some(&outsider),
+        json!({"project_id": project, "platform": "ios"}),
+    )
+    .await
+    .assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    ask(
+        Some(&owner),
+        json!({"project_id": project, "platform": "windows"}),
+    )
+    .await
+    .assert_error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+    ask(
+        Some(&owner),
+        json!({"project_id": project, "platform": "ios", "ref": "no-such-branch"}),
+    )
+    .await
+    .assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    ask(
+        Some(&owner),
+        json!({"project_id": project, "platform": "ios", "ref": "--upload-pack=x"}),
+    )
+    .await
+    .assert_error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+
+    let issued = ask(
+        Some(&owner),
+        json!({"project_id": project, "platform": "ios", "ref": "main"}),
+    )
+    .await;
+    assert_eq!(issued.status, StatusCode::OK, "{}", issued.text);
+    let token = issued.body["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("v1."));
+    assert_eq!(issued.body["expires_in"], 300);
+    assert_eq!(issued.body["platform"], "ios");
+    assert_eq!(issued.body["ref"], "main");
+    let url = issued.body["preview_url"].as_str().unwrap();
+    assert_eq!(
+        url,
+        format!("https://hive.example.com/preview#token={token}")
+    );
+    assert_eq!(
+        decode_qr(issued.body["qr_svg"].as_str().unwrap()),
+        url,
+        "the QR code is the preview URL"
+    );
+
+    // Building takes the preview token alone.
+    build(&app, &owner.token, json!({}))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "TOKEN_INVALID");
+    let mut tampered = token.clone().into_bytes();
+    let middle = tampered.len() / 2;
+    tampered[middle] = if tampered[middle] == b'A' { b'B' } else { b'A' };
+    build(&app, &String::from_utf8(tampered).unwrap(), json!({}))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "TOKEN_INVALID");
+    let project_id = ProjectId::from_uuid(project.parse().unwrap());
+    let owner_id = UserId::from_uuid(owner.id.parse().unwrap());
+    let grant = PreviewGrant {
+        project_id,
+        user_id: owner_id,
+        platform: Platform::Ios,
+        git_ref: None,
+    };
+    let now = chrono::Utc::now().timestamp();
+    let expired = app
+        .state
+        .preview_tokens
+        .sign(&grant, now - 600, 300)
+        .unwrap();
+    build(&app, &expired, json!({}))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "TOKEN_EXPIRED");
+    // Signed with a key this server does not have.
+    let foreign_key = hivesync_core::config::PreviewKey {
+        id: "k1".to_owned(),
+        secret: hivesync_core::secret::Secret::new("f".repeat(40)),
+    };
+    let foreign = PreviewTokenSigner::new(&foreign_key, &[])
+        .unwrap()
+        .sign(&grant, now, 300)
+        .unwrap();
+    build(&app, &foreign, json!({}))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "TOKEN_INVALID");
+
+    // Bad bodies.
+    build(&app, &token, json!({"ref": "develop"}))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "FORBIDDEN");
+    build(&app, &token, json!({"env": {"SECRET_KEY": "x"}}))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+    build(&app, &token, json!({"branch": "main"}))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+
+    // A build is queued (no worker runs here), pinned to the commit the ref named.
+    let accepted = build(&app, &token, json!({})).await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.text);
+    assert_eq!(accepted.body["status"], "queued");
+    assert_eq!(accepted.body["commit"], commit.as_str());
+    assert_eq!(accepted.body["cached"], false);
+    assert_eq!(accepted.body["shared"], false);
+    let job = accepted.body["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        accepted.body["status_url"],
+        format!("/api/v1/preview/status/{job}")
+    );
+    let job_record = app
+        .state
+        .store
+        .get_job(hivesync_core::domain::JobId::from_uuid(
+            job.parse().unwrap(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job_record.payload["git_ref"], commit.as_str());
+    assert_eq!(job_record.payload["requested_ref"], "main");
+
+    // The same request again, and another member's identical request, share that build.
+    let again = build(&app, &token, json!({})).await;
+    assert_eq!(again.body["job_id"], job.as_str(), "{}", again.text);
+    let editor_token = preview_token(&app, &editor, &project, "ios", None).await;
+    let shared = build(&app, &editor_token, json!({})).await;
+    assert_eq!(shared.body["job_id"], job.as_str(), "{}", shared.text);
+    assert_eq!(shared.body["shared"], true);
+    // Another platform or environment is another build.
+    let android = preview_token(&app, &owner, &project, "android", None).await;
+    let other = build(&app, &android, json!({})).await;
+    assert_ne!(other.body["job_id"], job.as_str(), "{}", other.text);
+    let with_env = build(
+        &app,
+        &editor_token,
+        json!({"env": {"EXPO_PUBLIC_API_URL": "https://api.example.com"}}),
+    )
+    .await;
+    assert_ne!(with_env.body["job_id"], job.as_str(), "{}", with_env.text);
+
+    // Reading the build: members and tokens of its project and platform; nobody else.
+    let seen = status(&app, &token, &job).await;
+    assert_eq!(seen.status, StatusCode::OK, "{}", seen.text);
+    assert_eq!(seen.body["status"], "queued");
+    assert_eq!(seen.body["platform"], "ios");
+    assert_eq!(seen.body["ref"], "main");
+    assert_eq!(seen.body["commit"], commit.as_str());
+    assert_eq!(seen.body["timeout"], false);
+    assert!(seen.body["download_url"].is_null());
+    assert_eq!(
+        status(&app, &owner.token, &job).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&app, &editor_token, &job).await.status,
+        StatusCode::OK
+    );
+    status(&app, &android, &job)
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    status(&app, &outsider.token, &job)
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    let other_project_token = preview_token(&app, &owner, &other_project, "ios", None).await;
+    status(&app, &other_project_token, &job)
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    status(&app, &token, &uuid::Uuid::new_v4().to_string())
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    status(&app, "garbage", &job)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    status(&app, &expired, &job)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "TOKEN_EXPIRED");
+    app.get(&format!("/api/v1/preview/download/{job}"), Some(&token))
+        .await
+        .assert_error(StatusCode::CONFLICT, "CONFLICT");
+    app.get(&format!("/api/v1/preview/logs/{job}"), Some(&token))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
+
+    // Rate limited per user and project: six requests a minute, and the owner has made four.
+    build(&app, &token, json!({})).await;
+    build(&app, &token, json!({})).await;
+    let limited = build(&app, &token, json!({})).await;
+    limited.assert_error(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
+    assert!(limited.headers.get("retry-after").is_some());
+    // The editor's allowance is their own.
+    assert_eq!(
+        build(&app, &editor_token, json!({})).await.status,
+        StatusCode::ACCEPTED
+    );
+
+    // A member removed from the project: their tokens stop working at once.
+    let removed = app
+        .delete(
+            &format!("/api/v1/projects/{project}/members/{}", editor.id),
+            Some(&owner.token),
+        )
+        .await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT, "{}", removed.text);
+    build(&app, &editor_token, json!({}))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "FORBIDDEN");
+    status(&app, &editor_token, &job)
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
+}
+
+/// A finished build's zip: its entries by name.
+fn unzip(bytes: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let mut files = std::collections::BTreeMap::new();
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).unwrap();
+        if entry.is_dir() {
+            continue;
+        }
+        let mut content = Vec::new();
+        entry.read_to_end(&mut content).unwrap();
+        files.insert(entry.name().unwrap().to_string(), content);
+    }
+    files
+}
+
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                pending.push(entry.path());
+            } else {
+                files.push((
+                    entry.path().display().to_string(),
+                    std::fs::read(entry.path()).unwrap(),
+                ));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+struct Built {
+    status: Value,
+    zip: Vec<u8>,
+    files: std::collections::BTreeMap<String, Vec<u8>>,
+}
+
+async fn build_and_download(app: &TestApp, token: &str, body: Value) -> Built {
+    let accepted = build(app, token, body).await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.text);
+    let job = accepted.body["job_id"].as_str().unwrap().to_owned();
+    let status = finished(app, token, &job).await;
+    if status["status"] != "success" {
+        let log = app
+            .get(&format!("/api/v1/preview/logs/{job}"), Some(token))
+            .await;
+        panic!("build failed: {status}\n{}", log.text);
+    }
+    let download = app
+        .get(&format!("/api/v1/preview/download/{job}"), Some(token))
+        .await;
+    assert_eq!(download.status, StatusCode::OK);
+    let zip = download.bytes.clone();
+    assert_eq!(
+        download.headers["content-length"].to_str().unwrap(),
+        zip.len().to_string()
+    );
+    let sha = sha256_hex(&zip);
+    assert_eq!(status["sha256"], sha.as_str());
+    assert_eq!(status["bytes"], zip.len());
+    assert_eq!(
+        download.headers["etag"].to_str().unwrap(),
+        format!("\"{sha}\"")
+    );
+    let files = unzip(&zip);
+    Built { status, zip, files }
+}
+
+#[tokio::test]
+async fn both_example_apps_build_for_both_platforms_through_the_api() {
+    let app = TestApp::with_env(&[
+        ("PREVIEW_BUILDER_CONCURRENCY", "2"),
+        ("WORKER_CONCURRENCY", "4"),
+    ])
+    .await;
+    let shutdown = CancellationToken::new();
+    let workers = hivesync_server::runtime::spawn_worker(
+        &app.state,
+        WorkerConfig::new(WorkerRole::Cpu, 4),
+        &shutdown,
+    );
+    let owner = app.register("owner").await;
+    let member = app.register("member").await;
+    let rn = app.create_project(&owner, "rn").await;
+    let expo = app.create_project(&owner, "expo").await;
+    app.add_member(&owner, &rn, &member, "viewer").await;
+    sync(&app, &owner, &rn, tar_of(&example("rn-app"), &unchanged)).await;
+    sync(
+        &app,
+        &owner,
+        &expo,
+        tar_of(&example("expo-app"), &unchanged),
+    )
+    .await;
+    let repos_before = snapshot(&app.data_dir().join("repos"));
+
+    // The first build of each app installs its dependencies; both platforms of an app then share
+    // them. Two builds at a time (PREVIEW_BUILDER_CONCURRENCY).
+    let mut tokens = Vec::new();
+    for (project, platform) in [
+        (&rn, "ios"),
+        (&rn, "android"),
+        (&expo, "ios"),
+        (&expo, "android"),
+    ] {
+        tokens.push((
+            project.clone(),
+            platform,
+            preview_token(&app, &owner, project, platform, None).await,
+        ));
+    }
+    let builds = futures::future::join_all(
+        tokens
+            .iter()
+            .map(|(_, _, token)| build_and_download(&app, token, json!({}))),
+    )
+    .await;
+    for ((project, platform, _), built) in tokens.iter().zip(&builds) {
+        let status = &built.status;
+        let what = format!("{project} {platform}");
+        assert_eq!(status["progress"], 1.0, "{what}");
+        assert_eq!(status["platform"], *platform, "{what}");
+        assert_eq!(status["cache"]["build"], "miss", "{what}");
+        assert!(status["error"].is_null(), "{what}");
+        let metadata: Value = serde_json::from_slice(&built.files["metadata.json"]).unwrap();
+        assert_eq!(metadata["job_id"], status["job_id"], "{what}");
+        assert_eq!(metadata["project_id"], project.as_str(), "{what}");
+        assert_eq!(metadata["platform"], *platform, "{what}");
+        assert_eq!(metadata["commit"], status["commit"], "{what}");
+        assert_eq!(metadata["token_version"], 1, "{what}");
+        assert!(built.files["logs.txt"].len() > 100, "{what}");
+        let bundle_name = metadata["bundle"].as_str().unwrap();
+        let bundle = &built.files[bundle_name];
+        assert!(bundle.len() > 10_000, "{what}: a real bundle");
+        assert_eq!(
+            metadata["bundle_sha256"],
+            sha256_hex(bundle).as_str(),
+            "{what}"
+        );
+        if project == &rn {
+            assert_eq!(bundle_name, "main.jsbundle", "{what}");
+            assert_eq!(status["bundler"], "metro", "{what}");
+            assert!(
+                built
+                    .files
+                    .keys()
+                    .any(|k| k.starts_with("assets/") && k.ends_with(".png")),
+                "{what}: the image asset is packaged: {:?}",
+                built.files.keys().collect::<Vec<_>>()
+            );
+        } else {
+            assert!(
+                bundle_name.starts_with(&format!("_expo/static/js/{platform}/")),
+                "{what}"
+            );
+            assert_eq!(status["bundler"], "expo", "{what}");
+        }
+    }
+    assert_eq!(
+        snapshot(&app.data_dir().join("repos")),
+        repos_before,
+        "builds leave the repositories byte for byte as they were"
+    );
+    let rn_ios = &builds[0];
+    let job = rn_ios.status["job_id"].as_str().unwrap().to_owned();
+    let rn_ios_token = &tokens[0].2;
+
+    // Downloads: byte ranges, conditional requests; members may download too.
+    let partial = app
+        .client
+        .get(format!("/api/v1/preview/download/{job}"))
+        .header("authorization", format!("Bearer {rn_ios_token}"))
+        .header("range", "bytes=10-99")
+        .send()
+        .await;
+    let partial = common::read(partial).await;
+    assert_eq!(partial.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(partial.bytes, rn_ios.zip[10..100]);
+    assert_eq!(
+        partial.headers["content-range"].to_str().unwrap(),
+        format!("bytes 10-99/{}", rn_ios.zip.len())
+    );
+    let beyond = common::read(
+        app.client
+            .get(format!("/api/v1/preview/download/{job}"))
+            .header("authorization", format!("Bearer {rn_ios_token}"))
+            .header("range", format!("bytes={}-", rn_ios.zip.len()))
+            .send()
+            .await,
+    )
+    .await;
+    assert_eq!(beyond.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    let etag = format!("\"{}\"", rn_ios.status["sha256"].as_str().unwrap());
+    let cached = common::read(
+        app.client
+            .get(format!("/api/v1/preview/download/{job}"))
+            .header("authorization", format!("Bearer {}", member.token))
+            .header("if-none-match", etag.clone())
+            .send()
+            .await,
+    )
+    .await;
+    assert_eq!(cached.status, StatusCode::NOT_MODIFIED);
+    let log = app
+        .get(&format!("/api/v1/preview/logs/{job}"), Some(rn_ios_token))
+        .await;
+    assert_eq!(log.status, StatusCode::OK);
+    for step in [
+        "checkout",
+        "dependencies",
+        "bundling",
+        "packaging",
+        "uploading",
+        "success",
+    ] {
+        assert!(
+            log.text.contains(step),
+            "the log records {step}: {}",
+            log.text
+        );
+    }
+
+    // An identical request is answered from the whole-build cache, with the same bundle.
+    let again = build(&app, rn_ios_token, json!({})).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    assert_eq!(again.body["status"], "success", "{}", again.text);
+    assert_eq!(again.body["cached"], true);
+    let again_job = again.body["job_id"].as_str().unwrap();
+    assert_ne!(again_job, job);
+    let again_status = status(&app, rn_ios_token, again_job).await.body;
+    assert_eq!(again_status["cache"]["build"], "hit");
+    assert_eq!(again_status["built_by"], job.as_str());
+    let again_zip = app
+        .get(
+            &format!("/api/v1/preview/download/{again_job}"),
+            Some(rn_ios_token),
+        )
+        .await;
+    assert_eq!(again_zip.bytes, rn_ios.zip);
+
+    // A one-line change: a new build, dependencies from the store, Metro's cache warm.
+    let edited = |path: &str, bytes: Vec<u8>| {
+        if path == "src/App.js" {
+            let mut text = String::from_utf8(bytes).unwrap();
+            text.push_str("\n// one more line\n");
+            text.into_bytes()
+        } else {
+            bytes
+        }
+    };
+    sync(&app, &owner, &rn, tar_of(&example("rn-app"), &edited)).await;
+    let rebuilt = build_and_download(&app, rn_ios_token, json!({})).await;
+    assert_eq!(rebuilt.status["cache"]["build"], "miss");
+    assert_eq!(rebuilt.status["cache"]["dependencies"], "store");
+    assert_eq!(rebuilt.status["cache"]["metro_warm"], true);
+    assert_ne!(rebuilt.status["commit"], rn_ios.status["commit"]);
+
+    // A syntax error: PREVIEW_BUILD_FAILED, and the log says where.
+    let broken = |path: &str, bytes: Vec<u8>| {
+        if path == "src/App.js" {
+            b"export default function App( {\n".to_vec()
+        } else {
+            bytes
+        }
+    };
+    sync(&app, &owner, &rn, tar_of(&example("rn-app"), &broken)).await;
+    let repos_before_failure = snapshot(&app.data_dir().join("repos"));
+    let failed = build(&app, rn_ios_token, json!({})).await;
+    let failed_job = failed.body["job_id"].as_str().unwrap().to_owned();
+    let failed_status = finished(&app, rn_ios_token, &failed_job).await;
+    assert_eq!(failed_status["status"], "failed");
+    assert_eq!(failed_status["error"]["code"], "PREVIEW_BUILD_FAILED");
+    assert_eq!(failed_status["timeout"], false);
+    let failed_log = app
+        .get(
+            &format!("/api/v1/preview/logs/{failed_job}"),
+            Some(rn_ios_token),
+        )
+        .await;
+    assert!(failed_log.text.contains("App.js"), "{}", failed_log.text);
+    app.get(
+        &format!("/api/v1/preview/download/{failed_job}"),
+        Some(rn_ios_token),
+    )
+    .await
+    .assert_error(StatusCode::CONFLICT, "CONFLICT");
+
+    assert_eq!(
+        snapshot(&app.data_dir().join("repos")),
+        repos_before_failure,
+        "a failed build leaves the repository byte for byte as it was"
+    );
+
+    shutdown.cancel();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+}
