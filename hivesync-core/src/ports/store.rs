@@ -76,6 +76,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_job(&self, job: NewJob) -> Result<Job>;
     async fn get_job(&self, id: JobId) -> Result<Option<Job>>;
+    /// The job `id` if it belongs to a project `user` is a member of, in one read (the hot path
+    /// of build status polling); `None` for a missing job, a job without a project, or a
+    /// non-member.
+    async fn get_member_job(&self, id: JobId, user: UserId) -> Result<Option<Job>>;
     async fn update_job(&self, id: JobId, update: JobUpdate) -> Result<Job>;
     /// Puts a `failed` or `cancelled` job back to `queued` for another run (an operator retrying a
     /// dead letter): progress, error and `finished_at` are cleared, attempts kept.

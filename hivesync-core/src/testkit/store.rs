@@ -432,6 +432,32 @@ async fn jobs(store: &dyn Store) {
 
     let job = store.create_job(new_job("preview_build")).await.unwrap();
     assert_eq!(job.state, JobState::Queued);
+    // Members see their projects' jobs in one read; nobody else does.
+    assert_eq!(
+        store.get_member_job(job.id, user.id).await.unwrap(),
+        Some(job.clone())
+    );
+    let stranger = new_user(store, "jobs-stranger").await;
+    assert_eq!(
+        store.get_member_job(job.id, stranger.id).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.get_member_job(JobId::new(), user.id).await.unwrap(),
+        None
+    );
+    let unowned = store
+        .create_job(NewJob {
+            project_id: None,
+            queue: format!("{queue}-system"),
+            ..new_job("system")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_member_job(unowned.id, user.id).await.unwrap(),
+        None
+    );
     assert_eq!((job.progress, job.attempts), (0.0, 0));
     assert_eq!(job.payload["platform"], "ios");
     assert!(job.started_at.is_none() && job.finished_at.is_none());

@@ -555,27 +555,25 @@ impl PreviewApi {
 }
 
 impl PreviewApi {
-    /// The preview job `id`, if `caller` may read it; `404` otherwise.
+    /// The preview job `id`, if `caller` may read it; `404` otherwise. One read: the job joined
+    /// to the caller's membership of its project.
     async fn readable_job(&self, caller: &PreviewCaller, id: Uuid) -> Result<Job, ApiError> {
-        let state = &self.state;
         let hidden = || ApiError::not_found("no such preview build");
-        let job = state
+        let user = match caller {
+            PreviewCaller::Member(caller) => caller.user_id,
+            PreviewCaller::Token(claims) => claims.user_id,
+        };
+        let job = self
+            .state
             .store
-            .get_job(JobId::from_uuid(id))
+            .get_member_job(JobId::from_uuid(id), user)
             .await?
             .filter(|job| job.kind == PREVIEW_JOB_KIND)
             .ok_or_else(hidden)?;
-        let project = job.project_id.ok_or_else(hidden)?;
-        let user = match caller {
-            PreviewCaller::Member(caller) => caller.user_id,
-            PreviewCaller::Token(claims) => {
-                if claims.project_id != project || platform_of(&job) != Some(claims.platform) {
-                    return Err(hidden());
-                }
-                claims.user_id
-            }
-        };
-        if state.store.get_role(project, user).await?.is_none() {
+        if let PreviewCaller::Token(claims) = caller
+            && (job.project_id != Some(claims.project_id)
+                || platform_of(&job) != Some(claims.platform))
+        {
             return Err(hidden());
         }
         Ok(job)

@@ -575,6 +575,24 @@ impl Store for SqlStore {
         .transpose()
     }
 
+    async fn get_member_job(&self, id: JobId, user: UserId) -> Result<Option<Job>> {
+        sqlx::query(
+            "SELECT j.id, j.kind, j.queue, j.project_id, j.user_id, j.state, j.progress, j.phase, \
+             j.attempts, j.error_code, j.error_message, j.payload, j.result, j.dedup_key, \
+             j.created_at, j.updated_at, j.started_at, j.finished_at \
+             FROM jobs j JOIN project_members m ON m.project_id = j.project_id AND m.user_id = $2 \
+             WHERE j.id = $1",
+        )
+        .bind(id.as_uuid())
+        .bind(user.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?
+        .as_ref()
+        .map(job_from_row)
+        .transpose()
+    }
+
     async fn update_job(&self, id: JobId, update: JobUpdate) -> Result<Job> {
         if !(0.0..=1.0).contains(&update.progress) {
             return Err(Error::validation("progress must be between 0 and 1")
