@@ -32,6 +32,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod job_cache;
 pub mod ports;
 pub mod preview_token;
 #[cfg(feature = "git")]

@@ -39,6 +39,108 @@ async fn postgres_store_conforms() {
     database.drop_database().await.unwrap();
 }
 
+/// The status cache against PostgreSQL's change feed: a job update or a membership removal
+/// committed by anyone reaches the cache, which then reads the new state.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_change_feed_keeps_the_status_cache_correct() {
+    use hivesync_core::adapters::PostgresStore;
+    use hivesync_core::domain::{
+        Email, JobId, JobState, JobUpdate, NewJob, NewProject, NewUser, Role,
+    };
+    use hivesync_core::job_cache::MemberJobCache;
+    use hivesync_core::testkit::postgres::TestDatabase;
+
+    let Some(admin_url) = testkit::service_env(
+        "DATABASE_URL",
+        "the_postgres_change_feed_keeps_the_status_cache_correct",
+    ) else {
+        return;
+    };
+    let database = TestDatabase::create(&admin_url).await.unwrap();
+    let store = PostgresStore::connect_postgres(database.url(), 4)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let user = |name: &str| NewUser {
+        email: Email::parse(&format!("{name}@example.com")).unwrap(),
+        display_name: name.to_owned(),
+        password_hash: "x".to_owned(),
+    };
+    let owner = store.create_user(user("owner")).await.unwrap().id;
+    let viewer = store.create_user(user("viewer")).await.unwrap().id;
+    let project = store
+        .create_project(NewProject {
+            name: "p".into(),
+            description: String::new(),
+            owner,
+        })
+        .await
+        .unwrap()
+        .id;
+    store
+        .add_member(project, viewer, Role::Viewer)
+        .await
+        .unwrap();
+    let job = store
+        .create_job(NewJob {
+            id: JobId::new(),
+            kind: "preview_build".into(),
+            queue: "preview_build".into(),
+            project_id: Some(project),
+            user_id: Some(owner),
+            payload: serde_json::json!({}),
+            dedup_key: None,
+        })
+        .await
+        .unwrap()
+        .id;
+
+    let cache = Arc::new(MemberJobCache::new(Duration::from_secs(60), 100));
+    let mut announced = cache.subscribe();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let feed = tokio::spawn(hivesync_core::adapters::sql::postgres::watch_changes_owned(
+        database.url().to_owned(),
+        cache.clone(),
+        stop.clone(),
+    ));
+    async fn wait(announced: &mut tokio::sync::watch::Receiver<u64>, what: &str) {
+        tokio::time::timeout(Duration::from_secs(10), announced.changed())
+            .await
+            .unwrap_or_else(|_| panic!("no announcement: {what}"))
+            .unwrap();
+    }
+    while !cache.is_live() {
+        wait(&mut announced, "the feed going live").await;
+    }
+    let seen = |who| {
+        let (cache, store) = (&cache, &store);
+        async move { cache.get(store, job, who).await.unwrap().map(|j| j.state) }
+    };
+    assert_eq!(seen(viewer).await, Some(JobState::Queued));
+
+    store
+        .update_job(
+            job,
+            JobUpdate::progress(JobState::Bundling, 0.5, "bundling"),
+        )
+        .await
+        .unwrap();
+    wait(&mut announced, "the job update").await;
+    assert_eq!(seen(viewer).await, Some(JobState::Bundling));
+
+    store.remove_member(project, viewer).await.unwrap();
+    wait(&mut announced, "the membership removal").await;
+    assert_eq!(seen(viewer).await, None, "a removed member sees nothing");
+    assert_eq!(seen(owner).await, Some(JobState::Bundling));
+
+    stop.cancel();
+    feed.await.unwrap();
+    assert!(!cache.is_live(), "a stopped feed turns the cache off");
+    store.pool().close().await;
+    database.drop_database().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filesystem_object_store_conforms() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,7 @@ use hivesync_core::Result;
 use hivesync_core::auth::{JwtIssuer, PasswordHasher};
 use hivesync_core::clock::{SharedClock, system_clock};
 use hivesync_core::config::{self, Config};
+use hivesync_core::job_cache::MemberJobCache;
 use hivesync_core::ports::{
     JobQueue, Locks, ObjectStore, Quota, RateLimiter, Store, WorkerRegistry,
 };
@@ -20,6 +21,7 @@ use hivesync_queue::autoscaler::{Bounds, Decision};
 use hivesync_queue::backends::Backends;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{RwLock, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 /// The adapters and services of one running server, shared by every request.
 pub struct AppState {
@@ -44,6 +46,10 @@ pub struct AppState {
     pub previews: Previews,
     /// `POST /preview/build` requests per user and project.
     pub build_quota: Quota,
+    /// Build status reads, from memory while the database's change feed is live (PostgreSQL).
+    pub job_cache: Arc<MemberJobCache>,
+    /// Stops this state's background tasks (the change feed) when the state is dropped.
+    background: CancellationToken,
     /// The dependency store this process's preview builders share (made on first use: it asks
     /// Node and npm for their versions).
     preview_deps: OnceLock<Arc<DepsStore>>,
@@ -64,6 +70,32 @@ pub struct AutoscalerView {
     /// The latest decisions, newest last.
     pub decisions: Vec<(String, Decision)>,
     pub last_error: Option<String>,
+}
+
+/// How long a cached status read may be served, even with no change announced.
+const JOB_CACHE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+/// The status cache empties itself at this many jobs.
+const JOB_CACHE_MAX_ENTRIES: usize = 100_000;
+
+/// Starts the change feed that keeps `cache` correct, where the database has one (PostgreSQL) and
+/// a runtime is there to run it; otherwise the cache stays off and every read goes to the Store.
+fn watch_changes(config: &Config, cache: &Arc<MemberJobCache>, stop: &CancellationToken) {
+    if config.database.backend == config::DatabaseBackend::Postgres
+        && let Ok(runtime) = tokio::runtime::Handle::try_current()
+    {
+        let url = config.database.url.expose().to_owned();
+        runtime.spawn(hivesync_core::adapters::sql::postgres::watch_changes_owned(
+            url,
+            cache.clone(),
+            stop.clone(),
+        ));
+    }
+}
+
+impl Drop for AppState {
+    fn drop(&mut self) {
+        self.background.cancel();
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -90,6 +122,12 @@ impl AppState {
         metrics: Option<PrometheusHandle>,
     ) -> Result<Arc<Self>> {
         let repos = Arc::new(Repos::from_config(&config));
+        let job_cache = Arc::new(MemberJobCache::new(
+            JOB_CACHE_MAX_AGE,
+            JOB_CACHE_MAX_ENTRIES,
+        ));
+        let background = CancellationToken::new();
+        watch_changes(&config, &job_cache, &background);
         Ok(Arc::new(AppState {
             jwt: JwtIssuer::from_config(&config.jwt),
             preview_tokens: PreviewTokenSigner::from_config(&config.preview)?,
@@ -103,6 +141,8 @@ impl AppState {
             },
             repos,
             preview_deps: OnceLock::new(),
+            job_cache,
+            background,
             passwords: PasswordHasher::owasp(),
             store: backends.store,
             objects: backends.objects,

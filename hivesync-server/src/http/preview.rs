@@ -440,7 +440,7 @@ impl PreviewApi {
         job_id: Path<Uuid>,
     ) -> Result<Json<StatusView>, ApiError> {
         let job = self.readable_job(&auth.0, job_id.0).await?;
-        Ok(Json(status_view(job)))
+        Ok(Json(status_view(&job)))
     }
 
     /// Download a bundle
@@ -557,16 +557,16 @@ impl PreviewApi {
 impl PreviewApi {
     /// The preview job `id`, if `caller` may read it; `404` otherwise. One read: the job joined
     /// to the caller's membership of its project.
-    async fn readable_job(&self, caller: &PreviewCaller, id: Uuid) -> Result<Job, ApiError> {
+    async fn readable_job(&self, caller: &PreviewCaller, id: Uuid) -> Result<Arc<Job>, ApiError> {
         let hidden = || ApiError::not_found("no such preview build");
         let user = match caller {
             PreviewCaller::Member(caller) => caller.user_id,
             PreviewCaller::Token(claims) => claims.user_id,
         };
-        let job = self
-            .state
-            .store
-            .get_member_job(JobId::from_uuid(id), user)
+        let state = &self.state;
+        let job = state
+            .job_cache
+            .get(state.store.as_ref(), JobId::from_uuid(id), user)
             .await?
             .filter(|job| job.kind == PREVIEW_JOB_KIND)
             .ok_or_else(hidden)?;
@@ -671,7 +671,7 @@ fn platform_of(job: &Job) -> Option<Platform> {
         .and_then(|p| p.parse().ok())
 }
 
-fn status_view(job: Job) -> StatusView {
+fn status_view(job: &Job) -> StatusView {
     let result = job.result.as_ref();
     let field = |name: &str| result.and_then(|r| r.get(name));
     let text = |name: &str| field(name).and_then(|v| v.as_str()).map(str::to_owned);
@@ -690,7 +690,7 @@ fn status_view(job: Job) -> StatusView {
     StatusView {
         job_id: job.id.as_uuid(),
         project_id: job.project_id.map(|p| p.as_uuid()).unwrap_or_default(),
-        platform: platform_of(&job).map(PlatformView::from),
+        platform: platform_of(job).map(PlatformView::from),
         status: job.state.to_string(),
         progress: job.progress,
         phase: job.phase.clone(),
