@@ -131,7 +131,7 @@ fn main() {
     );
     let database_url = format!("{server_url}/{DATABASE}");
     let data_dir = tempfile::tempdir().unwrap();
-    let vars: HashMap<&str, String> = HashMap::from([
+    let vars: HashMap<&'static str, String> = HashMap::from([
         ("DATABASE_URL", database_url.clone()),
         ("DATA_DIR", data_dir.path().display().to_string()),
         ("JWT_SECRET", JWT_SECRET.to_owned()),
@@ -141,13 +141,18 @@ fn main() {
         ),
         ("LOG_LEVEL", "warn".to_owned()),
     ]);
-    let config = Config::from_lookup(|name| vars.get(name).cloned()).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let state = runtime.block_on(AppState::open(config)).unwrap();
+    let open = |cache: bool| {
+        let mut vars = vars.clone();
+        vars.insert("PREVIEW_STATUS_CACHE", cache.to_string());
+        let config = Config::from_lookup(|name| vars.get(name).cloned()).unwrap();
+        runtime.block_on(AppState::open(config)).unwrap()
+    };
+    let state = open(true);
     psql(&database_url, SEED);
     let ids_file = data_dir.path().join("job_ids.txt");
     let output = Command::new("psql")
@@ -163,36 +168,51 @@ fn main() {
         .issue(user0, chrono_now())
         .expect("a token for user 0");
 
-    let acceptor = runtime
-        .block_on(poem::listener::TcpListener::bind("127.0.0.1:0").into_acceptor())
-        .unwrap();
-    let addr = acceptor
-        .local_addr()
-        .into_iter()
-        .find_map(|a| a.as_socket_addr().copied())
-        .unwrap();
-    let server_state = state.clone();
-    runtime.spawn(async move {
-        poem::Server::new_with_acceptor(acceptor)
-            .run(app(server_state))
-            .await
+    let serve = |state: std::sync::Arc<AppState>| {
+        let acceptor = runtime
+            .block_on(poem::listener::TcpListener::bind("127.0.0.1:0").into_acceptor())
             .unwrap();
-    });
-    let url = format!("http://{addr}");
-    let wrk = |seconds: u64, latency: bool| {
+        let addr = acceptor
+            .local_addr()
+            .into_iter()
+            .find_map(|a| a.as_socket_addr().copied())
+            .unwrap();
+        runtime.spawn(async move {
+            poem::Server::new_with_acceptor(acceptor)
+                .run(app(state))
+                .await
+                .unwrap();
+        });
+        format!("http://{addr}")
+    };
+    let wrk = |url: &str, seconds: u64, latency: bool| {
         let mut command = Command::new("wrk");
         command
             .args(["-t2", "-c64", &format!("-d{seconds}s")])
             .args(latency.then_some("--latency"))
-            .args(["-s", "load.lua", &url])
+            .args(["-s", "load.lua", url])
             .current_dir(&reference)
             .env("TOKEN", &token)
             .env("JOB_IDS_FILE", &ids_file);
         let output = command.output().expect("wrk");
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
-    wrk(warmup, false);
-    let ours = result_line(&wrk(duration, true), "RESULT");
+    // The cache serves only once the change feed is live.
+    let mut announced = state.job_cache.subscribe();
+    runtime.block_on(async {
+        while !state.job_cache.is_live() {
+            tokio::time::timeout(std::time::Duration::from_secs(10), announced.changed())
+                .await
+                .expect("the change feed did not go live")
+                .unwrap();
+        }
+    });
+    let cached_url = serve(state.clone());
+    wrk(&cached_url, warmup, false);
+    let ours = result_line(&wrk(&cached_url, duration, true), "RESULT");
+    let uncached_url = serve(open(false));
+    wrk(&uncached_url, warmup, false);
+    let uncached = result_line(&wrk(&uncached_url, duration, true), "RESULT");
     let rss_mb = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -210,18 +230,25 @@ fn main() {
     };
     show("fastapi-ref (2 workers)", &baseline);
     show("hivesync", &ours);
-    assert_eq!(
-        ours["non2xx"], 0.0,
-        "every request must be an authorised hit"
-    );
+    show("hivesync, no status cache", &uncached);
+    for result in [&ours, &uncached] {
+        assert_eq!(
+            result["non2xx"], 0.0,
+            "every request must be an authorised hit"
+        );
+    }
     println!(
         "RESULT preview_status requests_per_sec={:.0} p99_ms={:.2} baseline_requests_per_sec={:.0} \
-         baseline_p99_ms={:.2} ratio={:.2} peak_rss_mb={rss_mb} baseline_peak_rss_mb={}",
+         baseline_p99_ms={:.2} ratio={:.2} uncached_requests_per_sec={:.0} uncached_p99_ms={:.2} \
+         uncached_ratio={:.2} peak_rss_mb={rss_mb} baseline_peak_rss_mb={}",
         ours["requests_per_sec"],
         ours["p99_ms"],
         baseline["requests_per_sec"],
         baseline["p99_ms"],
         ours["requests_per_sec"] / baseline["requests_per_sec"],
+        uncached["requests_per_sec"],
+        uncached["p99_ms"],
+        uncached["requests_per_sec"] / baseline["requests_per_sec"],
         baseline.get("peak_rss_mb").copied().unwrap_or(0.0),
     );
     runtime.shutdown_background();

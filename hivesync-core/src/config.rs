@@ -23,6 +23,7 @@
 //! | `PREVIEW_BUILDER_CONCURRENCY` | 2 | parallel builds per worker |
 //! | `PREVIEW_BUILDS_PER_MINUTE` | 30 | `POST /preview/build` requests per user and project per minute |
 //! | `PREVIEW_DOWNLOAD_REDIRECT` | `false` | downloads redirect to a presigned object-store URL (S3 only) |
+//! | `PREVIEW_STATUS_CACHE` | `true` | with PostgreSQL, serve build status from memory, kept correct by the database's change feed |
 //! | `PUBLIC_URL` | unset (the request's `Host`) | external base URL used in preview URLs and QR codes |
 //! | `WORKER_CONCURRENCY` | 2 | parallel jobs per CPU worker |
 //! | `OBJECT_STORAGE_PROVIDER` | `filesystem` (`s3` when a bucket is set) | `filesystem`, `s3`, `r2`, `linode`, `minio` |
@@ -123,6 +124,8 @@ pub struct PreviewConfig {
     pub builds_per_minute: u32,
     /// Answer downloads with a redirect to a presigned object-store URL, when the store can sign.
     pub download_redirect: bool,
+    /// Serve build status from memory while PostgreSQL's change feed is live.
+    pub status_cache: bool,
     /// The externally visible base URL (`https://hivesync.example.com`) that preview URLs and QR
     /// codes use; `None` takes it from each request's `Host` header.
     pub public_url: Option<String>,
@@ -364,6 +367,7 @@ impl Config {
             builder_concurrency: env.number("PREVIEW_BUILDER_CONCURRENCY", 2, 1..=64)? as usize,
             builds_per_minute: env.number("PREVIEW_BUILDS_PER_MINUTE", 30, 1..=100_000)? as u32,
             download_redirect: env.boolean("PREVIEW_DOWNLOAD_REDIRECT", false)?,
+            status_cache: env.boolean("PREVIEW_STATUS_CACHE", true)?,
             public_url: env
                 .get("PUBLIC_URL")
                 .map(|url| parse_http_url("PUBLIC_URL", &url))

@@ -80,7 +80,8 @@ const JOB_CACHE_MAX_ENTRIES: usize = 100_000;
 /// Starts the change feed that keeps `cache` correct, where the database has one (PostgreSQL) and
 /// a runtime is there to run it; otherwise the cache stays off and every read goes to the Store.
 fn watch_changes(config: &Config, cache: &Arc<MemberJobCache>, stop: &CancellationToken) {
-    if config.database.backend == config::DatabaseBackend::Postgres
+    if config.preview.status_cache
+        && config.database.backend == config::DatabaseBackend::Postgres
         && let Ok(runtime) = tokio::runtime::Handle::try_current()
     {
         let url = config.database.url.expose().to_owned();
