@@ -550,3 +550,208 @@ async fn the_cli_logs_in_and_delta_syncs_a_folder() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("UNAUTHORIZED"));
 }
+
+/// Decodes a QR code drawn by `hivesync preview token` (half blocks, light modules drawn).
+fn decode_terminal_qr(text: &str) -> String {
+    let lines: Vec<Vec<char>> = text
+        .lines()
+        .filter(|l| !l.is_empty() && l.chars().all(|c| " █▀▄".contains(c)))
+        .map(|l| l.chars().collect())
+        .collect();
+    let width = lines[0].len();
+    let mut dark = Vec::new();
+    for line in &lines {
+        let (mut upper, mut lower) = (Vec::new(), Vec::new());
+        for c in line {
+            let (u, l) = match c {
+                '█' => (false, false),
+                '▀' => (false, true),
+                '▄' => (true, false),
+                _ => (true, true),
+            };
+            upper.push(u);
+            lower.push(l);
+        }
+        dark.push(upper);
+        dark.push(lower);
+    }
+    let scale = 4;
+    let height = dark.len();
+    let mut image =
+        rqrr::PreparedImage::prepare_from_greyscale(width * scale, height * scale, |x, y| {
+            if dark[y / scale][x / scale] { 0 } else { 255 }
+        });
+    let grids = image.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code in:\n{text}");
+    grids[0].decode().unwrap().1
+}
+
+#[tokio::test]
+async fn the_cli_shows_a_preview_qr_code_and_builds_a_preview() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(&[
+        ("DATA_DIR", data.path().display().to_string()),
+        // npm keeps its cache under HOME.
+        (
+            "HOME",
+            std::env::var("HOME").unwrap_or_else(|_| "/root".to_owned()),
+        ),
+    ]);
+    let http = reqwest::Client::new();
+    let email = format!("preview-{}@example.org", testkit::unique_suffix());
+    let password = "preview password 123";
+    let (status, registered) = send(
+        http.post(server.url("/api/v1/auth/register"))
+            .json(&json!({"email": email, "password": password})),
+    )
+    .await;
+    assert_eq!(status, 201, "{registered}");
+    let token = registered["access_token"].as_str().unwrap().to_owned();
+    let (_, project) = send(
+        http.post(server.url("/api/v1/projects"))
+            .bearer_auth(&token)
+            .json(&json!({"name": "rn"})),
+    )
+    .await;
+    let project = project["id"].as_str().unwrap().to_owned();
+    let env = [
+        ("HIVESYNC_CONFIG_DIR", home.path().join("config")),
+        ("XDG_CACHE_HOME", home.path().join("cache")),
+    ];
+    let env: Vec<(&str, &Path)> = env.iter().map(|(k, v)| (*k, v.as_path())).collect();
+    let login = client_command(
+        &["login", "--url", &server.base, "--email", &email],
+        &env,
+        &[("HIVESYNC_PASSWORD", password)],
+    );
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+
+    // The example app's sources, as a developer's folder.
+    let folder = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/rn-app");
+    for entry in std::fs::read_dir(&example).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() == "node_modules" {
+            continue;
+        }
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(entry.path())
+            .arg(folder.path())
+            .status()
+            .unwrap();
+        assert!(copied.success());
+    }
+    let synced = client_command(
+        &[
+            "sync",
+            folder.path().to_str().unwrap(),
+            "--project",
+            &project,
+        ],
+        &env,
+        &[],
+    );
+    assert!(
+        synced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&synced.stderr)
+    );
+
+    let shown = client_command(
+        &[
+            "preview",
+            "token",
+            "--project",
+            &project,
+            "--platform",
+            "android",
+        ],
+        &env,
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let url = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("preview URL: "))
+        .unwrap_or_else(|| panic!("no preview URL in {stdout}"));
+    assert!(
+        url.starts_with(&format!("{}/preview#token=v1.", server.base)),
+        "{url}"
+    );
+    assert_eq!(decode_terminal_qr(&stdout), url, "the QR code is the URL");
+    // The page the URL opens.
+    let page = http.get(server.url("/preview")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'")
+    );
+    assert!(page.text().await.unwrap().contains("/preview/preview.js"));
+
+    let out = folder.path().join("android.zip");
+    let built = client_command(
+        &[
+            "preview",
+            "build",
+            "--project",
+            &project,
+            "--platform",
+            "android",
+            "--follow",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &env,
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&built.stdout).into_owned();
+    assert!(
+        built.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("bundle: {}", out.display())),
+        "{stdout}"
+    );
+    let zip = std::fs::read(&out).unwrap();
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
+    let mut metadata = String::new();
+    std::io::Read::read_to_string(
+        &mut archive.by_name("metadata.json").unwrap(),
+        &mut metadata,
+    )
+    .unwrap();
+    let metadata: Value = serde_json::from_str(&metadata).unwrap();
+    assert_eq!(metadata["platform"], "android");
+    assert_eq!(metadata["project_id"], project.as_str());
+    assert!(archive.by_name("main.jsbundle").unwrap().size() > 10_000);
+
+    // A failure says why and exits non-zero: a platform the server does not know never gets far.
+    let refused = client_command(
+        &[
+            "preview",
+            "build",
+            "--project",
+            &project,
+            "--platform",
+            "web",
+        ],
+        &env,
+        &[],
+    );
+    assert!(!refused.status.success());
+}
