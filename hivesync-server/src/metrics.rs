@@ -11,6 +11,7 @@
 //! | `hivesync_workers` | gauge | `type`, `state` (`responsive`, `unresponsive`, `draining`) |
 //! | `preview_build_time_seconds` | histogram | spec §7.14 |
 //! | `preview_build_success_total`, `preview_build_failures_total`, `preview_upload_failures_total` | counters | spec §7.14 |
+//! | `preview_cache_hits_total`, `preview_cache_misses_total` | counters | `cache`: `build` (whole-build cache, at request time), `dependencies`, `metro` |
 
 use std::sync::OnceLock;
 
@@ -94,6 +95,18 @@ fn describe() {
     metrics::counter!("preview_build_success_total").absolute(0);
     metrics::counter!("preview_build_failures_total").absolute(0);
     metrics::counter!("preview_upload_failures_total").absolute(0);
+    describe_counter!(
+        "preview_cache_hits_total",
+        "Preview cache hits: build (an identical bundle reused), dependencies, metro."
+    );
+    describe_counter!(
+        "preview_cache_misses_total",
+        "Preview cache misses: build, dependencies, metro."
+    );
+    for cache in ["build", "dependencies", "metro"] {
+        metrics::counter!("preview_cache_hits_total", "cache" => cache).absolute(0);
+        metrics::counter!("preview_cache_misses_total", "cache" => cache).absolute(0);
+    }
     let _ = metrics::histogram!("preview_build_time_seconds");
     for queue in Queue::ALL {
         let _ = metrics::histogram!("hivesync_job_duration_seconds", "queue" => queue.as_str());

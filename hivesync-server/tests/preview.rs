@@ -347,6 +347,57 @@ async fn tokens_are_issued_to_members_and_misuse_is_refused() {
     .await;
     assert_ne!(with_env.body["job_id"], job.as_str(), "{}", with_env.text);
 
+    // The key is the tree's: the same tree on another branch is the same build; a changed Babel
+    // config or package.json is another. (A member with their own request allowance.)
+    let keys = app.register("keys").await;
+    app.add_member(&owner, &project, &keys, "viewer").await;
+    let keys_token = preview_token(&app, &keys, &project, "ios", None).await;
+    let branch = |name: &'static str, edit: &'static dyn Fn(&str, Vec<u8>) -> Vec<u8>| {
+        let app = &app;
+        let owner = &owner;
+        let project = &project;
+        async move {
+            let answer = app
+                .send_bytes(
+                    Method::POST,
+                    &format!("/api/v1/projects/{project}/sync?branch={name}"),
+                    Some(&owner.token),
+                    "application/x-tar",
+                    tar_of(&example("rn-app"), edit),
+                )
+                .await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        }
+    };
+    branch("same-tree", &unchanged).await;
+    let same = build(&app, &keys_token, json!({"ref": "same-tree"})).await;
+    assert_eq!(same.body["job_id"], job.as_str(), "{}", same.text);
+    branch("babel", &|path, bytes| {
+        if path == "babel.config.js" {
+            [bytes, b"\n// another plugin order\n".to_vec()].concat()
+        } else {
+            bytes
+        }
+    })
+    .await;
+    let babel = build(&app, &keys_token, json!({"ref": "babel"})).await;
+    assert_eq!(babel.status, StatusCode::ACCEPTED, "{}", babel.text);
+    assert_ne!(babel.body["job_id"], job.as_str());
+    branch("package", &|path, bytes| {
+        if path == "package.json" {
+            String::from_utf8(bytes)
+                .unwrap()
+                .replacen('{', "{\n  \"description\": \"changed\",", 1)
+                .into_bytes()
+        } else {
+            bytes
+        }
+    })
+    .await;
+    let package = build(&app, &keys_token, json!({"ref": "package"})).await;
+    assert_ne!(package.body["job_id"], job.as_str());
+    assert_ne!(package.body["job_id"], babel.body["job_id"]);
+
     // Reading the build: members and tokens of its project and platform; nobody else.
     let seen = status(&app, &token, &job).await;
     assert_eq!(seen.status, StatusCode::OK, "{}", seen.text);
@@ -496,8 +547,28 @@ async fn both_example_apps_build_for_both_platforms_through_the_api() {
     let app = TestApp::with_env(&[
         ("PREVIEW_BUILDER_CONCURRENCY", "2"),
         ("WORKER_CONCURRENCY", "4"),
+        ("METRICS_TOKEN", "metrics-token-for-tests"),
     ])
     .await;
+    let metrics = || async {
+        let answer = app.get("/metrics", Some("metrics-token-for-tests")).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        // `name{labels} value` → value, for the lines this test reads.
+        let value = |text: &str, series: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        let text = answer.text;
+        [
+            value(&text, "preview_build_success_total"),
+            value(&text, "preview_build_failures_total"),
+            value(&text, "preview_cache_hits_total{cache=\"build\"}"),
+            value(&text, "preview_build_time_seconds_count"),
+        ]
+    };
+    // Other tests in this process may build too: compare against this starting point.
+    let before = metrics().await;
     let shutdown = CancellationToken::new();
     let workers = hivesync_server::runtime::spawn_worker(
         &app.state,
@@ -714,6 +785,22 @@ async fn both_example_apps_build_for_both_platforms_through_the_api() {
         snapshot(&app.data_dir().join("repos")),
         repos_before_failure,
         "a failed build leaves the repository byte for byte as it was"
+    );
+
+    let after = metrics().await;
+    let grew = |i: usize| after[i] - before[i];
+    assert!(grew(0) >= 5.0, "successes counted: {before:?} → {after:?}");
+    assert!(
+        grew(1) >= 1.0,
+        "the failure counted: {before:?} → {after:?}"
+    );
+    assert!(
+        grew(2) >= 1.0,
+        "the whole-build cache hit counted: {before:?} → {after:?}"
+    );
+    assert!(
+        grew(3) >= 6.0,
+        "build times recorded: {before:?} → {after:?}"
     );
 
     shutdown.cancel();
