@@ -283,6 +283,11 @@ impl PreviewBuilder {
             &restored.key,
         ));
         let metro_warm = metro_cache.is_dir();
+        if metro_warm {
+            // Cleanup removes cache entries unused for CACHE_RETENTION_SECONDS: this one is in use.
+            let _ = std::fs::File::open(&metro_cache)
+                .and_then(|dir| dir.set_modified(std::time::SystemTime::now()));
+        }
         let deps_hit = restored.source != DepsSource::Installed;
         for (cache, hit) in [("dependencies", deps_hit), ("metro", metro_warm)] {
             let name = if hit {

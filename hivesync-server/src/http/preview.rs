@@ -21,7 +21,7 @@ use hivesync_core::ports::{ObjectKey, RateDecision};
 use hivesync_core::preview_token::{PreviewClaims, PreviewGrant, TOKEN_VERSION, validate_ref};
 use hivesync_core::{ApiErrorCode, Error};
 use hivesync_preview::builder::{PREVIEW_JOB_KIND, log_key};
-use hivesync_preview::request::BuildOrder;
+use hivesync_preview::request::{BuildOrder, validate_env};
 use hivesync_preview::toolchain::{Toolchain, toolchain};
 use poem::{Body, Request};
 use poem_openapi::auth::Bearer;
@@ -374,6 +374,14 @@ impl PreviewApi {
             (None, None) => DEFAULT_REF.to_owned(),
         };
         validate_ref(&git_ref)?;
+        let env = body
+            .env
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, value)| (name, value.0))
+            .collect();
+        // A malformed request does not count against the caller's allowance.
+        validate_env(&env)?;
         if state
             .store
             .get_role(claims.project_id, claims.user_id)
@@ -392,12 +400,6 @@ impl PreviewApi {
             )
             .await?;
         refuse_unless_allowed(decision)?;
-        let env = body
-            .env
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(name, value)| (name, value.0))
-            .collect();
         let order = BuildOrder {
             project_id: claims.project_id,
             user_id: claims.user_id,
