@@ -24,6 +24,7 @@
 //! | `PREVIEW_BUILDS_PER_MINUTE` | 30 | `POST /preview/build` requests per user and project per minute |
 //! | `PREVIEW_DOWNLOAD_REDIRECT` | `false` | downloads redirect to a presigned object-store URL (S3 only) |
 //! | `PREVIEW_STATUS_CACHE` | `true` | with PostgreSQL, serve build status from memory, kept correct by the database's change feed |
+//! | `PREVIEW_SANDBOX` | `auto` | `auto` (bubblewrap when it runs here), `bwrap` (required), `none`: how the bundler, which runs the project's code, is confined |
 //! | `PUBLIC_URL` | unset (the request's `Host`) | external base URL used in preview URLs and QR codes |
 //! | `WORKER_CONCURRENCY` | 2 | parallel jobs per CPU worker |
 //! | `OBJECT_STORAGE_PROVIDER` | `filesystem` (`s3` when a bucket is set) | `filesystem`, `s3`, `r2`, `linode`, `minio` |
@@ -126,9 +127,22 @@ pub struct PreviewConfig {
     pub download_redirect: bool,
     /// Serve build status from memory while PostgreSQL's change feed is live.
     pub status_cache: bool,
+    /// How the bundler step, which runs the project's code, is confined.
+    pub sandbox: SandboxMode,
     /// The externally visible base URL (`https://hivesync.example.com`) that preview URLs and QR
     /// codes use; `None` takes it from each request's `Host` header.
     pub public_url: Option<String>,
+}
+
+/// `PREVIEW_SANDBOX`: how preview builds confine the project's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxMode {
+    /// bubblewrap when it runs on this host, else unconfined (said in every build log).
+    Auto,
+    /// bubblewrap, or builds fail.
+    Bwrap,
+    /// Unconfined: for hosts where every project is trusted.
+    None,
 }
 
 /// A preview-token key with its id.
@@ -368,6 +382,14 @@ impl Config {
             builds_per_minute: env.number("PREVIEW_BUILDS_PER_MINUTE", 30, 1..=100_000)? as u32,
             download_redirect: env.boolean("PREVIEW_DOWNLOAD_REDIRECT", false)?,
             status_cache: env.boolean("PREVIEW_STATUS_CACHE", true)?,
+            sandbox: match env.get("PREVIEW_SANDBOX").as_deref().map(str::trim) {
+                None | Some("auto") => SandboxMode::Auto,
+                Some("bwrap") => SandboxMode::Bwrap,
+                Some("none") => SandboxMode::None,
+                Some(_) => {
+                    return Err(invalid("PREVIEW_SANDBOX", "expected auto, bwrap or none"));
+                }
+            },
             public_url: env
                 .get("PUBLIC_URL")
                 .map(|url| parse_http_url("PUBLIC_URL", &url))
@@ -1011,6 +1033,7 @@ mod tests {
             ("PREVIEW_BUILDS_PER_MINUTE", "0"),
             ("PREVIEW_DOWNLOAD_REDIRECT", "maybe"),
             ("PUBLIC_URL", "ftp://example.com"),
+            ("PREVIEW_SANDBOX", "docker"),
             ("WORKER_CONCURRENCY", "two"),
             ("DATABASE_URL", "mysql://localhost/db"),
             ("REDIS_URL", "http://localhost"),

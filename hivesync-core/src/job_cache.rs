@@ -7,12 +7,13 @@
 //!
 //! - It serves nothing unless a change feed is live ([`MemberJobCache::set_live`]): on PostgreSQL,
 //!   `LISTEN` on the notifications that triggers send for every job update and membership change
-//!   (migration `0004`). Without one (SQLite), every call reads the `Store`.
+//!   (migration `0004`), proven to deliver by a ping every 5 s. Without one (SQLite), every
+//!   call reads the `Store`.
 //! - A read that overlapped a change is not cached: each invalidation bumps an epoch, and a read
 //!   stores its result only if the epoch did not move while it ran. So an entry can be stale only
-//!   for the time a notification takes to arrive (milliseconds), never longer.
-//! - When the feed is lost (the listening connection dropped), everything is dropped and the cache
-//!   stays off until the feed is back.
+//!   for the time a notification takes to arrive (milliseconds).
+//! - When the feed is lost (the listening connection dropped, or a ping did not come back within
+//!   5 s), everything is dropped and the cache stays off until the feed is back.
 //! - Entries also expire after `max_age`, and the cache empties itself at `max_entries`.
 
 use std::collections::HashMap;

@@ -134,6 +134,32 @@ async fn the_postgres_change_feed_keeps_the_status_cache_correct() {
     assert_eq!(seen(viewer).await, None, "a removed member sees nothing");
     assert_eq!(seen(owner).await, Some(JobState::Bundling));
 
+    // The listening connection dies: the cache turns off at once, and on again once a new
+    // connection has proven the feed with a ping.
+    let killed: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(killed, [(true,)], "one listening connection");
+    while cache.is_live() {
+        wait(&mut announced, "the feed going down").await;
+    }
+    while !cache.is_live() {
+        wait(&mut announced, "the feed coming back").await;
+    }
+    store
+        .update_job(
+            job,
+            JobUpdate::progress(JobState::Uploading, 0.9, "uploading"),
+        )
+        .await
+        .unwrap();
+    wait(&mut announced, "an update after the reconnection").await;
+    assert_eq!(seen(owner).await, Some(JobState::Uploading));
+
     stop.cancel();
     feed.await.unwrap();
     assert!(!cache.is_live(), "a stopped feed turns the cache off");

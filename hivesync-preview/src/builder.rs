@@ -24,6 +24,7 @@ use crate::detect::{DetectError, detect};
 use crate::log::BuildLog;
 use crate::package::{CacheHits, Metadata, package, sha256_file};
 use crate::process::StepError;
+use crate::sandbox::Sandbox;
 
 /// The job kind of preview builds, on the `preview_build` queue.
 pub const PREVIEW_JOB_KIND: &str = "preview_build";
@@ -64,6 +65,8 @@ pub struct PreviewBuilder {
     pub timeout: Duration,
     /// `PREVIEW_BUILDER_CONCURRENCY` builds at once in this worker.
     pub slots: Arc<Semaphore>,
+    /// How the bundler is confined (`PREVIEW_SANDBOX`).
+    pub sandbox: Arc<Sandbox>,
 }
 
 impl std::fmt::Debug for PreviewBuilder {
@@ -307,6 +310,7 @@ impl PreviewBuilder {
             work: &work.join("builder"),
             metro_cache: &metro_cache,
             env: &request.env,
+            sandbox: &self.sandbox,
         }
         .run(log, deadline, &ctx.stop)
         .await

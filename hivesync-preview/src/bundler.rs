@@ -18,6 +18,7 @@ use crate::deps::Restored;
 use crate::detect::ProjectKind;
 use crate::log::BuildLog;
 use crate::process::{Step, StepError};
+use crate::sandbox::Sandbox;
 
 pub use hivesync_core::domain::Platform;
 
@@ -74,6 +75,8 @@ pub struct BundleJob<'a> {
     pub metro_cache: &'a Path,
     /// Variables the project builds with (`EXPO_PUBLIC_*`), on top of the fixed ones.
     pub env: &'a BTreeMap<String, String>,
+    /// How the bundler, which runs the project's code, is confined.
+    pub sandbox: &'a Sandbox,
 }
 
 fn package_version(node_modules: &Path, package: &str) -> Option<String> {
@@ -140,7 +143,7 @@ impl BundleJob<'_> {
         let tmp = self.metro_cache.join("tmp");
         std::fs::create_dir_all(&tmp)?;
         let bin = self.deps.node_modules.join(".bin");
-        let (step, bundled) = match self.kind {
+        let (mut step, bundled) = match self.kind {
             ProjectKind::ReactNative { entry } => {
                 let config = self.work.join("metro.hivesync.config.js");
                 let store = self
@@ -184,6 +187,26 @@ impl BundleJob<'_> {
                 (step, bundled)
             }
         };
+        log.line(self.sandbox.describe());
+        let (program, args) = self
+            .sandbox
+            .wrap(
+                &step.program,
+                &step.args,
+                self.project,
+                // The output's parent, not the output: `expo export` removes and recreates its
+                // output directory, which a mount point would refuse (EBUSY).
+                &[
+                    self.project,
+                    self.out.parent().unwrap_or(self.out),
+                    self.work,
+                    self.metro_cache,
+                ],
+                &[&self.deps.node_modules],
+            )
+            .map_err(|reason| BundleError::Io(std::io::Error::other(reason)))?;
+        step.program = program;
+        step.args = args;
         let mut step = step
             .env("CI", "1")
             .env("NODE_ENV", "production")

@@ -8,6 +8,7 @@
 //! - [`deps`]: the dependency store and its restore into a checkout.
 //! - [`package`]: `bundle.zip` and its `metadata.json`.
 //! - [`process`]: build steps in their own process group, with a minimal environment.
+//! - [`sandbox`]: the bundler confined with bubblewrap (it runs the project's code).
 //! - [`log`]: the build log.
 //! - [`toolchain`]: the Node and npm versions every key includes.
 
@@ -19,4 +20,5 @@ pub mod log;
 pub mod package;
 pub mod process;
 pub mod request;
+pub mod sandbox;
 pub mod toolchain;

@@ -70,17 +70,22 @@ pub fn validate_env(env: &BTreeMap<String, String>) -> Result<()> {
     Ok(())
 }
 
-/// The whole-build key of a revision's tree built for `platform` with `env` by `toolchain`.
+/// The whole-build key of a project's revision tree built for `platform` with `env` by
+/// `toolchain`. The project is part of it: builds are never shared across projects, whose
+/// bundles, logs and metadata belong to them.
 pub fn build_key(
+    project: ProjectId,
     tree: &str,
     platform: Platform,
     env: &BTreeMap<String, String>,
     toolchain: &Toolchain,
 ) -> String {
     let mut hasher = Sha256::new();
+    let project = project.to_string();
     for part in [
         BUILDER_VERSION,
         &toolchain.to_string(),
+        &project,
         tree,
         platform.as_str(),
     ] {
@@ -153,7 +158,13 @@ impl Previews {
                 .await
                 .map_err(|err| Error::internal("resolving a ref failed").with_source(err))??
         };
-        let key = build_key(&revision.tree, order.platform, &order.env, toolchain);
+        let key = build_key(
+            order.project_id,
+            &revision.tree,
+            order.platform,
+            &order.env,
+            toolchain,
+        );
 
         if let Some((earlier, result)) = self.finished_build(&key).await? {
             let job = self
@@ -235,8 +246,15 @@ impl Previews {
         ) else {
             return Ok(None);
         };
-        // Cleanup may have removed the bundle since: then the build runs again.
-        let stored = self.objects.head(&ObjectKey::new(bundle_key)?).await?;
+        // Cleanup may have removed the bundle since, or the store may not answer: then the build
+        // runs again.
+        let stored = match self.objects.head(&ObjectKey::new(bundle_key)?).await {
+            Ok(stored) => stored,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot check an earlier bundle; building again");
+                None
+            }
+        };
         Ok(stored
             .is_some_and(|meta| meta.size == bytes)
             .then_some((earlier, result)))
@@ -297,7 +315,7 @@ mod tests {
     }
 
     #[test]
-    fn the_key_follows_tree_platform_env_and_toolchain_only() {
+    fn the_key_follows_project_tree_platform_env_and_toolchain_only() {
         let node20 = Toolchain {
             node: Some("v20.19.0".to_owned()),
             npm: Some("10.8.2".to_owned()),
@@ -306,36 +324,26 @@ mod tests {
             node: Some("v22.1.0".to_owned()),
             ..node20.clone()
         };
-        let base = build_key("aaaa", Platform::Ios, &env(&[]), &node20);
-        assert_eq!(base, build_key("aaaa", Platform::Ios, &env(&[]), &node20));
+        let (p, q) = (ProjectId::new(), ProjectId::new());
+        let key = |project, tree, platform, vars: &[(&str, &str)], toolchain| {
+            build_key(project, tree, platform, &env(vars), toolchain)
+        };
+        let base = key(p, "aaaa", Platform::Ios, &[], &node20);
+        assert_eq!(base, key(p, "aaaa", Platform::Ios, &[], &node20));
         let variants = [
-            build_key("bbbb", Platform::Ios, &env(&[]), &node20),
-            build_key("aaaa", Platform::Android, &env(&[]), &node20),
-            build_key(
-                "aaaa",
-                Platform::Ios,
-                &env(&[("EXPO_PUBLIC_A", "1")]),
-                &node20,
-            ),
-            build_key("aaaa", Platform::Ios, &env(&[]), &node22),
+            key(q, "aaaa", Platform::Ios, &[], &node20),
+            key(p, "bbbb", Platform::Ios, &[], &node20),
+            key(p, "aaaa", Platform::Android, &[], &node20),
+            key(p, "aaaa", Platform::Ios, &[("EXPO_PUBLIC_A", "1")], &node20),
+            key(p, "aaaa", Platform::Ios, &[], &node22),
         ];
         for variant in &variants {
             assert_ne!(&base, variant);
         }
         // Lengths delimit names and values: moving a boundary is another environment.
         assert_ne!(
-            build_key(
-                "t",
-                Platform::Ios,
-                &env(&[("EXPO_PUBLIC_A", "BC")]),
-                &node20
-            ),
-            build_key(
-                "t",
-                Platform::Ios,
-                &env(&[("EXPO_PUBLIC_AB", "C")]),
-                &node20
-            ),
+            key(p, "t", Platform::Ios, &[("EXPO_PUBLIC_A", "BC")], &node20),
+            key(p, "t", Platform::Ios, &[("EXPO_PUBLIC_AB", "C")], &node20),
         );
         assert!(base.starts_with("preview:") && base.len() == "preview:".len() + 64);
     }

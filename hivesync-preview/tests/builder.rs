@@ -19,6 +19,7 @@ use hivesync_core::secret::Secret;
 use hivesync_preview::builder::{PREVIEW_JOB_KIND, PreviewBuilder, PreviewRequest};
 use hivesync_preview::bundler::Platform;
 use hivesync_preview::deps::DepsStore;
+use hivesync_preview::sandbox::{Sandbox, SandboxMode};
 use hivesync_queue::SqliteBackend;
 use hivesync_queue::jobs::{Submission, submit};
 use hivesync_queue::worker::{Handlers, Worker, WorkerConfig, WorkerDeps};
@@ -154,6 +155,7 @@ impl Env {
             data_dir: self.data(),
             timeout,
             slots: Arc::new(tokio::sync::Semaphore::new(1)),
+            sandbox: Arc::new(Sandbox::for_mode(SandboxMode::Auto, &self.data())),
         }
     }
 
@@ -263,7 +265,22 @@ fn processes_of(job: &Job) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builds_succeed_fail_with_the_right_code_and_never_touch_the_repository() {
     let env = env().await;
-    env.sync("rn-app", "main", |_, bytes| Some(bytes));
+    // The project's own code runs in the bundler: it tries to read a secret in DATA_DIR.
+    let secret = env.data().join("secrets/probe");
+    std::fs::create_dir_all(secret.parent().unwrap()).unwrap();
+    std::fs::write(&secret, "probe-secret-value").unwrap();
+    let probe = format!(
+        "try {{ console.log('PROBE read ' + require('fs').readFileSync({:?}, 'utf8')); }} \
+         catch (e) {{ console.log('PROBE refused ' + e.code); }}\n",
+        secret.display().to_string()
+    );
+    env.sync("rn-app", "main", |path, bytes| {
+        Some(if path == "metro.config.js" {
+            [probe.as_bytes(), &bytes].concat()
+        } else {
+            bytes
+        })
+    });
     env.sync("rn-app", "broken", |path, bytes| {
         Some(if path == "src/App.js" {
             b"export default function App( {\n".to_vec()
@@ -302,6 +319,18 @@ async fn builds_succeed_fail_with_the_right_code_and_never_touch_the_repository(
         env.log_of(&job)
     );
     assert_eq!(job.progress, 1.0);
+    let log = env.log_of(&job);
+    if log.contains("sandbox: bubblewrap") {
+        assert!(log.contains("PROBE refused ENOENT"), "{log}");
+        assert!(!log.contains("probe-secret-value"), "{log}");
+    } else {
+        assert!(
+            std::env::var_os("HIVESYNC_REQUIRE_SERVICES").is_none(),
+            "CI must build in the sandbox: {log}"
+        );
+        // Unconfined, the probe does read it: the check above is a real one.
+        assert!(log.contains("PROBE read probe-secret-value"), "{log}");
+    }
     let result = job.result.clone().unwrap();
     let key = result["bundle_key"].as_str().unwrap();
     assert_eq!(

@@ -9,6 +9,7 @@ use hivesync_preview::bundler::{BundleError, BundleJob, Platform};
 use hivesync_preview::deps::DepsStore;
 use hivesync_preview::detect::{ProjectKind, detect};
 use hivesync_preview::log::BuildLog;
+use hivesync_preview::sandbox::{Sandbox, SandboxMode};
 use tokio_util::sync::CancellationToken;
 
 fn example(name: &str) -> PathBuf {
@@ -80,6 +81,7 @@ impl Build {
             work: &self.dir.path().join("job/work"),
             metro_cache: &self.dir.path().join("metro-cache"),
             env: &BTreeMap::new(),
+            sandbox: &Sandbox::for_mode(SandboxMode::Auto, self.dir.path()),
         };
         job.run(&self.log, deadline, &stop).await
     }

@@ -5,6 +5,8 @@
 
 const api = "/api/v1/preview";
 const token = new URLSearchParams(location.hash.slice(1)).get("token");
+// Out of the address bar and the history once read.
+if (token) history.replaceState(null, "", location.pathname);
 const $ = (id) => document.getElementById(id);
 
 function say(id, text) {
@@ -12,11 +14,9 @@ function say(id, text) {
 }
 
 async function call(path, options = {}) {
-  const response = await fetch(api + path, {
-    ...options,
-    headers: { authorization: "Bearer " + token, "content-type": "application/json" },
-  });
-  return response;
+  const headers = { authorization: "Bearer " + token };
+  if (options.body) headers["content-type"] = "application/json";
+  return fetch(api + path, { ...options, headers });
 }
 
 async function json(response) {

@@ -110,9 +110,11 @@ pub async fn build(args: ServerArgs, target: Target, options: BuildOptions) -> R
         return Ok(());
     }
 
-    let status = follow(&phone, &job).await?;
+    // Following and downloading use the member's own token: a preview token may expire during
+    // a long queue wait and build (PREVIEW_TOKEN_TTL_SECONDS).
+    let status = follow(&member, &job).await?;
     if status["status"] != "success" {
-        let log_text = fetch_text(&phone, &format!("/preview/logs/{job}"))
+        let log_text = fetch_text(&member, &format!("/preview/logs/{job}"))
             .await
             .unwrap_or_default();
         let tail: Vec<&str> = log_text.lines().rev().take(30).collect();
@@ -133,7 +135,7 @@ pub async fn build(args: ServerArgs, target: Target, options: BuildOptions) -> R
     let out = options
         .out
         .unwrap_or_else(|| PathBuf::from(format!("preview-{job}.zip")));
-    let bytes = download(&phone, &job, &out).await?;
+    let bytes = download(&member, &job, &out).await?;
     println!(
         "bundle: {} ({bytes} bytes, sha256 {})",
         out.display(),

@@ -33,22 +33,28 @@ pub fn svg(text: &str) -> Result<String, qrcode::types::QrError> {
     ))
 }
 
-/// `text` as a QR code for a terminal: two rows of modules per line in half blocks, dark modules
-/// as spaces on a light background, so it scans on dark and light themes alike.
+/// Black on white whatever the terminal's theme: scanners read dark modules on a light ground.
+const COLOURS: &str = "\x1b[30;107m";
+const RESET: &str = "\x1b[0m";
+
+/// `text` as a QR code for a terminal: two rows of modules per line in half blocks, drawn dark on
+/// a light background with explicit colours, so it scans on dark and light themes alike.
 pub fn terminal(text: &str) -> Result<String, qrcode::types::QrError> {
     let (size, dark) = modules(text)?;
     let mut out = String::new();
     for top in (0..size).step_by(2) {
+        out.push_str(COLOURS);
         for x in 0..size {
             let upper = dark[top * size + x];
             let lower = top + 1 < size && dark[(top + 1) * size + x];
             out.push(match (upper, lower) {
-                (false, false) => '█',
-                (false, true) => '▀',
-                (true, false) => '▄',
-                (true, true) => ' ',
+                (false, false) => ' ',
+                (true, false) => '▀',
+                (false, true) => '▄',
+                (true, true) => '█',
             });
         }
+        out.push_str(RESET);
         out.push('\n');
     }
     Ok(out)

@@ -15,6 +15,7 @@ use hivesync_core::repo::Repos;
 use hivesync_preview::builder::PreviewBuilder;
 use hivesync_preview::deps::DepsStore;
 use hivesync_preview::request::Previews;
+use hivesync_preview::sandbox::Sandbox;
 use hivesync_preview::toolchain::toolchain;
 use hivesync_queue::RedisBackend;
 use hivesync_queue::autoscaler::{Bounds, Decision};
@@ -52,7 +53,7 @@ pub struct AppState {
     background: CancellationToken,
     /// The dependency store this process's preview builders share (made on first use: it asks
     /// Node and npm for their versions).
-    preview_deps: OnceLock<Arc<DepsStore>>,
+    preview_deps: OnceLock<(Arc<DepsStore>, Arc<Sandbox>)>,
     /// Renders `/metrics`; `None` when this process did not install the Prometheus recorder.
     pub metrics: Option<PrometheusHandle>,
     /// What the autoscaler last decided, for `/admin/autoscaler`.
@@ -73,7 +74,7 @@ pub struct AutoscalerView {
 }
 
 /// How long a cached status read may be served, even with no change announced.
-const JOB_CACHE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+const JOB_CACHE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30);
 /// The status cache empties itself at this many jobs.
 const JOB_CACHE_MAX_ENTRIES: usize = 100_000;
 
@@ -162,16 +163,25 @@ impl AppState {
     /// A preview builder for one worker: its own `PREVIEW_BUILDER_CONCURRENCY` slots, the
     /// process's dependency store. Blocks the first time (see [`toolchain`]).
     pub fn preview_builder(&self) -> PreviewBuilder {
-        let deps = self.preview_deps.get_or_init(|| {
-            Arc::new(DepsStore::new(
+        let (deps, sandbox) = self.preview_deps.get_or_init(|| {
+            let sandbox = Sandbox::for_mode(self.config.preview.sandbox, &self.config.data_dir);
+            match &sandbox {
+                Sandbox::Bwrap { .. } => {}
+                Sandbox::None { reason } | Sandbox::Unavailable { reason } => {
+                    tracing::warn!(%reason, "preview builds run the project's code unconfined");
+                }
+            }
+            let deps = DepsStore::new(
                 self.config.data_dir.join("cache/preview_deps"),
                 "npm",
                 toolchain().to_string(),
-            ))
+            );
+            (Arc::new(deps), Arc::new(sandbox))
         });
         PreviewBuilder {
             repos: self.repos.clone(),
             deps: deps.clone(),
+            sandbox: sandbox.clone(),
             objects: self.objects.clone(),
             data_dir: self.config.data_dir.clone(),
             timeout: self.config.preview.max_build_time,

@@ -551,12 +551,16 @@ async fn the_cli_logs_in_and_delta_syncs_a_folder() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("UNAUTHORIZED"));
 }
 
-/// Decodes a QR code drawn by `hivesync preview token` (half blocks, light modules drawn).
+/// Decodes a QR code drawn by `hivesync preview token` (half blocks, dark modules drawn, black
+/// on white by colour codes).
 fn decode_terminal_qr(text: &str) -> String {
     let lines: Vec<Vec<char>> = text
         .lines()
-        .filter(|l| !l.is_empty() && l.chars().all(|c| " █▀▄".contains(c)))
-        .map(|l| l.chars().collect())
+        .filter_map(|l| {
+            l.strip_prefix("\x1b[30;107m")?
+                .strip_suffix("\x1b[0m")
+                .map(|l| l.chars().collect())
+        })
         .collect();
     let width = lines[0].len();
     let mut dark = Vec::new();
@@ -564,9 +568,9 @@ fn decode_terminal_qr(text: &str) -> String {
         let (mut upper, mut lower) = (Vec::new(), Vec::new());
         for c in line {
             let (u, l) = match c {
-                '█' => (false, false),
-                '▀' => (false, true),
-                '▄' => (true, false),
+                ' ' => (false, false),
+                '▀' => (true, false),
+                '▄' => (false, true),
                 _ => (true, true),
             };
             upper.push(u);

@@ -382,6 +382,10 @@ impl PreviewApi {
             .collect();
         // A malformed request does not count against the caller's allowance.
         validate_env(&env)?;
+        {
+            let (repos, project, rev) = (state.repos.clone(), claims.project_id, git_ref.clone());
+            blocking(move || repos.revision(project, &rev)).await?;
+        }
         if state
             .store
             .get_role(claims.project_id, claims.user_id)
@@ -465,10 +469,12 @@ impl PreviewApi {
         let job = self.readable_job(&auth.0, job_id.0).await?;
         let bundle = Bundle::of(&job)?;
         let etag = format!("\"{}\"", bundle.sha256);
-        if if_none_match
-            .0
-            .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
-        {
+        // Weak comparison (RFC 9110 §13.1.2): `W/"x"` matches `"x"`.
+        if if_none_match.0.is_some_and(|tags| {
+            tags.split(',')
+                .map(str::trim)
+                .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+        }) {
             return Ok(DownloadResponse::NotModified(etag));
         }
         let key = ObjectKey::new(&bundle.key)?;
@@ -528,13 +534,17 @@ impl PreviewApi {
         let job = self.readable_job(&auth.0, job_id.0).await?;
         let builder = built_by(&job).unwrap_or_else(|| job.id.to_string());
         let data_dir = &state.config.data_dir;
-        let candidates: [PathBuf; 2] = [
-            data_dir.join("previews").join(&builder).join("build.log"),
-            data_dir
-                .join("tmp")
-                .join(format!("preview-job-{builder}"))
-                .join("logs/build.log"),
-        ];
+        let kept = data_dir.join("previews").join(&builder).join("build.log");
+        let live = data_dir
+            .join("tmp")
+            .join(format!("preview-job-{builder}"))
+            .join("logs/build.log");
+        // While a build runs (a retry included), its live log; afterwards the kept copy.
+        let candidates: [PathBuf; 2] = if job.state.is_terminal() {
+            [kept, live]
+        } else {
+            [live, kept]
+        };
         for path in candidates {
             if let Ok(bytes) = tokio::fs::read(&path).await {
                 return Ok(PlainText(String::from_utf8_lossy(&bytes).into_owned()));
@@ -572,11 +582,23 @@ impl PreviewApi {
             .await?
             .filter(|job| job.kind == PREVIEW_JOB_KIND)
             .ok_or_else(hidden)?;
-        if let PreviewCaller::Token(claims) = caller
-            && (job.project_id != Some(claims.project_id)
-                || platform_of(&job) != Some(claims.platform))
-        {
-            return Err(hidden());
+        if let PreviewCaller::Token(claims) = caller {
+            let requested = job
+                .payload
+                .get("requested_ref")
+                .or_else(|| job.payload.get("git_ref"))
+                .and_then(|v| v.as_str());
+            // A token pinned to a ref reads only builds of that ref.
+            let pinned_elsewhere = claims
+                .git_ref
+                .as_deref()
+                .is_some_and(|pinned| requested != Some(pinned));
+            if job.project_id != Some(claims.project_id)
+                || platform_of(&job) != Some(claims.platform)
+                || pinned_elsewhere
+            {
+                return Err(hidden());
+            }
         }
         Ok(job)
     }
@@ -698,8 +720,14 @@ fn status_view(job: &Job) -> StatusView {
         phase: job.phase.clone(),
         timeout: job.error_code.as_deref() == Some(ApiErrorCode::PreviewTimeout.as_str()),
         error: job.error_code.clone().map(|code| BuildError {
+            // An internal failure's own words may name server paths or backends: they stay in the
+            // server's logs.
+            message: if code == ApiErrorCode::InternalError.as_str() {
+                "the build failed inside the server; its operators have the details".to_owned()
+            } else {
+                job.error_message.clone().unwrap_or_default()
+            },
             code,
-            message: job.error_message.clone().unwrap_or_default(),
         }),
         cache,
         git_ref: job

@@ -77,54 +77,93 @@ pub async fn watch_changes_owned(
     watch_changes(&url, cache, shutdown).await;
 }
 
+/// How often the change feed proves it still delivers: a ping sent through another connection
+/// must come back through the listening one before the next.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
 /// Listens to the change feed at `url` until `shutdown`, applying each change to `cache`. The
-/// cache serves from memory only while the listening connection is up; on any loss it is emptied
-/// and turned off until listening resumes.
+/// cache serves from memory only while the feed is proven to deliver: the listening connection is
+/// up and a ping sent every [`HEARTBEAT`] through a second connection came back. A half-open
+/// connection, a failover that left the listener on an old primary, or a pooler that swallows
+/// `LISTEN` therefore turn the cache off within one heartbeat.
 pub async fn watch_changes(
     url: &str,
     cache: std::sync::Arc<crate::job_cache::MemberJobCache>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
+    use sqlx::Connection;
+
     use crate::job_cache::Change;
 
+    // Tells this listener's pings from other servers' on the shared channel.
+    let instance = uuid::Uuid::new_v4().simple().to_string();
     let mut backoff = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
-        let listener = async {
+        let connect = async {
             let mut listener = sqlx::postgres::PgListener::connect(url).await?;
             listener.listen(CHANGE_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(listener)
+            let pinger = sqlx::postgres::PgConnection::connect(url).await?;
+            Ok::<_, sqlx::Error>((listener, pinger))
         };
-        let mut listener = tokio::select! {
-            listener = listener => listener,
+        let connected = tokio::select! {
+            connected = connect => connected,
             () = shutdown.cancelled() => break,
         };
-        match listener.as_mut() {
-            Ok(listener) => {
-                cache.set_live(true);
-                backoff = Duration::from_millis(100);
+        match connected {
+            Ok((mut listener, mut pinger)) => {
+                let (mut sent, mut seen) = (0_u64, 0_u64);
+                let mut tick = tokio::time::interval(HEARTBEAT);
                 loop {
-                    let next = tokio::select! {
-                        next = listener.try_recv() => next,
+                    tokio::select! {
+                        next = listener.try_recv() => match next {
+                            Ok(Some(notification)) => {
+                                let payload = notification.payload();
+                                if let Some(ping) = payload.strip_prefix("ping:") {
+                                    if let Some(n) = ping
+                                        .strip_prefix(instance.as_str())
+                                        .and_then(|rest| rest.strip_prefix(':'))
+                                        .and_then(|n| n.parse::<u64>().ok())
+                                    {
+                                        seen = seen.max(n);
+                                        if seen == 1 {
+                                            // The first ping proves the feed: serve from now on.
+                                            cache.set_live(true);
+                                            backoff = Duration::from_millis(100);
+                                        }
+                                    }
+                                    continue;
+                                }
+                                let change = payload
+                                    .strip_prefix("job:")
+                                    .and_then(|id| uuid::Uuid::parse_str(id).ok())
+                                    .map_or(Change::Members, |id| {
+                                        Change::Job(crate::domain::JobId::from_uuid(id))
+                                    });
+                                cache.apply(change);
+                            }
+                            // The connection was lost: what was said meanwhile is unknown.
+                            Ok(None) | Err(_) => {
+                                tracing::warn!("the change feed was interrupted; status reads bypass the cache until it is back");
+                                break;
+                            }
+                        },
+                        _ = tick.tick() => {
+                            if sent > seen {
+                                tracing::warn!("the change feed stopped delivering; status reads bypass the cache until it is back");
+                                break;
+                            }
+                            sent += 1;
+                            let ping = sqlx::query("SELECT pg_notify($1, $2)")
+                                .bind(CHANGE_CHANNEL)
+                                .bind(format!("ping:{instance}:{sent}"))
+                                .execute(&mut pinger)
+                                .await;
+                            if let Err(err) = ping {
+                                tracing::warn!(error = %err, "the change feed cannot be checked");
+                                break;
+                            }
+                        }
                         () = shutdown.cancelled() => break,
-                    };
-                    match next {
-                        Ok(Some(notification)) => {
-                            let change = notification
-                                .payload()
-                                .strip_prefix("job:")
-                                .and_then(|id| uuid::Uuid::parse_str(id).ok())
-                                .map_or(Change::Members, |id| {
-                                    Change::Job(crate::domain::JobId::from_uuid(id))
-                                });
-                            cache.apply(change);
-                        }
-                        // The connection was lost: what was said meanwhile is unknown.
-                        Ok(None) | Err(_) => {
-                            tracing::warn!(
-                                "the change feed was interrupted; status reads bypass the cache until it is back"
-                            );
-                            break;
-                        }
                     }
                 }
             }
