@@ -134,6 +134,14 @@ impl<'a> Step<'a> {
         kill_group();
         if matches!(outcome, Err(StepError::TimedOut | StepError::Stopped)) {
             let _ = child.wait().await;
+            // SIGKILL lands asynchronously: let the rest of the group die before the build moves
+            // on (bounded, since orphans that init never reaps stay zombies in the group).
+            if let Some(group) = group {
+                let until = Instant::now() + std::time::Duration::from_secs(2);
+                while killpg(group, None).is_ok() && Instant::now() < until {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
         }
         log.line(format_args!(
             "{} after {:.3}s",
@@ -168,12 +176,19 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        // killpg delivered SIGKILL to it too; once reaped by init it is gone. `kill -0` on a
-        // zombie still succeeds, so look at its state instead.
-        let gone = std::fs::read_to_string(format!("/proc/{grandchild}/stat"))
-            .map(|stat| stat.split_whitespace().nth(2) == Some("Z"))
-            .unwrap_or(true);
-        assert!(gone, "the grandchild {grandchild} survived");
+        // killpg sent SIGKILL to it too, but the kernel delivers it asynchronously: give it up
+        // to 5 s to die. Once reaped by init it is gone; `kill -0` on a zombie still succeeds, so
+        // look at its state instead.
+        let dead = || {
+            std::fs::read_to_string(format!("/proc/{grandchild}/stat"))
+                .map(|stat| stat.split_whitespace().nth(2) == Some("Z"))
+                .unwrap_or(true)
+        };
+        let until = Instant::now() + Duration::from_secs(5);
+        while !dead() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(dead(), "the grandchild {grandchild} survived");
         assert!(log.tail(4096).contains("timed out"));
     }
 
