@@ -77,6 +77,9 @@ pub struct BundleJob<'a> {
     pub env: &'a BTreeMap<String, String>,
     /// How the bundler, which runs the project's code, is confined.
     pub sandbox: &'a Sandbox,
+    /// Expo only: compile the bundle to Hermes bytecode. Off, Expo writes a JavaScript bundle,
+    /// like `react-native bundle` does; Hermes runs either.
+    pub hermes_bytecode: bool,
 }
 
 fn package_version(node_modules: &Path, package: &str) -> Option<String> {
@@ -179,6 +182,13 @@ impl BundleJob<'_> {
                     .arg(self.out)
                     .env("EXPO_NO_TELEMETRY", "1")
                     .env("EXPO_NO_GIT_STATUS", "1");
+                // hermesc recompiles the whole bundle on every build (about 3 s here), which no
+                // cache can avoid; a preview does not need it.
+                let step = if self.hermes_bytecode {
+                    step
+                } else {
+                    step.arg("--no-bytecode")
+                };
                 let bundled = Bundled {
                     bundler: "expo",
                     bundler_version: versions(&self.deps.node_modules, &["expo", "@expo/cli"]),

@@ -63,6 +63,15 @@ impl Build {
         platform: Platform,
         out: &str,
     ) -> Result<hivesync_preview::bundler::Bundled, BundleError> {
+        self.bundle_with(platform, out, false).await
+    }
+
+    async fn bundle_with(
+        &self,
+        platform: Platform,
+        out: &str,
+        hermes_bytecode: bool,
+    ) -> Result<hivesync_preview::bundler::Bundled, BundleError> {
         let deadline = Instant::now() + Duration::from_secs(600);
         let stop = CancellationToken::new();
         let deps = self
@@ -82,6 +91,7 @@ impl Build {
             metro_cache: &self.dir.path().join("metro-cache"),
             env: &BTreeMap::new(),
             sandbox: &Sandbox::for_mode(SandboxMode::Auto, self.dir.path()),
+            hermes_bytecode,
         };
         job.run(&self.log, deadline, &stop).await
     }
@@ -160,4 +170,22 @@ async fn expo_exports_the_expo_app() {
         "{}",
         file.display()
     );
+    // A JavaScript bundle by default; Hermes bytecode when asked for.
+    assert_eq!(
+        bundled.bundle.extension().unwrap(),
+        "js",
+        "{}",
+        bundled.bundle.display()
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains("__d("),
+        "Metro's module definitions: a JS bundle"
+    );
+    let bytecode = build.bundle_with(Platform::Ios, "ios", true).await;
+    let bytecode = bytecode.unwrap_or_else(|err| panic!("{err}\n{}", build.log.tail(6000)));
+    assert_eq!(bytecode.bundle.extension().unwrap(), "hbc");
+    let hbc = std::fs::read(build.dir.path().join("job/ios").join(&bytecode.bundle)).unwrap();
+    // Hermes bytecode files start with the magic 0x1F1903C103BC1FC6 (little endian).
+    assert_eq!(hbc[..8], 0x1F19_03C1_03BC_1FC6_u64.to_le_bytes());
 }
