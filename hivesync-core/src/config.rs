@@ -24,7 +24,7 @@
 //! | `PREVIEW_BUILDS_PER_MINUTE` | 30 | `POST /preview/build` requests per user and project per minute |
 //! | `PREVIEW_DOWNLOAD_REDIRECT` | `false` | downloads redirect to a presigned object-store URL (S3 only) |
 //! | `PREVIEW_STATUS_CACHE` | `true` | with PostgreSQL, serve build status from memory, kept correct by the database's change feed |
-//! | `PREVIEW_HERMES_BYTECODE` | `false` | Expo previews as Hermes bytecode (`.hbc`, about 3 s more per build) instead of a JavaScript bundle, which Hermes also runs |
+//! | `PREVIEW_OPTIMIZE` | `false` | build previews as for release: minified, and Hermes bytecode for Expo (slower builds, smaller bundles); off, previews are unminified JavaScript, which Hermes runs too and whose stack traces are readable |
 //! | `PREVIEW_SANDBOX` | `auto` | `auto` (bubblewrap when it runs here), `bwrap` (required), `none`: how the bundler, which runs the project's code, is confined |
 //! | `PUBLIC_URL` | unset (the request's `Host`) | external base URL used in preview URLs and QR codes |
 //! | `WORKER_CONCURRENCY` | 2 | parallel jobs per CPU worker |
@@ -130,8 +130,8 @@ pub struct PreviewConfig {
     pub status_cache: bool,
     /// How the bundler step, which runs the project's code, is confined.
     pub sandbox: SandboxMode,
-    /// Expo previews as Hermes bytecode (`.hbc`) instead of a JavaScript bundle.
-    pub hermes_bytecode: bool,
+    /// Previews minified (and, for Expo, as Hermes bytecode) as for a release.
+    pub optimize: bool,
     /// The externally visible base URL (`https://hivesync.example.com`) that preview URLs and QR
     /// codes use; `None` takes it from each request's `Host` header.
     pub public_url: Option<String>,
@@ -385,7 +385,7 @@ impl Config {
             builds_per_minute: env.number("PREVIEW_BUILDS_PER_MINUTE", 30, 1..=100_000)? as u32,
             download_redirect: env.boolean("PREVIEW_DOWNLOAD_REDIRECT", false)?,
             status_cache: env.boolean("PREVIEW_STATUS_CACHE", true)?,
-            hermes_bytecode: env.boolean("PREVIEW_HERMES_BYTECODE", false)?,
+            optimize: env.boolean("PREVIEW_OPTIMIZE", false)?,
             sandbox: match env.get("PREVIEW_SANDBOX").as_deref().map(str::trim) {
                 None | Some("auto") => SandboxMode::Auto,
                 Some("bwrap") => SandboxMode::Bwrap,

@@ -67,8 +67,8 @@ pub struct PreviewBuilder {
     pub slots: Arc<Semaphore>,
     /// How the bundler is confined (`PREVIEW_SANDBOX`).
     pub sandbox: Arc<Sandbox>,
-    /// `PREVIEW_HERMES_BYTECODE`.
-    pub hermes_bytecode: bool,
+    /// `PREVIEW_OPTIMIZE`.
+    pub optimize: bool,
 }
 
 impl std::fmt::Debug for PreviewBuilder {
@@ -313,7 +313,7 @@ impl PreviewBuilder {
             metro_cache: &metro_cache,
             env: &request.env,
             sandbox: &self.sandbox,
-            hermes_bytecode: self.hermes_bytecode,
+            optimize: self.optimize,
         }
         .run(log, deadline, &ctx.stop)
         .await

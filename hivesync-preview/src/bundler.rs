@@ -77,9 +77,11 @@ pub struct BundleJob<'a> {
     pub env: &'a BTreeMap<String, String>,
     /// How the bundler, which runs the project's code, is confined.
     pub sandbox: &'a Sandbox,
-    /// Expo only: compile the bundle to Hermes bytecode. Off, Expo writes a JavaScript bundle,
-    /// like `react-native bundle` does; Hermes runs either.
-    pub hermes_bytecode: bool,
+    /// Build as for a release: minified, and for Expo compiled to Hermes bytecode. Off (the
+    /// default for previews), the bundle is unminified JavaScript: Hermes runs it as well, its
+    /// stack traces are readable, and no step that redoes the whole bundle (minifying every
+    /// module cold, hermesc on every build) slows each rebuild.
+    pub optimize: bool,
 }
 
 fn package_version(node_modules: &Path, package: &str) -> Option<String> {
@@ -166,7 +168,8 @@ impl BundleJob<'_> {
                     .arg("--assets-dest")
                     .arg(self.out.join("assets"))
                     .arg("--config")
-                    .arg(&config);
+                    .arg(&config)
+                    .args(["--minify", if self.optimize { "true" } else { "false" }]);
                 let bundled = Bundled {
                     bundler: "metro",
                     bundler_version: versions(&self.deps.node_modules, &["react-native", "metro"]),
@@ -184,10 +187,10 @@ impl BundleJob<'_> {
                     .env("EXPO_NO_GIT_STATUS", "1");
                 // hermesc recompiles the whole bundle on every build (about 3 s here), which no
                 // cache can avoid; a preview does not need it.
-                let step = if self.hermes_bytecode {
+                let step = if self.optimize {
                     step
                 } else {
-                    step.arg("--no-bytecode")
+                    step.args(["--no-bytecode", "--no-minify"])
                 };
                 let bundled = Bundled {
                     bundler: "expo",

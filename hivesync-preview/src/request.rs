@@ -137,8 +137,8 @@ pub struct Previews {
     pub queue: Arc<dyn JobQueue>,
     pub objects: Arc<dyn ObjectStore>,
     pub repos: Arc<Repos>,
-    /// `PREVIEW_HERMES_BYTECODE`: another output, so another key.
-    pub hermes_bytecode: bool,
+    /// `PREVIEW_OPTIMIZE`: another output, so another key.
+    pub optimize: bool,
 }
 
 impl std::fmt::Debug for Previews {
@@ -161,10 +161,10 @@ impl Previews {
                 .map_err(|err| Error::internal("resolving a ref failed").with_source(err))??
         };
         let mut env = order.env.clone();
-        if self.hermes_bytecode {
+        if self.optimize {
             // Not a variable the build sees: it only makes the key differ (env names are checked
             // to be EXPO_PUBLIC_*, so it cannot collide with a real one).
-            env.insert("hivesync:hermes-bytecode".to_owned(), "1".to_owned());
+            env.insert("hivesync:optimize".to_owned(), "1".to_owned());
         }
         let key = build_key(
             order.project_id,

@@ -156,7 +156,7 @@ impl Env {
             timeout,
             slots: Arc::new(tokio::sync::Semaphore::new(1)),
             sandbox: Arc::new(Sandbox::for_mode(SandboxMode::Auto, &self.data())),
-            hermes_bytecode: false,
+            optimize: false,
         }
     }
 

@@ -70,7 +70,7 @@ impl Build {
         &self,
         platform: Platform,
         out: &str,
-        hermes_bytecode: bool,
+        optimize: bool,
     ) -> Result<hivesync_preview::bundler::Bundled, BundleError> {
         let deadline = Instant::now() + Duration::from_secs(600);
         let stop = CancellationToken::new();
@@ -91,7 +91,7 @@ impl Build {
             metro_cache: &self.dir.path().join("metro-cache"),
             env: &BTreeMap::new(),
             sandbox: &Sandbox::for_mode(SandboxMode::Auto, self.dir.path()),
-            hermes_bytecode,
+            optimize,
         };
         job.run(&self.log, deadline, &stop).await
     }
@@ -170,7 +170,7 @@ async fn expo_exports_the_expo_app() {
         "{}",
         file.display()
     );
-    // A JavaScript bundle by default; Hermes bytecode when asked for.
+    // Unminified JavaScript by default; Hermes bytecode when optimised as for a release.
     assert_eq!(
         bundled.bundle.extension().unwrap(),
         "js",
