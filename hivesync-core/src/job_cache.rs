@@ -46,6 +46,8 @@ struct Entry {
 /// See the module documentation.
 pub struct MemberJobCache {
     live: AtomicBool,
+    /// How many times the cache was switched on: each time a feed (re)connected and proved itself.
+    switched_on: AtomicU64,
     epoch: AtomicU64,
     entries: Mutex<HashMap<JobId, Entry>>,
     max_age: Duration,
@@ -67,6 +69,7 @@ impl MemberJobCache {
     pub fn new(max_age: Duration, max_entries: usize) -> Self {
         MemberJobCache {
             live: AtomicBool::new(false),
+            switched_on: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
             entries: Mutex::new(HashMap::new()),
             max_age,
@@ -84,9 +87,17 @@ impl MemberJobCache {
         self.live.load(Ordering::Acquire)
     }
 
+    /// How many times the cache was switched on (a feed connected and proved itself).
+    pub fn times_switched_on(&self) -> u64 {
+        self.switched_on.load(Ordering::Acquire)
+    }
+
     /// Turns serving from memory on (a change feed is listening) or off (it is not).
     pub fn set_live(&self, live: bool) {
         self.apply(Change::Lost);
+        if live {
+            self.switched_on.fetch_add(1, Ordering::AcqRel);
+        }
         self.live.store(live, Ordering::Release);
         self.announced
             .send_replace(self.epoch.load(Ordering::Acquire));
