@@ -35,20 +35,31 @@ pub enum Sandbox {
     Unavailable { reason: String },
 }
 
-/// Whether `bwrap` runs here with the namespaces the sandbox uses.
+/// What every confined step gets, before the masks and mounts: namespaces, a read-only system,
+/// fresh `/proc`, `/dev` and `/tmp`.
+const BASE: &[&str] = &[
+    "--die-with-parent",
+    "--unshare-pid",
+    "--unshare-ipc",
+    "--unshare-uts",
+    "--unshare-net",
+    "--unshare-cgroup-try",
+    "--ro-bind",
+    "/",
+    "/",
+    "--proc",
+    "/proc",
+    "--dev",
+    "/dev",
+    "--tmpfs",
+    "/tmp",
+];
+
+/// Whether `bwrap` runs here with exactly the setup the sandbox uses.
 fn probe(program: &Path) -> Result<(), String> {
     let output = Command::new(program)
-        .args(["--die-with-parent", "--unshare-pid", "--unshare-net"])
-        .args([
-            "--ro-bind",
-            "/",
-            "/",
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
-            "true",
-        ])
+        .args(BASE)
+        .arg("true")
         .stdin(Stdio::null())
         .output()
         .map_err(|err| format!("cannot run {}: {err}", program.display()))?;
@@ -108,34 +119,12 @@ impl Sandbox {
         writable: &[&Path],
         readable: &[&Path],
     ) -> Result<(OsString, Vec<OsString>), String> {
-        let hide = match self {
+        let (bwrap, hide) = match self {
             Sandbox::None { .. } => return Ok((program.clone(), args.to_vec())),
             Sandbox::Unavailable { reason } => return Err(reason.clone()),
-            Sandbox::Bwrap { hide, .. } => hide,
+            Sandbox::Bwrap { program, hide } => (program, hide),
         };
-        let Sandbox::Bwrap { program: bwrap, .. } = self else {
-            unreachable!("matched above")
-        };
-        let mut line: Vec<OsString> = [
-            "--die-with-parent",
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--unshare-uts",
-            "--unshare-net",
-            "--unshare-cgroup-try",
-            "--ro-bind",
-            "/",
-            "/",
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
-            "--tmpfs",
-            "/tmp",
-        ]
-        .iter()
-        .map(OsString::from)
-        .collect();
+        let mut line: Vec<OsString> = BASE.iter().map(OsString::from).collect();
         let mut mask = |path: &Path| {
             if path.is_dir() {
                 line.extend(["--tmpfs".into(), path.as_os_str().to_owned()]);

@@ -180,16 +180,21 @@ async fn follow(client: &Client, job: &str) -> Result<Value> {
     }
 }
 
-async fn fetch_text(client: &Client, path: &str) -> Result<String> {
+/// `GET {base}{path}` with the client's token, for answers that are not JSON.
+async fn get(client: &Client, path: &str) -> Result<reqwest::Response> {
     let mut request = client.http.get(format!("{}{path}", client.base));
     if let Some(token) = &client.token {
         request = request.bearer_auth(token);
     }
-    let response = request
+    request
         .send()
         .await
-        .map_err(|err| Error::unavailable(format!("cannot reach the server: {err}")))?;
-    response
+        .map_err(|err| Error::unavailable(format!("cannot reach the server: {err}")))
+}
+
+async fn fetch_text(client: &Client, path: &str) -> Result<String> {
+    get(client, path)
+        .await?
         .text()
         .await
         .map_err(|err| Error::unavailable(format!("cannot read the answer: {err}")))
@@ -197,16 +202,7 @@ async fn fetch_text(client: &Client, path: &str) -> Result<String> {
 
 /// Downloads the bundle into `out` (written beside it, then renamed in).
 async fn download(client: &Client, job: &str, out: &std::path::Path) -> Result<u64> {
-    let mut request = client
-        .http
-        .get(format!("{}/preview/download/{job}", client.base));
-    if let Some(token) = &client.token {
-        request = request.bearer_auth(token);
-    }
-    let response = request
-        .send()
-        .await
-        .map_err(|err| Error::unavailable(format!("cannot reach the server: {err}")))?;
+    let response = get(client, &format!("/preview/download/{job}")).await?;
     if !response.status().is_success() {
         return Err(client_error(format!(
             "the download was refused: {}",

@@ -33,6 +33,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::projects::{Needs, authorize};
 use super::security::{BearerAuth, Caller};
+use super::sync::blocking;
 use super::text::Text;
 use crate::state::AppState;
 
@@ -814,15 +815,6 @@ async fn current_toolchain() -> Result<Toolchain, ApiError> {
     tokio::task::spawn_blocking(|| toolchain().clone())
         .await
         .map_err(|err| ApiError::from(Error::internal("toolchain").with_context("cause", err)))
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> hivesync_core::Result<T> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|err| Error::internal("a repository operation failed").with_context("cause", err))?
-        .map_err(ApiError::from)
 }
 
 /// This server's external base URL: `PUBLIC_URL`, or the request's `Host` (over `https` only when

@@ -360,7 +360,7 @@ async fn spool(state: &AppState, body: Body, limit: u64) -> Result<Spooled, ApiE
 }
 
 /// Runs a blocking repository operation off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> hivesync_core::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)

@@ -190,6 +190,14 @@ impl SqlStore {
     }
 }
 
+/// The columns `job_from_row` reads, in one place for every query that returns jobs.
+macro_rules! job_columns {
+    () => {
+        "id, kind, queue, project_id, user_id, state, progress, phase, attempts, error_code, \
+         error_message, payload, result, dedup_key, created_at, updated_at, started_at, finished_at"
+    };
+}
+
 #[async_trait]
 impl Store for SqlStore {
     async fn migrate(&self) -> Result<()> {
@@ -519,10 +527,9 @@ impl Store for SqlStore {
         // between the failed insert and the lookup, hence one more round.
         for _ in 0..2 {
             let inserted = sqlx::query(
-                "INSERT INTO jobs (id, kind, queue, project_id, user_id, state, progress, attempts, payload, dedup_key, created_at, updated_at) \
+                concat!("INSERT INTO jobs (id, kind, queue, project_id, user_id, state, progress, attempts, payload, dedup_key, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, 'queued', 0, 0, $6, $7, $8, $8) \
-                 RETURNING id, kind, queue, project_id, user_id, state, progress, phase, attempts, error_code, \
-                 error_message, payload, result, dedup_key, created_at, updated_at, started_at, finished_at",
+                 RETURNING ", job_columns!()),
             )
             .bind(job.id.as_uuid())
             .bind(&job.kind)
@@ -543,10 +550,9 @@ impl Store for SqlStore {
                 return Err(err);
             };
             let twin = sqlx::query(
-                "SELECT id, kind, queue, project_id, user_id, state, progress, phase, attempts, error_code, \
-                 error_message, payload, result, dedup_key, created_at, updated_at, started_at, finished_at \
+                concat!("SELECT ", job_columns!(), " \
                  FROM jobs WHERE queue = $1 AND dedup_key = $2 \
-                 AND state NOT IN ('success', 'failed', 'cancelled')",
+                 AND state NOT IN ('success', 'failed', 'cancelled')"),
             )
             .bind(&job.queue)
             .bind(key)
@@ -562,9 +568,8 @@ impl Store for SqlStore {
 
     async fn get_job(&self, id: JobId) -> Result<Option<Job>> {
         sqlx::query(
-            "SELECT id, kind, queue, project_id, user_id, state, progress, phase, attempts, error_code, \
-             error_message, payload, result, dedup_key, created_at, updated_at, started_at, finished_at \
-             FROM jobs WHERE id = $1",
+            concat!("SELECT ", job_columns!(), " \
+             FROM jobs WHERE id = $1"),
         )
         .bind(id.as_uuid())
         .fetch_optional(&self.pool)
@@ -577,11 +582,12 @@ impl Store for SqlStore {
 
     async fn get_member_job(&self, id: JobId, user: UserId) -> Result<Option<Job>> {
         sqlx::query(
-            "SELECT j.id, j.kind, j.queue, j.project_id, j.user_id, j.state, j.progress, j.phase, \
-             j.attempts, j.error_code, j.error_message, j.payload, j.result, j.dedup_key, \
-             j.created_at, j.updated_at, j.started_at, j.finished_at \
-             FROM jobs j JOIN project_members m ON m.project_id = j.project_id AND m.user_id = $2 \
-             WHERE j.id = $1",
+            concat!(
+                "SELECT ",
+                job_columns!(),
+                " FROM jobs WHERE id = $1 AND EXISTS (SELECT 1 FROM project_members m \
+                 WHERE m.project_id = jobs.project_id AND m.user_id = $2)"
+            ),
         )
         .bind(id.as_uuid())
         .bind(user.as_uuid())
@@ -603,15 +609,14 @@ impl Store for SqlStore {
         let started = update.state != JobState::Queued;
         // The WHERE clause refuses to touch a finished job, atomically with the update.
         let row = sqlx::query(
-            "UPDATE jobs SET state = $2, progress = $3, phase = $4, \
+            concat!("UPDATE jobs SET state = $2, progress = $3, phase = $4, \
              attempts = attempts + $5, error_code = $6, error_message = $7, \
              result = COALESCE($8, result), updated_at = $9, \
              started_at = CASE WHEN $10 AND started_at IS NULL THEN $9 ELSE started_at END, \
              finished_at = CASE WHEN $11 THEN $9 ELSE finished_at END \
              WHERE id = $1 AND state NOT IN ('success', 'failed', 'cancelled') \
              AND ($12 IS NULL OR attempts = $12) \
-             RETURNING id, kind, queue, project_id, user_id, state, progress, phase, attempts, error_code, \
-             error_message, payload, result, dedup_key, created_at, updated_at, started_at, finished_at",
+             RETURNING ", job_columns!()),
         )
         .bind(id.as_uuid())
         .bind(update.state.as_str())
@@ -644,11 +649,10 @@ impl Store for SqlStore {
 
     async fn reset_job(&self, id: JobId) -> Result<Job> {
         let row = sqlx::query(
-            "UPDATE jobs SET state = 'queued', progress = 0, phase = 'retried', error_code = NULL, \
+            concat!("UPDATE jobs SET state = 'queued', progress = 0, phase = 'retried', error_code = NULL, \
              error_message = NULL, result = NULL, finished_at = NULL, updated_at = $2 \
              WHERE id = $1 AND state IN ('failed', 'cancelled') \
-             RETURNING id, kind, queue, project_id, user_id, state, progress, phase, attempts, error_code, \
-             error_message, payload, result, dedup_key, created_at, updated_at, started_at, finished_at",
+             RETURNING ", job_columns!()),
         )
         .bind(id.as_uuid())
         .bind(now())
@@ -674,12 +678,11 @@ impl Store for SqlStore {
 
     async fn list_jobs(&self, filter: &JobFilter, page: Page<JobId>) -> Result<Vec<Job>> {
         let rows = sqlx::query(
-            "SELECT id, kind, queue, project_id, user_id, state, progress, phase, attempts, error_code, \
-             error_message, payload, result, dedup_key, created_at, updated_at, started_at, finished_at \
+            concat!("SELECT ", job_columns!(), " \
              FROM jobs WHERE ($1 IS NULL OR queue = $1) AND ($2 IS NULL OR state = $2) \
              AND ($3 IS NULL OR project_id = $3) AND ($4 IS NULL OR kind = $4) \
              AND ($5 IS NULL OR dedup_key = $5) \
-             AND ($6 IS NULL OR id < $6) ORDER BY id DESC LIMIT $7",
+             AND ($6 IS NULL OR id < $6) ORDER BY id DESC LIMIT $7"),
         )
         .bind(filter.queue.as_deref())
         .bind(filter.state.map(JobState::as_str))
