@@ -359,6 +359,30 @@ async fn spool(state: &AppState, body: Body, limit: u64) -> Result<Spooled, ApiE
     Ok(spooled)
 }
 
+/// The query parameters of a commit (`/sync`, `/sync/commit`).
+struct CommitQuery {
+    branch: Option<String>,
+    message: Option<String>,
+    parent: Option<String>,
+    force: Option<bool>,
+}
+
+impl CommitQuery {
+    fn new(
+        branch: Query<Option<String>>,
+        message: Query<Option<String>>,
+        parent: Query<Option<String>>,
+        force: Query<Option<bool>>,
+    ) -> Self {
+        CommitQuery {
+            branch: branch.0,
+            message: message.0,
+            parent: parent.0,
+            force: force.0,
+        }
+    }
+}
+
 /// Runs a blocking repository operation off the async threads.
 pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> hivesync_core::Result<T> + Send + 'static,
@@ -401,18 +425,45 @@ impl SyncApi {
     async fn commit_request(
         &self,
         caller: Caller,
-        branch: Option<&str>,
-        message: Option<&str>,
-        parent: Option<&str>,
-        force: bool,
+        query: CommitQuery,
     ) -> Result<CommitRequest, ApiError> {
         Ok(CommitRequest {
-            branch: branch_or_main(branch)?,
-            message: message.unwrap_or_default().to_owned(),
-            expected_parent: expected_parent(parent)?,
-            force,
+            branch: branch_or_main(query.branch.as_deref())?,
+            message: query.message.unwrap_or_default(),
+            expected_parent: expected_parent(query.parent.as_deref())?,
+            force: query.force.unwrap_or(false),
             author: self.author(caller).await?,
         })
+    }
+
+    /// What `/sync` and `/sync/commit` share: the caller may edit the project, the query makes a
+    /// commit request, and the body is spooled (up to `limit` bytes) and committed off the async
+    /// threads by `commit`.
+    async fn commit_spooled(
+        &self,
+        caller: Caller,
+        project: ProjectId,
+        query: CommitQuery,
+        body: poem::Body,
+        limit: u64,
+        commit: impl FnOnce(
+            &Repos,
+            &std::path::Path,
+            &CommitRequest,
+        ) -> hivesync_core::Result<SyncOutcome>
+        + Send
+        + 'static,
+    ) -> Result<SyncOutcome, ApiError> {
+        authorize(&self.state, caller, project, Needs::Edit).await?;
+        let request = self.commit_request(caller, query).await?;
+        let spooled = spool(&self.state, body, limit).await?;
+        let repos = self.repos();
+        blocking(move || {
+            let outcome = commit(&repos, &spooled.0, &request);
+            drop(spooled);
+            outcome
+        })
+        .await
     }
 
     fn repos(&self) -> Arc<Repos> {
@@ -451,25 +502,19 @@ impl SyncApi {
         body: TreeUpload,
     ) -> Result<Json<SyncView>, ApiError> {
         let project = ProjectId::from_uuid(id.0);
-        authorize(&self.state, auth.0, project, Needs::Edit).await?;
-        let request = self
-            .commit_request(
+        let query = CommitQuery::new(branch, message, parent, force);
+        let (kind, body) = body.into_parts();
+        let limit = self.state.config.sync.max_upload_bytes;
+        let outcome = self
+            .commit_spooled(
                 auth.0,
-                branch.0.as_deref(),
-                message.0.as_deref(),
-                parent.0.as_deref(),
-                force.0.unwrap_or(false),
+                project,
+                query,
+                body,
+                limit,
+                move |repos, file, request| repos.sync_archive(project, kind, file, request),
             )
             .await?;
-        let (kind, body) = body.into_parts();
-        let spooled = spool(&self.state, body, self.state.config.sync.max_upload_bytes).await?;
-        let repos = self.repos();
-        let outcome = blocking(move || {
-            let outcome = repos.sync_archive(project, kind, &spooled.0, &request);
-            drop(spooled);
-            outcome
-        })
-        .await?;
         tracing::info!(
             project_id = %project, branch = %outcome.branch, commit = %outcome.commit,
             created = outcome.created, added = outcome.added, changed = outcome.changed,
@@ -545,30 +590,23 @@ impl SyncApi {
         body: DeltaUpload,
     ) -> Result<Json<SyncView>, ApiError> {
         let project = ProjectId::from_uuid(id.0);
-        authorize(&self.state, auth.0, project, Needs::Edit).await?;
-        let request = self
-            .commit_request(
-                auth.0,
-                branch.0.as_deref(),
-                message.0.as_deref(),
-                parent.0.as_deref(),
-                force.0.unwrap_or(false),
-            )
-            .await?;
+        let query = CommitQuery::new(branch, message, parent, force);
         let (kind, body) = match body {
             DeltaUpload::Tar(body) => (ArchiveKind::Tar, body.0),
             DeltaUpload::Gzip(body) => (ArchiveKind::TarGz, body.0),
         };
         let limit =
             self.state.config.sync.max_upload_bytes + self.state.config.sync.max_manifest_bytes;
-        let spooled = spool(&self.state, body, limit).await?;
-        let repos = self.repos();
-        let outcome = blocking(move || {
-            let outcome = repos.commit_upload(project, kind, &spooled.0, &request);
-            drop(spooled);
-            outcome
-        })
-        .await?;
+        let outcome = self
+            .commit_spooled(
+                auth.0,
+                project,
+                query,
+                body,
+                limit,
+                move |repos, file, request| repos.commit_upload(project, kind, file, request),
+            )
+            .await?;
         tracing::info!(
             project_id = %project, branch = %outcome.branch, commit = %outcome.commit,
             created = outcome.created, changed = outcome.changed, stored = outcome.stored,
@@ -599,15 +637,13 @@ impl SyncApi {
         let project = ProjectId::from_uuid(id.0);
         authorize(&self.state, auth.0, project, Needs::Edit).await?;
         let body = body.0;
-        let request = self
-            .commit_request(
-                auth.0,
-                body.branch.as_ref().map(Text::as_str),
-                None,
-                None,
-                false,
-            )
-            .await?;
+        let query = CommitQuery {
+            branch: body.branch.map(|branch| branch.0),
+            message: None,
+            parent: None,
+            force: None,
+        };
+        let request = self.commit_request(auth.0, query).await?;
         let url = body.url.0;
         let reference = body.reference.map_or_else(|| "HEAD".to_owned(), |r| r.0);
         let repos = self.repos();
