@@ -26,50 +26,13 @@ use hivesync_core::domain::{
 };
 use hivesync_core::ports::WorkerRole;
 use hivesync_core::repo::{ArchiveKind, Author, BranchName, CommitRequest, ExpectedParent};
+use hivesync_core::testkit::examples::{example_app, tar_of_sources};
 use hivesync_preview::log::BuildLog;
 use hivesync_preview::request::BuildOrder;
 use hivesync_preview::toolchain::toolchain;
 use hivesync_queue::worker::WorkerConfig;
 use hivesync_server::state::AppState;
 use tokio_util::sync::CancellationToken;
-
-fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples")
-        .join(name)
-}
-
-/// A tar of the app's sources (no `node_modules`), with `src/App.js` passed through `edit`.
-fn tar_of(dir: &Path, edit: &dyn Fn(Vec<u8>) -> Vec<u8>) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut pending = vec![PathBuf::new()];
-    while let Some(relative) = pending.pop() {
-        for entry in std::fs::read_dir(dir.join(&relative)).unwrap() {
-            let entry = entry.unwrap();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if ["node_modules", "build", ".expo", "dist"].contains(&name.as_str()) {
-                continue;
-            }
-            let path = relative.join(&name);
-            if entry.file_type().unwrap().is_dir() {
-                pending.push(path);
-                continue;
-            }
-            let key = path.to_string_lossy().into_owned();
-            let mut bytes = std::fs::read(entry.path()).unwrap();
-            if key == "src/App.js" {
-                bytes = edit(bytes);
-            }
-            let mut header = tar::Header::new_gnu();
-            header.set_size(bytes.len() as u64);
-            header.set_mode(0o644);
-            builder
-                .append_data(&mut header, &key, bytes.as_slice())
-                .unwrap();
-        }
-    }
-    builder.into_inner().unwrap()
-}
 
 fn run(command: &mut Command) {
     let output = command.output().expect("spawn");
@@ -90,7 +53,14 @@ struct Bench {
 impl Bench {
     fn sync(&self, project: ProjectId, app: &str, edit: &dyn Fn(Vec<u8>) -> Vec<u8>) {
         let file = self.work.join("sync.tar");
-        std::fs::write(&file, tar_of(&example(app), edit)).unwrap();
+        let tar = tar_of_sources(&example_app(app), &|path, bytes| {
+            Some(if path == "src/App.js" {
+                edit(bytes)
+            } else {
+                bytes
+            })
+        });
+        std::fs::write(&file, tar).unwrap();
         self.state
             .repos
             .sync_archive(
@@ -154,7 +124,7 @@ fn baseline(app: &str, platform: Platform, node_modules: &Path, work: &Path) -> 
     let copy = work.join(format!("baseline-{app}-{platform}"));
     let _ = std::fs::remove_dir_all(&copy);
     std::fs::create_dir_all(&copy).unwrap();
-    let source = example(app);
+    let source = example_app(app);
     for entry in std::fs::read_dir(&source).unwrap() {
         let entry = entry.unwrap();
         let name = entry.file_name();

@@ -248,7 +248,7 @@ mod tests {
         let sandbox = Sandbox::for_mode(SandboxMode::Auto, data.path());
         if let Sandbox::None { reason } = &sandbox {
             assert!(
-                std::env::var_os("HIVESYNC_REQUIRE_SERVICES").is_none(),
+                !hivesync_core::testkit::services_required(),
                 "CI must run builds in the sandbox: {reason}"
             );
             println!("skipped: {reason}");

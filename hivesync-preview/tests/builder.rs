@@ -3,7 +3,7 @@
 //! real cause, the timeout, and the repository left as it was.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use hivesync_core::repo::{
     ArchiveKind, Author, BranchName, CommitRequest, ExpectedParent, ImportPolicy, Repos, SyncLimits,
 };
 use hivesync_core::secret::Secret;
+use hivesync_core::testkit::examples::{example_app, tar_of_sources};
 use hivesync_preview::builder::{PREVIEW_JOB_KIND, PreviewBuilder, PreviewRequest};
 use hivesync_preview::bundler::Platform;
 use hivesync_preview::deps::DepsStore;
@@ -24,43 +25,6 @@ use hivesync_queue::SqliteBackend;
 use hivesync_queue::jobs::{Submission, submit};
 use hivesync_queue::worker::{Handlers, Worker, WorkerConfig, WorkerDeps};
 use tokio_util::sync::CancellationToken;
-
-fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples")
-        .join(name)
-}
-
-/// A tar of an example's sources, as a client would sync them.
-fn tar_of(dir: &Path, edit: impl Fn(&str, Vec<u8>) -> Option<Vec<u8>>) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut pending = vec![PathBuf::new()];
-    while let Some(relative) = pending.pop() {
-        for entry in std::fs::read_dir(dir.join(&relative)).unwrap() {
-            let entry = entry.unwrap();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if ["node_modules", "build", ".expo"].contains(&name.as_str()) {
-                continue;
-            }
-            let path = relative.join(&name);
-            if entry.file_type().unwrap().is_dir() {
-                pending.push(path);
-                continue;
-            }
-            let key = path.to_string_lossy().into_owned();
-            let Some(bytes) = edit(&key, std::fs::read(entry.path()).unwrap()) else {
-                continue;
-            };
-            let mut header = tar::Header::new_gnu();
-            header.set_size(bytes.len() as u64);
-            header.set_mode(0o644);
-            builder
-                .append_data(&mut header, &key, bytes.as_slice())
-                .unwrap();
-        }
-    }
-    builder.into_inner().unwrap()
-}
 
 struct Env {
     dir: tempfile::TempDir,
@@ -127,7 +91,7 @@ impl Env {
     /// Syncs the example (edited by `edit`) to `branch`.
     fn sync(&self, name: &str, branch: &str, edit: impl Fn(&str, Vec<u8>) -> Option<Vec<u8>>) {
         let file = self.dir.path().join(format!("{branch}.tar"));
-        std::fs::write(&file, tar_of(&example(name), edit)).unwrap();
+        std::fs::write(&file, tar_of_sources(&example_app(name), &edit)).unwrap();
         self.repos
             .sync_archive(
                 self.project,
@@ -326,7 +290,7 @@ async fn builds_succeed_fail_with_the_right_code_and_never_touch_the_repository(
         assert!(!log.contains("probe-secret-value"), "{log}");
     } else {
         assert!(
-            std::env::var_os("HIVESYNC_REQUIRE_SERVICES").is_none(),
+            !hivesync_core::testkit::services_required(),
             "CI must build in the sandbox: {log}"
         );
         // Unconfined, the probe does read it: the check above is a real one.

@@ -5,18 +5,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use hivesync_core::testkit::examples::example_app;
 use hivesync_preview::bundler::{BundleError, BundleJob, Platform};
 use hivesync_preview::deps::DepsStore;
 use hivesync_preview::detect::{ProjectKind, detect};
 use hivesync_preview::log::BuildLog;
 use hivesync_preview::sandbox::{Sandbox, SandboxMode};
 use tokio_util::sync::CancellationToken;
-
-fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples")
-        .join(name)
-}
 
 /// Copies an example's sources (what a checkout holds) into `into`.
 fn copy_sources(from: &Path, into: &Path) {
@@ -47,7 +42,7 @@ fn build_of(name: &str) -> Build {
     let dir = tempfile::tempdir().unwrap();
     let store = DepsStore::new(dir.path().join("store"), "npm", "test-toolchain");
     let project = dir.path().join("job/project");
-    copy_sources(&example(name), &project);
+    copy_sources(&example_app(name), &project);
     let log = BuildLog::create(&dir.path().join("job/logs/build.log")).unwrap();
     Build {
         dir,

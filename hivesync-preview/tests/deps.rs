@@ -1,17 +1,12 @@
 //! The dependency store against the real npm, with the example app's real lockfile.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use hivesync_core::testkit::examples::example_app;
 use hivesync_preview::deps::{DepsSource, DepsStore};
 use hivesync_preview::log::BuildLog;
 use tokio_util::sync::CancellationToken;
-
-fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples")
-        .join(name)
-}
 
 /// A checkout-like copy of the example's manifest files (sources do not matter to the store).
 fn project_from(example: &Path, into: &Path) {
@@ -30,7 +25,7 @@ async fn the_first_build_installs_and_the_next_one_links_the_same_store_entry() 
     let stop = CancellationToken::new();
 
     let first = dir.path().join("job-1/project");
-    project_from(&example("rn-app"), &first);
+    project_from(&example_app("rn-app"), &first);
     let restored = store.restore(&first, &log, deadline, &stop).await.unwrap();
     assert_eq!(restored.source, DepsSource::Installed, "{}", log.tail(4000));
     assert_eq!(
@@ -45,7 +40,7 @@ async fn the_first_build_installs_and_the_next_one_links_the_same_store_entry() 
     assert!(first.join("node_modules/.bin/react-native").exists());
 
     let second = dir.path().join("job-2/project");
-    project_from(&example("rn-app"), &second);
+    project_from(&example_app("rn-app"), &second);
     let again = store.restore(&second, &log, deadline, &stop).await.unwrap();
     assert_eq!(again.source, DepsSource::StoreHit);
     assert_eq!(again.key, restored.key);

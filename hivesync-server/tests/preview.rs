@@ -5,57 +5,23 @@
 mod common;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::{Answer, TestApp, TestUser};
 use hivesync_core::domain::{Platform, ProjectId, UserId};
 use hivesync_core::ports::WorkerRole;
 use hivesync_core::preview_token::{PreviewGrant, PreviewTokenSigner};
+use hivesync_core::testkit::examples::{example_app, tar_of_sources};
 use hivesync_queue::worker::WorkerConfig;
 use poem::http::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples")
-        .join(name)
-}
-
-/// A tar of an example's sources as a client syncs them (no `node_modules`), each file passed
-/// through `edit`.
-fn tar_of(dir: &Path, edit: &dyn Fn(&str, Vec<u8>) -> Vec<u8>) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut pending = vec![PathBuf::new()];
-    while let Some(relative) = pending.pop() {
-        let mut entries: Vec<_> = std::fs::read_dir(dir.join(&relative))
-            .unwrap()
-            .map(|e| e.unwrap())
-            .collect();
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if ["node_modules", "build", ".expo", "dist"].contains(&name.as_str()) {
-                continue;
-            }
-            let path = relative.join(&name);
-            if entry.file_type().unwrap().is_dir() {
-                pending.push(path);
-                continue;
-            }
-            let key = path.to_string_lossy().into_owned();
-            let bytes = edit(&key, std::fs::read(entry.path()).unwrap());
-            let mut header = tar::Header::new_gnu();
-            header.set_size(bytes.len() as u64);
-            header.set_mode(0o644);
-            builder
-                .append_data(&mut header, &key, bytes.as_slice())
-                .unwrap();
-        }
-    }
-    builder.into_inner().unwrap()
+/// The example app's sources, each file passed through `edit`.
+fn tar_of(name: &str, edit: &dyn Fn(&str, Vec<u8>) -> Vec<u8>) -> Vec<u8> {
+    tar_of_sources(&example_app(name), &|path, bytes| Some(edit(path, bytes)))
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -179,20 +145,8 @@ async fn tokens_are_issued_to_members_and_misuse_is_refused() {
     let project = app.create_project(&owner, "app").await;
     let other_project = app.create_project(&owner, "other").await;
     app.add_member(&owner, &project, &editor, "editor").await;
-    let commit = sync(
-        &app,
-        &owner,
-        &project,
-        tar_of(&example("rn-app"), &unchanged),
-    )
-    .await;
-    sync(
-        &app,
-        &owner,
-        &other_project,
-        tar_of(&example("rn-app"), &unchanged),
-    )
-    .await;
+    let commit = sync(&app, &owner, &project, tar_of("rn-app", &unchanged)).await;
+    sync(&app, &owner, &other_project, tar_of("rn-app", &unchanged)).await;
 
     // Issuing: members only, a known platform and an existing ref.
     let ask = |user: Option<&TestUser>, body: Value| {
@@ -363,7 +317,7 @@ async fn tokens_are_issued_to_members_and_misuse_is_refused() {
                     &format!("/api/v1/projects/{project}/sync?branch={name}"),
                     Some(&owner.token),
                     "application/x-tar",
-                    tar_of(&example("rn-app"), edit),
+                    tar_of("rn-app", edit),
                 )
                 .await;
             assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
@@ -592,14 +546,8 @@ async fn both_example_apps_build_for_both_platforms_through_the_api() {
     let rn = app.create_project(&owner, "rn").await;
     let expo = app.create_project(&owner, "expo").await;
     app.add_member(&owner, &rn, &member, "viewer").await;
-    sync(&app, &owner, &rn, tar_of(&example("rn-app"), &unchanged)).await;
-    sync(
-        &app,
-        &owner,
-        &expo,
-        tar_of(&example("expo-app"), &unchanged),
-    )
-    .await;
+    sync(&app, &owner, &rn, tar_of("rn-app", &unchanged)).await;
+    sync(&app, &owner, &expo, tar_of("expo-app", &unchanged)).await;
     let repos_before = snapshot(&app.data_dir().join("repos"));
 
     // The first build of each app installs its dependencies; both platforms of an app then share
@@ -757,7 +705,7 @@ async fn both_example_apps_build_for_both_platforms_through_the_api() {
             bytes
         }
     };
-    sync(&app, &owner, &rn, tar_of(&example("rn-app"), &edited)).await;
+    sync(&app, &owner, &rn, tar_of("rn-app", &edited)).await;
     let rebuilt = build_and_download(&app, rn_ios_token, json!({})).await;
     assert_eq!(rebuilt.status["cache"]["build"], "miss");
     assert_eq!(rebuilt.status["cache"]["dependencies"], "store");
@@ -772,7 +720,7 @@ async fn both_example_apps_build_for_both_platforms_through_the_api() {
             bytes
         }
     };
-    sync(&app, &owner, &rn, tar_of(&example("rn-app"), &broken)).await;
+    sync(&app, &owner, &rn, tar_of("rn-app", &broken)).await;
     let repos_before_failure = snapshot(&app.data_dir().join("repos"));
     let failed = build(&app, rn_ios_token, json!({})).await;
     let failed_job = failed.body["job_id"].as_str().unwrap().to_owned();

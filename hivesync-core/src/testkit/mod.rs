@@ -10,6 +10,8 @@
 //! missing service fails the test.
 
 pub mod coordination;
+#[cfg(feature = "git")]
+pub mod examples;
 pub mod object_store;
 #[cfg(feature = "postgres")]
 pub mod postgres;
