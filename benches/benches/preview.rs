@@ -94,12 +94,9 @@ impl Bench {
             token_id: None,
         };
         let started = Instant::now();
-        let requested = self
-            .state
-            .previews
-            .request(order, toolchain())
-            .await
-            .unwrap();
+        let previews = &self.state.previews;
+        let prepared = previews.prepare(order).await.unwrap();
+        let requested = previews.request(prepared, toolchain()).await.unwrap();
         let id: JobId = requested.job.id;
         let mut job = requested.job;
         while !job.state.is_terminal() {

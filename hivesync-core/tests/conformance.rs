@@ -99,7 +99,7 @@ async fn the_postgres_change_feed_keeps_the_status_cache_correct() {
     let cache = Arc::new(MemberJobCache::new(Duration::from_secs(60), 100));
     let mut announced = cache.subscribe();
     let stop = tokio_util::sync::CancellationToken::new();
-    let feed = tokio::spawn(hivesync_core::adapters::sql::postgres::watch_changes_owned(
+    let feed = tokio::spawn(hivesync_core::adapters::sql::postgres::watch_changes(
         database.url().to_owned(),
         cache.clone(),
         stop.clone(),

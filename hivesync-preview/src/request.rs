@@ -118,12 +118,18 @@ pub struct BuildOrder {
     pub token_id: Option<String>,
 }
 
+/// A checked build request with its ref resolved ([`Previews::prepare`]).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    order: BuildOrder,
+    revision: Revision,
+}
+
 /// How a request was answered.
 #[derive(Debug, Clone)]
 pub struct Requested {
     pub job: Job,
     pub revision: Revision,
-    pub build_key: String,
     /// The earlier build whose bundle this request reuses.
     pub reused: Option<JobId>,
     /// An identical build was already running; `job` is that build.
@@ -148,18 +154,23 @@ impl std::fmt::Debug for Previews {
 }
 
 impl Previews {
-    /// Answers `order`: from the whole-build cache, by joining an identical running build, or by
-    /// queueing a new one. Errors: `Validation` for a bad environment, `NotFound` for a ref the
-    /// project does not have.
-    pub async fn request(&self, order: BuildOrder, toolchain: &Toolchain) -> Result<Requested> {
+    /// Checks `order` without changing anything: its environment, and that its ref names a
+    /// commit (resolved now, so the build is of exactly that commit). Errors: `Validation` for a
+    /// bad environment, `NotFound` for a ref the project does not have.
+    pub async fn prepare(&self, order: BuildOrder) -> Result<Prepared> {
         validate_env(&order.env)?;
-        let revision = {
-            let repos = self.repos.clone();
-            let (project, git_ref) = (order.project_id, order.git_ref.clone());
-            tokio::task::spawn_blocking(move || repos.revision(project, &git_ref))
-                .await
-                .map_err(|err| Error::internal("resolving a ref failed").with_source(err))??
-        };
+        let repos = self.repos.clone();
+        let (project, git_ref) = (order.project_id, order.git_ref.clone());
+        let revision = tokio::task::spawn_blocking(move || repos.revision(project, &git_ref))
+            .await
+            .map_err(|err| Error::internal("resolving a ref failed").with_source(err))??;
+        Ok(Prepared { order, revision })
+    }
+
+    /// Answers a prepared request: from the whole-build cache, by joining an identical running
+    /// build, or by queueing a new one.
+    pub async fn request(&self, prepared: Prepared, toolchain: &Toolchain) -> Result<Requested> {
+        let Prepared { order, revision } = prepared;
         let mut env = order.env.clone();
         if self.optimize {
             // Not a variable the build sees: it only makes the key differ (env names are checked
@@ -184,7 +195,6 @@ impl Previews {
                 shared: reused.is_none(),
                 job,
                 revision,
-                build_key: key,
                 reused,
             });
         }
@@ -203,7 +213,6 @@ impl Previews {
         Ok(Requested {
             job,
             revision,
-            build_key: key,
             reused: None,
             shared,
         })

@@ -86,7 +86,7 @@ fn watch_changes(config: &Config, cache: &Arc<MemberJobCache>, stop: &Cancellati
         && let Ok(runtime) = tokio::runtime::Handle::try_current()
     {
         let url = config.database.url.expose().to_owned();
-        runtime.spawn(hivesync_core::adapters::sql::postgres::watch_changes_owned(
+        runtime.spawn(hivesync_core::adapters::sql::postgres::watch_changes(
             url,
             cache.clone(),
             stop.clone(),

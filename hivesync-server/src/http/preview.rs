@@ -21,7 +21,7 @@ use hivesync_core::ports::{ObjectKey, RateDecision};
 use hivesync_core::preview_token::{PreviewClaims, PreviewGrant, TOKEN_VERSION, validate_ref};
 use hivesync_core::{ApiErrorCode, Error};
 use hivesync_preview::builder::{PREVIEW_JOB_KIND, log_key};
-use hivesync_preview::request::{BuildOrder, validate_env};
+use hivesync_preview::request::BuildOrder;
 use hivesync_preview::toolchain::{Toolchain, toolchain};
 use poem::{Body, Request};
 use poem_openapi::auth::Bearer;
@@ -375,18 +375,6 @@ impl PreviewApi {
             (None, None) => DEFAULT_REF.to_owned(),
         };
         validate_ref(&git_ref)?;
-        let env = body
-            .env
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(name, value)| (name, value.0))
-            .collect();
-        // A malformed request does not count against the caller's allowance.
-        validate_env(&env)?;
-        {
-            let (repos, project, rev) = (state.repos.clone(), claims.project_id, git_ref.clone());
-            blocking(move || repos.revision(project, &rev)).await?;
-        }
         if state
             .store
             .get_role(claims.project_id, claims.user_id)
@@ -397,14 +385,12 @@ impl PreviewApi {
                 "the preview token's user is no longer a member of the project",
             ));
         }
-        let decision = state
-            .rate_limiter
-            .check(
-                &format!("preview:build:{}:{}", claims.user_id, claims.project_id),
-                state.build_quota,
-            )
-            .await?;
-        refuse_unless_allowed(decision)?;
+        let env = body
+            .env
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, value)| (name, value.0))
+            .collect();
         let order = BuildOrder {
             project_id: claims.project_id,
             user_id: claims.user_id,
@@ -414,8 +400,19 @@ impl PreviewApi {
             token_version: TOKEN_VERSION as u8,
             token_id: Some(claims.jti.clone()),
         };
+        // A malformed request (bad environment, unknown ref) does not count against the caller's
+        // allowance.
+        let prepared = state.previews.prepare(order).await?;
+        let decision = state
+            .rate_limiter
+            .check(
+                &format!("preview:build:{}:{}", claims.user_id, claims.project_id),
+                state.build_quota,
+            )
+            .await?;
+        refuse_unless_allowed(decision)?;
         let toolchain = current_toolchain().await?;
-        let requested = state.previews.request(order, &toolchain).await?;
+        let requested = state.previews.request(prepared, &toolchain).await?;
         let job = requested.job;
         tracing::info!(
             job_id = %job.id, project_id = %claims.project_id, platform = %claims.platform,

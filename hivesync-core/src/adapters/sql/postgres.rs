@@ -68,15 +68,6 @@ impl SqlStore {
 /// The channel the change-feed triggers notify (migration `0004_change_feed.sql`).
 pub const CHANGE_CHANNEL: &str = "hivesync_changes";
 
-/// [`watch_changes`] with an owned URL, for spawning.
-pub async fn watch_changes_owned(
-    url: String,
-    cache: std::sync::Arc<crate::job_cache::MemberJobCache>,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    watch_changes(&url, cache, shutdown).await;
-}
-
 /// How often the change feed proves it still delivers: a ping sent through another connection
 /// must come back through the listening one before the next.
 const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -87,7 +78,7 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 /// connection, a failover that left the listener on an old primary, or a pooler that swallows
 /// `LISTEN` therefore turn the cache off within one heartbeat.
 pub async fn watch_changes(
-    url: &str,
+    url: String,
     cache: std::sync::Arc<crate::job_cache::MemberJobCache>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
@@ -100,9 +91,9 @@ pub async fn watch_changes(
     let mut backoff = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
         let connect = async {
-            let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+            let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
             listener.listen(CHANGE_CHANNEL).await?;
-            let pinger = sqlx::postgres::PgConnection::connect(url).await?;
+            let pinger = sqlx::postgres::PgConnection::connect(&url).await?;
             Ok::<_, sqlx::Error>((listener, pinger))
         };
         let connected = tokio::select! {
