@@ -93,6 +93,19 @@ fn path_of(raw: &[u8]) -> Result<RepoPath> {
     RepoPath::parse(text)
 }
 
+/// Checks a directory entry's path. The archive's own top (`./`, which GNU tar writes first for
+/// `tar -C dir -cf - .`, or `.`) is no path in the tree and is skipped; any other directory is
+/// checked like a file's path, since a directory entry may be the only trace of a hostile path.
+fn check_dir_entry(raw: &[u8]) -> Result<()> {
+    let is_top = !raw.is_empty()
+        && !raw.starts_with(b"/")
+        && raw.split(|b| *b == b'/').all(|s| s.is_empty() || s == b".");
+    if is_top {
+        return Ok(());
+    }
+    path_of(raw).map(drop)
+}
+
 /// Walks every entry of the archive, calling `visit` with the entry's validated path, kind and
 /// a reader of its content (bounded to the per-file limit).
 fn walk(
@@ -153,8 +166,7 @@ fn walk_tar(
             continue;
         }
         if header_kind.is_dir() {
-            // Still checked: a directory entry may be the only trace of a hostile path.
-            path_of(&raw_path)?;
+            check_dir_entry(&raw_path)?;
             continue;
         }
         let path = path_of(&raw_path)?;
@@ -212,8 +224,7 @@ fn walk_zip(
         let mut entry = archive.by_index(index).map_err(corrupt)?;
         let raw_path = entry.name_raw().to_vec();
         if entry.is_dir() {
-            // Still checked: a directory entry may be the only trace of a hostile path.
-            path_of(&raw_path)?;
+            check_dir_entry(&raw_path)?;
             continue;
         }
         let path = path_of(&raw_path)?;

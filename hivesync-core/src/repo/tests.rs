@@ -248,6 +248,108 @@ fn every_archive_format_round_trips_byte_for_byte() {
     }
 }
 
+/// What common archivers write for a folder: GNU tar of `.` starts with a `./` entry and prefixes
+/// every name with `./`; zip and Python's zipfile write directory entries.
+#[test]
+fn archives_made_by_tar_and_zip_from_a_folder_are_accepted() {
+    let source = tempfile::tempdir().unwrap();
+    let items = sample_tree();
+    for item in &items {
+        let path = source.path().join(match item {
+            Item::File(path, ..) | Item::Link(path, _) => *path,
+        });
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        match item {
+            Item::File(_, bytes, executable) => {
+                std::fs::write(&path, bytes).unwrap();
+                let mode = if *executable { 0o755 } else { 0o644 };
+                std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                    .unwrap();
+            }
+            Item::Link(_, target) => std::os::unix::fs::symlink(target, &path).unwrap(),
+        }
+    }
+    let out = tempfile::tempdir().unwrap();
+    let run = |program: &str, args: &[&str], cwd: &Path| {
+        let status = Command::new(program)
+            .args(args)
+            .current_dir(cwd)
+            .status()
+            .unwrap_or_else(|err| panic!("{program}: {err}"));
+        assert!(status.success(), "{program} {args:?}");
+    };
+    let tar_file = out.path().join("dot.tar");
+    run(
+        "tar",
+        &[
+            "-C",
+            source.path().to_str().unwrap(),
+            "-cf",
+            tar_file.to_str().unwrap(),
+            ".",
+        ],
+        out.path(),
+    );
+    let tgz_file = out.path().join("dot.tar.gz");
+    run(
+        "tar",
+        &[
+            "-C",
+            source.path().to_str().unwrap(),
+            "-czf",
+            tgz_file.to_str().unwrap(),
+            "./",
+        ],
+        out.path(),
+    );
+    let listing = Command::new("tar")
+        .arg("-tf")
+        .arg(&tar_file)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    assert_eq!(listing.lines().next(), Some("./"), "{listing}");
+    let zip_file = out.path().join("dirs.zip");
+    // --symlinks stores the link itself, as a checkout has it.
+    run(
+        "zip",
+        &["-q", "-r", "--symlinks", zip_file.to_str().unwrap(), "."],
+        source.path(),
+    );
+    let py_zip = out.path().join("python.zip");
+    run(
+        "python3",
+        &[
+            "-c",
+            "import shutil, sys; shutil.make_archive(sys.argv[1], 'zip', sys.argv[2])",
+            py_zip.with_extension("").to_str().unwrap(),
+            source.path().to_str().unwrap(),
+        ],
+        out.path(),
+    );
+    for (kind, file, with_link) in [
+        (ArchiveKind::Tar, &tar_file, true),
+        (ArchiveKind::TarGz, &tgz_file, true),
+        (ArchiveKind::Zip, &zip_file, true),
+        // shutil follows links: the tree has the link's target content instead.
+        (ArchiveKind::Zip, &py_zip, false),
+    ] {
+        let fx = fixture();
+        let outcome = fx
+            .sync(kind, &std::fs::read(file).unwrap(), &request("main"))
+            .unwrap_or_else(|err| panic!("{}: {err}", file.display()));
+        assert!(outcome.created);
+        let expected: Vec<Item> = items
+            .iter()
+            .filter(|item| with_link || !matches!(item, Item::Link(..)))
+            .cloned()
+            .collect();
+        fx.assert_tree_is("main", &expected);
+        // Six paths either way: links, or the files they pointed at.
+        assert_eq!(outcome.files, items.len(), "{}", file.display());
+    }
+}
+
 #[test]
 fn an_identical_tree_makes_no_commit_and_changes_are_counted() {
     let fx = fixture();
@@ -379,6 +481,18 @@ fn hostile_archives_are_refused_and_leave_the_repository_as_it_was() {
             "nested ..",
             ArchiveKind::Tar,
             hostile_tar(b"a/../../evil", tar::EntryType::Regular, b""),
+            ErrorKind::Validation,
+        ),
+        (
+            "directory ..",
+            ArchiveKind::Tar,
+            hostile_tar(b"./../", tar::EntryType::Directory, b""),
+            ErrorKind::Validation,
+        ),
+        (
+            "directory /",
+            ArchiveKind::Tar,
+            hostile_tar(b"/", tar::EntryType::Directory, b""),
             ErrorKind::Validation,
         ),
         (
