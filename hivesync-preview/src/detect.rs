@@ -1,9 +1,14 @@
 //! What kind of project a checkout is, and which file the bundler starts from.
 //!
-//! Expo when `app.json` has an `expo` object (spec §7.6); otherwise bare React Native, which needs
-//! `react-native` among its dependencies and an entry file: `package.json`'s `main`, else
-//! `index.js` (or `.ts`, `.tsx`, `.jsx`), else `App.js`. Anything else is
-//! `INVALID_PROJECT_STRUCTURE`, with a message that says what is missing.
+//! Expo when `expo` is among the project's dependencies, as the Expo CLI itself decides: its
+//! configuration may be `app.json` (read as JSON5, like the CLI reads it: comments and trailing
+//! commas allowed), `app.config.js` or `app.config.ts` (which `expo export` evaluates), or nothing
+//! at all, and `main` may name a package entry (`expo-router/entry`) that the CLI resolves. An
+//! `app.json` with an `expo` object but no `expo` dependency is refused (spec §7.6 calls that Expo,
+//! and it cannot build). Otherwise bare React Native, which needs `react-native` among its
+//! dependencies and an entry file: `package.json`'s `main`, else `index.js` (or `.ts`, `.tsx`,
+//! `.jsx`), else `App.js`. Anything else is `INVALID_PROJECT_STRUCTURE`, with a message that says
+//! what is missing.
 
 use std::path::Path;
 
@@ -61,7 +66,15 @@ fn invalid(message: impl Into<String>) -> DetectError {
     DetectError::Invalid(message.into())
 }
 
-fn read_json(dir: &Path, name: &str) -> Result<Option<Value>> {
+/// How a file is parsed.
+#[derive(Clone, Copy)]
+enum Syntax {
+    Json,
+    /// What the Expo CLI accepts in `app.json`.
+    Json5,
+}
+
+fn read_json(dir: &Path, name: &str, syntax: Syntax) -> Result<Option<Value>> {
     let path = dir.join(name);
     // A link could point anywhere once checked out; only regular files are read.
     match std::fs::symlink_metadata(&path) {
@@ -71,9 +84,24 @@ fn read_json(dir: &Path, name: &str) -> Result<Option<Value>> {
         Err(err) => return Err(err.into()),
     }
     let bytes = std::fs::read(&path)?;
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|err| invalid(format!("{name} is not valid JSON: {err}")))
+    match syntax {
+        Syntax::Json => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|err| invalid(format!("{name} is not valid JSON: {err}"))),
+        Syntax::Json5 => {
+            let text =
+                std::str::from_utf8(&bytes).map_err(|_| invalid(format!("{name} is not UTF-8")))?;
+            json5::from_str(text.trim_start_matches('\u{feff}'))
+                .map(Some)
+                .map_err(|err| invalid(format!("{name} is not valid JSON5: {err}")))
+        }
+    }
+}
+
+fn depends_on(package: &Value, name: &str, sections: &[&str]) -> bool {
+    sections
+        .iter()
+        .any(|section| package[section].get(name).is_some())
 }
 
 fn is_regular_file(dir: &Path, relative: &str) -> bool {
@@ -82,30 +110,37 @@ fn is_regular_file(dir: &Path, relative: &str) -> bool {
 
 /// Detects the kind of project checked out in `dir`.
 pub fn detect(dir: &Path) -> Result<ProjectKind> {
-    let package = read_json(dir, "package.json")?
+    let package = read_json(dir, "package.json", Syntax::Json)?
         .ok_or_else(|| invalid("the project has no package.json"))?;
     if !package.is_object() {
         return Err(invalid("package.json is not an object"));
     }
-    if let Some(app) = read_json(dir, "app.json")?
-        && app.get("expo").is_some_and(Value::is_object)
+    let app = read_json(dir, "app.json", Syntax::Json5)?;
+    if let Some(app) = &app
+        && !app.is_object()
     {
-        let has_expo = ["dependencies", "devDependencies"]
-            .iter()
-            .any(|section| package[section].get("expo").is_some());
-        if !has_expo {
-            return Err(invalid(
-                "app.json configures Expo but package.json does not depend on expo",
-            ));
-        }
+        return Err(invalid("app.json is not an object"));
+    }
+    let has_expo = depends_on(&package, "expo", &["dependencies", "devDependencies"]);
+    if has_expo {
         return Ok(ProjectKind::Expo);
     }
-    let has_react_native = ["dependencies", "devDependencies", "peerDependencies"]
-        .iter()
-        .any(|section| package[section].get("react-native").is_some());
+    if app
+        .as_ref()
+        .is_some_and(|app| app.get("expo").is_some_and(Value::is_object))
+    {
+        return Err(invalid(
+            "app.json configures Expo but package.json does not depend on expo",
+        ));
+    }
+    let has_react_native = depends_on(
+        &package,
+        "react-native",
+        &["dependencies", "devDependencies", "peerDependencies"],
+    );
     if !has_react_native {
         return Err(invalid(
-            "not a React Native project: package.json does not depend on react-native, and app.json has no expo object",
+            "not a React Native project: package.json depends on neither expo nor react-native",
         ));
     }
     if let Some(main) = package.get("main").and_then(Value::as_str) {
@@ -176,6 +211,36 @@ mod tests {
             }
         );
 
+        // Expo is its dependency, whatever configures it: app.config.ts with a package entry as
+        // main and no app.json, an app.json without an expo key, an app.json the CLI accepts
+        // but strict JSON does not.
+        let router = project(&[
+            (
+                "package.json",
+                r#"{"main": "expo-router/entry", "dependencies": {"expo": "57.0.26", "expo-router": "57.0.24"}}"#,
+            ),
+            ("app.config.ts", "export default { name: 'x' };"),
+            ("app/index.tsx", ""),
+        ]);
+        assert_eq!(detect(router.path()).unwrap(), ProjectKind::Expo);
+        let blank = project(&[
+            ("package.json", r#"{"dependencies": {"expo": "57.0.26"}}"#),
+            ("app.json", r#"{"name": "blank", "slug": "blank"}"#),
+            ("App.js", ""),
+        ]);
+        assert_eq!(detect(blank.path()).unwrap(), ProjectKind::Expo);
+        let json5 = project(&[
+            (
+                "package.json",
+                r#"{"devDependencies": {"expo": "57.0.26"}}"#,
+            ),
+            (
+                "app.json",
+                "{\n  // the official example's shape\n  \"expo\": {\"name\": \"x\",},\n}\n",
+            ),
+        ]);
+        assert_eq!(detect(json5.path()).unwrap(), ProjectKind::Expo);
+
         let app_only = project(&[("package.json", RN), ("App.js", "")]);
         assert_eq!(
             detect(app_only.path()).unwrap(),
@@ -205,6 +270,13 @@ mod tests {
         let cases: Vec<(tempfile::TempDir, &str)> = vec![
             (project(&[("index.js", "")]), "no package.json"),
             (project(&[("package.json", "{not json")]), "not valid JSON"),
+            (
+                project(&[
+                    ("package.json", r#"{"dependencies": {"expo": "1"}}"#),
+                    ("app.json", "{expo: {name: "),
+                ]),
+                "app.json is not valid JSON5",
+            ),
             (
                 project(&[
                     ("package.json", r#"{"dependencies": {"left-pad": "1"}}"#),
