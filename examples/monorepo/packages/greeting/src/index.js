@@ -1,0 +1,3 @@
+export function greeting(name) {
+  return `Greetings from the HiveSync workspace package, ${name}!`;
+}
