@@ -89,6 +89,7 @@ impl Bench {
             user_id: self.user,
             platform,
             git_ref: "main".to_owned(),
+            app_dir: None,
             env: BTreeMap::new(),
             token_version: 1,
             token_id: None,

@@ -109,6 +109,9 @@ pub enum ApiErrorCode {
     InvalidProjectStructure,
     StorageUploadFailed,
     AiProviderUnavailable,
+    /// A preview bundle needs another app runtime than the client has (React Native, Expo SDK,
+    /// native modules, Hermes bytecode version).
+    RuntimeMismatch,
     /// The route exists but not with this HTTP method.
     MethodNotAllowed,
     InternalError,
@@ -116,7 +119,7 @@ pub enum ApiErrorCode {
 
 impl ApiErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ApiErrorCode; 17] = [
+    pub const ALL: [ApiErrorCode; 18] = [
         ApiErrorCode::ValidationError,
         ApiErrorCode::Unauthorized,
         ApiErrorCode::Forbidden,
@@ -132,6 +135,7 @@ impl ApiErrorCode {
         ApiErrorCode::InvalidProjectStructure,
         ApiErrorCode::StorageUploadFailed,
         ApiErrorCode::AiProviderUnavailable,
+        ApiErrorCode::RuntimeMismatch,
         ApiErrorCode::MethodNotAllowed,
         ApiErrorCode::InternalError,
     ];
@@ -154,6 +158,7 @@ impl ApiErrorCode {
             ApiErrorCode::InvalidProjectStructure => "INVALID_PROJECT_STRUCTURE",
             ApiErrorCode::StorageUploadFailed => "STORAGE_UPLOAD_FAILED",
             ApiErrorCode::AiProviderUnavailable => "AI_PROVIDER_UNAVAILABLE",
+            ApiErrorCode::RuntimeMismatch => "RUNTIME_MISMATCH",
             ApiErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ApiErrorCode::InternalError => "INTERNAL_ERROR",
         }

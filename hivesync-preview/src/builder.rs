@@ -24,7 +24,10 @@ use crate::detect::{DetectError, detect};
 use crate::log::BuildLog;
 use crate::package::{CacheHits, Metadata, package, sha256_file};
 use crate::process::StepError;
+use crate::runtime::Runtime;
 use crate::sandbox::Sandbox;
+use crate::slot::BuildSlot;
+use crate::workspace;
 
 /// The job kind of preview builds, on the `preview_build` queue.
 pub const PREVIEW_JOB_KIND: &str = "preview_build";
@@ -42,6 +45,10 @@ pub struct PreviewRequest {
     /// The ref the user asked for, when `git_ref` is the commit it resolved to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_ref: Option<String>,
+    /// The app's folder in the tree, for monorepos ([`crate::workspace`]); `None`: the top, or
+    /// the one app among the workspace's members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_dir: Option<String>,
     /// `EXPO_PUBLIC_*` variables the app is built with.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -136,14 +143,24 @@ const CONFIG_FILES: &[&str] = &[
 ];
 
 /// The Metro cache directory of a build: per project, keyed by the configuration files, the
-/// build environment and the dependencies.
-fn metro_cache_key(project_dir: &Path, request: &PreviewRequest, deps_key: &str) -> String {
+/// build environment, the dependencies and the checkout's path (transforms can bake it in: see
+/// [`crate::slot`]).
+fn metro_cache_key(
+    project_dir: &Path,
+    app_dir: &Path,
+    request: &PreviewRequest,
+    deps_key: &str,
+) -> String {
     let mut hasher = Sha256::new();
     hasher.update(request.project_id.to_string().as_bytes());
+    hasher.update(b"\0checkout\0");
+    hasher.update(project_dir.as_os_str().as_encoded_bytes());
+    hasher.update(b"\0app\0");
+    hasher.update(app_dir.as_os_str().as_encoded_bytes());
     hasher.update(b"\0deps\0");
     hasher.update(deps_key.as_bytes());
     for name in CONFIG_FILES {
-        if let Ok(bytes) = std::fs::read(project_dir.join(name)) {
+        if let Ok(bytes) = std::fs::read(app_dir.join(name)) {
             hasher.update(format!("\0{name}\0").as_bytes());
             hasher.update(bytes);
         }
@@ -178,6 +195,14 @@ impl JobHandler for PreviewBuilder {
         };
         let started = Instant::now();
         let deadline = started + self.timeout;
+        let slot = {
+            let root = self.data_dir.join("cache/preview_build");
+            let affinity = request.project_id.to_string();
+            tokio::task::spawn_blocking(move || BuildSlot::acquire(&root, &affinity))
+                .await
+                .map_err(|err| internal("cannot take a build slot", err))?
+                .map_err(|err| internal("cannot take a build slot", err))?
+        };
         let job = ctx.job.id.to_string();
         let work = self.data_dir.join("tmp").join(format!("preview-job-{job}"));
         if work.exists() {
@@ -190,13 +215,14 @@ impl JobHandler for PreviewBuilder {
         let log = BuildLog::create(&work.join("logs/build.log"))
             .map_err(|err| internal("cannot create the build log", err))?;
         log.line(format_args!(
-            "preview build {job} (attempt {}): project {}, {} at {}",
+            "preview build {job} (attempt {}): project {}, {} at {}, in build slot {}",
             ctx.job.attempts,
             request.project_id,
             request.platform.as_str(),
-            request.git_ref
+            request.git_ref,
+            slot.index()
         ));
-        let outcome = self.build(ctx, &request, &job, &work, &log, deadline).await;
+        let outcome = self.build(ctx, &request, &job, &slot, &log, deadline).await;
         let elapsed = started.elapsed();
         match &outcome {
             Ok(_) => {
@@ -231,7 +257,7 @@ impl PreviewBuilder {
         ctx: &JobContext,
         request: &PreviewRequest,
         job: &str,
-        work: &Path,
+        slot: &BuildSlot,
         log: &BuildLog,
         deadline: Instant,
     ) -> JobResult {
@@ -243,7 +269,9 @@ impl PreviewBuilder {
         };
 
         progress(JobState::Building, 0.10, "checkout").await?;
-        let project_dir = work.join("project");
+        slot.reset()
+            .map_err(|err| internal("cannot empty the build slot", err))?;
+        let project_dir = slot.project();
         let checkout = {
             let repos = self.repos.clone();
             let project = request.project_id;
@@ -264,7 +292,25 @@ impl PreviewBuilder {
             "checked out {} (tree {}): {} files, {} bytes",
             checkout.commit, checkout.tree, checkout.files, checkout.bytes
         ));
-        let kind = detect(&project_dir).map_err(|err| match err {
+        let to_job_error = |err| match err {
+            DetectError::Invalid(why) => permanent(ApiErrorCode::InvalidProjectStructure, why),
+            DetectError::Io(err) => internal("cannot read the checkout", err),
+        };
+        let layout =
+            workspace::layout(&project_dir, request.app_dir.as_deref()).map_err(to_job_error)?;
+        if !layout.app.is_empty() {
+            log.line(format_args!(
+                "app: {}{}",
+                layout.app,
+                if layout.members.is_empty() {
+                    String::new()
+                } else {
+                    format!(" in a workspace of {}", layout.members.join(", "))
+                }
+            ));
+        }
+        let app_dir = layout.app_dir(&project_dir);
+        let kind = detect(&app_dir).map_err(|err| match err {
             DetectError::Invalid(why) => permanent(ApiErrorCode::InvalidProjectStructure, why),
             DetectError::Io(err) => internal("cannot read the checkout", err),
         })?;
@@ -273,7 +319,13 @@ impl PreviewBuilder {
         progress(JobState::Building, 0.25, "dependencies").await?;
         let restored = self
             .deps
-            .restore(&project_dir, log, deadline, &ctx.stop)
+            .restore_workspace(
+                &layout.install_dir(&project_dir),
+                &layout.members,
+                log,
+                deadline,
+                &ctx.stop,
+            )
             .await
             .map_err(|err| match err {
                 DepsError::Missing(why) => permanent(ApiErrorCode::MissingDependencies, why),
@@ -284,6 +336,7 @@ impl PreviewBuilder {
         progress(JobState::Bundling, 0.50, "bundling").await?;
         let metro_cache = self.data_dir.join("cache/metro").join(metro_cache_key(
             &project_dir,
+            &app_dir,
             request,
             &restored.key,
         ));
@@ -292,6 +345,13 @@ impl PreviewBuilder {
             // Cleanup removes cache entries unused for CACHE_RETENTION_SECONDS: this one is in use.
             let _ = std::fs::File::open(&metro_cache)
                 .and_then(|dir| dir.set_modified(std::time::SystemTime::now()));
+        }
+        let mut warnings = Vec::new();
+        if restored.lockfile.is_none() && restored.source != DepsSource::Repository {
+            warnings.push(format!(
+                "the project has no lockfile: {} installed the newest versions package.json allows, which may not be what the developer runs",
+                restored.manager
+            ));
         }
         let deps_hit = restored.source != DepsSource::Installed;
         for (cache, hit) in [("dependencies", deps_hit), ("metro", metro_warm)] {
@@ -302,14 +362,16 @@ impl PreviewBuilder {
             };
             metrics::counter!(name, "cache" => cache).increment(1);
         }
-        let out = work.join("out");
+        let out = slot.out();
+        let previous_node_modules = slot.kept_node_modules();
         let bundled = BundleJob {
             kind: &kind,
             platform: request.platform,
             project: &project_dir,
+            layout: &layout,
             deps: &restored,
+            previous_node_modules: Some(&previous_node_modules),
             out: &out,
-            work: &work.join("builder"),
             metro_cache: &metro_cache,
             env: &request.env,
             sandbox: &self.sandbox,
@@ -329,6 +391,24 @@ impl PreviewBuilder {
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
         let (bundle_sha256, bundle_bytes) = sha256_file(&out.join(&bundled.bundle))
             .map_err(|err| internal("cannot read the bundle", err))?;
+        let runtime = {
+            let mut head = [0u8; 16];
+            let read = std::fs::File::open(out.join(&bundled.bundle))
+                .and_then(|mut file| std::io::Read::read(&mut file, &mut head))
+                .map_err(|err| internal("cannot read the bundle", err))?;
+            Runtime::of(
+                &app_dir,
+                &restored.modules_for(layout.app_in_install_root()),
+                &head[..read],
+            )
+        };
+        log.line(format_args!(
+            "runtime: react-native {}, expo sdk {}, {} native modules, fingerprint {}",
+            runtime.react_native.as_deref().unwrap_or("unknown"),
+            runtime.expo_sdk.as_deref().unwrap_or("none"),
+            runtime.native_modules.len(),
+            runtime.fingerprint
+        ));
         let metadata = Metadata {
             job_id: job.to_owned(),
             project_id: request.project_id.to_string(),
@@ -352,6 +432,10 @@ impl PreviewBuilder {
                 metro_warm,
             },
             timeout: false,
+            runtime: runtime.clone(),
+            package_manager: restored.manager.clone(),
+            lockfile: restored.lockfile.map(str::to_owned),
+            warnings: warnings.clone(),
             expo,
         };
         let zip_path = self.data_dir.join("previews").join(job).join("bundle.zip");
@@ -389,6 +473,10 @@ impl PreviewBuilder {
             "bundler_version": bundled.bundler_version,
             "bundle_sha256": bundle_sha256,
             "build_key": request.build_key,
+            "runtime": runtime,
+            "package_manager": restored.manager,
+            "lockfile": restored.lockfile,
+            "warnings": warnings,
             "cache": {
                 "build": "miss",
                 "dependencies": metadata.cache.dependencies,

@@ -3,10 +3,10 @@
 //!
 //! Metro's cache lives under `TMPDIR/metro-cache`; each build gets a `TMPDIR` inside the
 //! project's Metro cache directory, whose name the caller derives from everything Metro's own key
-//! misses (the Babel and Metro configs, the build environment, the dependencies), so a warm cache
-//! is fast and never stale. Bare React Native projects get a builder-owned Metro config that loads
-//! the project's own and adds the store's real path to `watchFolders` (Metro resolves
-//! `node_modules` through the link only when it watches the real path).
+//! misses (the Babel and Metro configs, the build environment, the dependencies, and where the
+//! checkout is: see [`crate::slot`]), so a warm cache is fast and never stale. The dependencies are
+//! a real `node_modules` inside the checkout ([`crate::deps::Restored::place`]), so the project's
+//! own Metro config is used as it is and nothing the bundler writes names a server path.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,11 +14,12 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::deps::Restored;
+use crate::deps::{Placement, Restored};
 use crate::detect::ProjectKind;
 use crate::log::BuildLog;
 use crate::process::{Step, StepError};
 use crate::sandbox::Sandbox;
+use crate::workspace::Layout;
 
 pub use hivesync_core::domain::Platform;
 
@@ -64,13 +65,15 @@ impl From<std::io::Error> for BundleError {
 pub struct BundleJob<'a> {
     pub kind: &'a ProjectKind,
     pub platform: Platform,
-    /// The checkout, with its `node_modules` restored.
+    /// The checkout, at its slot's fixed path.
     pub project: &'a Path,
+    /// Where in the checkout the app and its dependencies are.
+    pub layout: &'a Layout,
     pub deps: &'a Restored,
+    /// The previous build's `node_modules` in this slot, if any, for [`Restored::place`].
+    pub previous_node_modules: Option<&'a Path>,
     /// Where the output goes (created).
     pub out: &'a Path,
-    /// Scratch space for the builder's own files.
-    pub work: &'a Path,
     /// This build's Metro cache directory (used as `TMPDIR`).
     pub metro_cache: &'a Path,
     /// Variables the project builds with (`EXPO_PUBLIC_*`), on top of the fixed ones.
@@ -90,50 +93,17 @@ fn package_version(node_modules: &Path, package: &str) -> Option<String> {
     json["version"].as_str().map(|v| format!("{package}@{v}"))
 }
 
-fn versions(node_modules: &Path, packages: &[&str]) -> String {
+/// `package@version` of each of `packages`, from the nearest of `node_modules` that has it.
+fn versions(node_modules: &[PathBuf], packages: &[&str]) -> String {
     let found: Vec<String> = packages
         .iter()
-        .filter_map(|p| package_version(node_modules, p))
+        .filter_map(|p| node_modules.iter().find_map(|dir| package_version(dir, p)))
         .collect();
     if found.is_empty() {
         "unknown".to_owned()
     } else {
         found.join(" ")
     }
-}
-
-/// The Metro config bare React Native builds run with.
-fn builder_metro_config(project: &Path, store: &Path) -> String {
-    let project = serde_json::to_string(&project.to_string_lossy()).unwrap_or_default();
-    let store = serde_json::to_string(&store.to_string_lossy()).unwrap_or_default();
-    format!(
-        r#"// Written by HiveSync for one build: the project's Metro config, plus the dependency
-// store's real path in watchFolders.
-const fs = require('fs');
-const path = require('path');
-const projectRoot = {project};
-const store = {store};
-const fromProject = (name) => require(require.resolve(name, {{ paths: [projectRoot] }}));
-
-module.exports = async () => {{
-  const {{ getDefaultConfig, mergeConfig }} = fromProject('@react-native/metro-config');
-  const defaults = getDefaultConfig(projectRoot);
-  let config = defaults;
-  for (const name of ['metro.config.js', 'metro.config.cjs', 'metro.config.json']) {{
-    const file = path.join(projectRoot, name);
-    if (fs.existsSync(file)) {{
-      const loaded = require(file);
-      config = typeof loaded === 'function' ? await loaded(defaults) : await loaded;
-      break;
-    }}
-  }}
-  return mergeConfig(config, {{
-    projectRoot,
-    watchFolders: [...(config.watchFolders || []), store],
-  }});
-}};
-"#
-    )
 }
 
 impl BundleJob<'_> {
@@ -144,21 +114,25 @@ impl BundleJob<'_> {
         stop: &CancellationToken,
     ) -> Result<Bundled, BundleError> {
         std::fs::create_dir_all(self.out)?;
-        std::fs::create_dir_all(self.work)?;
         let tmp = self.metro_cache.join("tmp");
         std::fs::create_dir_all(&tmp)?;
-        let bin = self.deps.node_modules.join(".bin");
+        let install_root = self.layout.install_dir(self.project);
+        let app_dir = self.layout.app_dir(self.project);
+        let placement = self.deps.place(
+            &install_root,
+            self.previous_node_modules,
+            self.sandbox.mounts(),
+        )?;
+        log.line(format_args!("node_modules: {placement:?}"));
+        let program = |name: &str| {
+            self.deps
+                .program(&install_root, self.layout.app_in_install_root(), name)
+        };
+        let modules = self.deps.modules_for(self.layout.app_in_install_root());
         let (mut step, bundled) = match self.kind {
             ProjectKind::ReactNative { entry } => {
-                let config = self.work.join("metro.hivesync.config.js");
-                let store = self
-                    .deps
-                    .node_modules
-                    .canonicalize()
-                    .unwrap_or_else(|_| self.deps.node_modules.clone());
-                std::fs::write(&config, builder_metro_config(self.project, &store))?;
                 std::fs::create_dir_all(self.out.join("assets"))?;
-                let step = Step::new(bin.join("react-native"), self.project)
+                let step = Step::new(program("react-native"), &app_dir)
                     .arg("bundle")
                     .args(["--platform", self.platform.as_str()])
                     .args(["--dev", "false"])
@@ -167,18 +141,16 @@ impl BundleJob<'_> {
                     .arg(self.out.join("main.jsbundle"))
                     .arg("--assets-dest")
                     .arg(self.out.join("assets"))
-                    .arg("--config")
-                    .arg(&config)
                     .args(["--minify", if self.optimize { "true" } else { "false" }]);
                 let bundled = Bundled {
                     bundler: "metro",
-                    bundler_version: versions(&self.deps.node_modules, &["react-native", "metro"]),
+                    bundler_version: versions(&modules, &["react-native", "metro"]),
                     bundle: PathBuf::from("main.jsbundle"),
                 };
                 (step, bundled)
             }
             ProjectKind::Expo => {
-                let step = Step::new(bin.join("expo"), self.project)
+                let step = Step::new(program("expo"), &app_dir)
                     .arg("export")
                     .args(["--platform", self.platform.as_str()])
                     .arg("--output-dir")
@@ -194,28 +166,34 @@ impl BundleJob<'_> {
                 };
                 let bundled = Bundled {
                     bundler: "expo",
-                    bundler_version: versions(&self.deps.node_modules, &["expo", "@expo/cli"]),
+                    bundler_version: versions(&modules, &["expo", "@expo/cli"]),
                     bundle: PathBuf::new(),
                 };
                 (step, bundled)
             }
         };
         log.line(self.sandbox.describe());
+        let read_only: Vec<(&Path, &Path)> = match &placement {
+            Placement::Mount { mounts } => mounts
+                .iter()
+                .map(|(source, target)| (source.as_path(), target.as_path()))
+                .collect(),
+            _ => Vec::new(),
+        };
         let (program, args) = self
             .sandbox
             .wrap(
                 &step.program,
                 &step.args,
-                self.project,
+                &app_dir,
                 // The output's parent, not the output: `expo export` removes and recreates its
                 // output directory, which a mount point would refuse (EBUSY).
                 &[
                     self.project,
                     self.out.parent().unwrap_or(self.out),
-                    self.work,
                     self.metro_cache,
                 ],
-                &[&self.deps.node_modules],
+                &read_only,
             )
             .map_err(|reason| BundleError::Io(std::io::Error::other(reason)))?;
         step.program = program;

@@ -2,10 +2,13 @@
 //! distinct `package.json` + lockfile (+ Node and npm versions), shared by every build that needs
 //! it.
 //!
-//! A build's checkout gets `node_modules` as a symbolic link into the store. That is the fastest
-//! restore measured (`../shared/notes/preview-bundling.md`: 0 s against 0.3 s for hard links and
-//! 13 s for `npm ci`), and the only one that keeps Metro's cache warm, because Metro keys its cache
-//! by real paths and the store's path never changes.
+//! A build sees its dependencies as a real `node_modules` directory inside its checkout
+//! ([`Restored::place`]), never as a link out of it: Metro names assets and resolves modules by
+//! real paths, so a link made asset names carry the store's path
+//! (`assets/___cache/preview_deps/<key>/…`) and needed the store in `watchFolders`. Confined by
+//! bubblewrap, the store entry is mounted read-only at `<checkout>/node_modules` (no copy, and no
+//! build can change what the next one installs); unconfined, the checkout gets a tree of hard links
+//! to the store's files, which the next build in the same slot reuses when the key is the same.
 //!
 //! On a miss, npm installs into a staging directory beside the store entry — `npm ci` with a
 //! lockfile, `npm install --legacy-peer-deps` without, offline-first, with install scripts off
@@ -25,8 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::log::BuildLog;
 use crate::process::{Step, StepError};
 
-/// The lockfiles npm honours, in its order of preference.
-const LOCKFILES: &[&str] = &["npm-shrinkwrap.json", "package-lock.json"];
+use crate::manager::{Manager, Plan, Tools, inherit_network, plan};
 
 /// Where a build's `node_modules` came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +46,159 @@ pub enum DepsSource {
 pub struct Restored {
     pub key: String,
     pub source: DepsSource,
-    /// The real path of the `node_modules` the build uses (Metro must watch it).
+    /// The package manager that installs them (`npm`, `yarn 1.22.22`, `pnpm 10.34.9`).
+    pub manager: String,
+    /// The lockfile they were installed from; `None` when the project has none, so the newest
+    /// versions its `package.json` allows were installed (the build says so).
+    pub lockfile: Option<&'static str>,
+    /// The real path of the `node_modules` at the install root (the store entry's, or the
+    /// checkout's own).
     pub node_modules: PathBuf,
+    /// Folders below the install root (`""` first) that have a `node_modules` of their own: the
+    /// install root's, and in a workspace the members' that the package manager did not hoist.
+    pub dirs: Vec<String>,
+}
+
+/// The marker a linked `node_modules` carries: the store key it was linked from.
+const LINKED_MARKER: &str = ".hivesync-deps-key";
+
+/// How [`Restored::place`] gave the checkout its `node_modules`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// The checkout brought its own.
+    Repository,
+    /// Store folders to be mounted read-only by the sandbox, each `(source, target)`; the
+    /// targets are empty directories until then.
+    Mount { mounts: Vec<(PathBuf, PathBuf)> },
+    /// Trees of hard links to the store entry; `reused` when the previous build's tree of the
+    /// same key was moved back instead of linking anew.
+    Linked { reused: bool },
+}
+
+fn under(dir: &Path, relative: &str) -> PathBuf {
+    if relative.is_empty() {
+        dir.to_path_buf()
+    } else {
+        dir.join(relative)
+    }
+}
+
+impl Restored {
+    /// The store folder (or the checkout's own) that holds the `node_modules` of `dir` (relative
+    /// to the install root).
+    fn source_of(&self, dir: &str) -> PathBuf {
+        let root = self.node_modules.parent().unwrap_or(&self.node_modules);
+        under(root, dir).join("node_modules")
+    }
+
+    /// The `node_modules` folders that serve `app` (relative to the install root), nearest
+    /// first, as real paths outside any sandbox: where to read installed packages.
+    pub fn modules_for(&self, app: &str) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        if !app.is_empty() && self.dirs.iter().any(|d| d == app) {
+            found.push(self.source_of(app));
+        }
+        found.push(self.node_modules.clone());
+        found
+    }
+
+    /// The program `name` from `node_modules/.bin` for the app at `app` (relative to the install
+    /// root), as the build sees it under `install_root`: the app's own, else the install root's.
+    pub fn program(&self, install_root: &Path, app: &str, name: &str) -> PathBuf {
+        let own = !app.is_empty()
+            && self.dirs.iter().any(|d| d == app)
+            && self.source_of(app).join(".bin").join(name).exists();
+        under(install_root, if own { app } else { "" })
+            .join("node_modules/.bin")
+            .join(name)
+    }
+
+    /// Makes these dependencies the `node_modules` folders under `install_root` (the checkout's
+    /// install root) for the bundler: mount points when the sandbox can mount (`mount`),
+    /// otherwise hard links, reusing `previous` (the last build's tree in the same slot) when it
+    /// was linked from the same key.
+    pub fn place(
+        &self,
+        install_root: &Path,
+        previous: Option<&Path>,
+        mount: bool,
+    ) -> std::io::Result<Placement> {
+        if self.source == DepsSource::Repository {
+            return Ok(Placement::Repository);
+        }
+        let targets: Vec<(PathBuf, PathBuf)> = self
+            .dirs
+            .iter()
+            .map(|dir| {
+                (
+                    self.source_of(dir),
+                    under(install_root, dir).join("node_modules"),
+                )
+            })
+            .collect();
+        for (_, target) in &targets {
+            if std::fs::symlink_metadata(target).is_ok() {
+                // Only a repository's own node_modules is kept (above); anything else by that
+                // name in the checkout is replaced.
+                remove_any(target)?;
+            }
+        }
+        if mount {
+            for (_, target) in &targets {
+                std::fs::create_dir_all(target)?;
+            }
+            return Ok(Placement::Mount { mounts: targets });
+        }
+        let single = self.dirs.len() == 1;
+        if single
+            && let Some(previous) = previous
+            && std::fs::read_to_string(previous.join(LINKED_MARKER))
+                .ok()
+                .as_deref()
+                == Some(self.key.as_str())
+        {
+            std::fs::rename(previous, &targets[0].1)?;
+            return Ok(Placement::Linked { reused: true });
+        }
+        for (source, target) in &targets {
+            let staging = target.with_file_name(".node_modules.linking");
+            let _ = std::fs::remove_dir_all(&staging);
+            link_tree(source, &staging)?;
+            std::fs::write(staging.join(LINKED_MARKER), &self.key)?;
+            std::fs::rename(&staging, target)?;
+        }
+        Ok(Placement::Linked { reused: false })
+    }
+}
+
+fn remove_any(path: &Path) -> std::io::Result<()> {
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    }
+}
+
+/// Recreates the tree `from` at `to`: directories made, files hard-linked, links copied as links.
+fn link_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir(to)?;
+    let mut pending = vec![PathBuf::new()];
+    while let Some(relative) = pending.pop() {
+        for entry in std::fs::read_dir(from.join(&relative))? {
+            let entry = entry?;
+            let path = relative.join(entry.file_name());
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                std::fs::create_dir(to.join(&path))?;
+                pending.push(path);
+            } else if kind.is_symlink() {
+                std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, to.join(&path))?;
+            } else if kind.is_file() {
+                std::fs::hard_link(entry.path(), to.join(&path))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Why dependencies could not be restored.
@@ -74,13 +227,23 @@ impl From<std::io::Error> for DepsError {
     }
 }
 
+/// One install: where, which workspace members, under which key, with which tool.
+#[derive(Clone, Copy)]
+struct Install<'a> {
+    project: &'a Path,
+    members: &'a [String],
+    key: &'a str,
+    plan: &'a Plan,
+}
+
 /// The store.
 #[derive(Debug)]
 pub struct DepsStore {
     root: PathBuf,
-    npm: OsString,
     /// Identifies the Node and npm in use; part of every key.
     toolchain: String,
+    /// yarn and pnpm, when a lockfile asks for them.
+    tools: Tools,
     turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -92,8 +255,8 @@ impl DepsStore {
     /// A store under `root` using the `npm` program; `toolchain` names the Node and npm versions.
     pub fn new(root: PathBuf, npm: impl Into<OsString>, toolchain: impl Into<String>) -> Self {
         DepsStore {
+            tools: Tools::new(root.with_file_name("preview_tools"), npm),
             root,
-            npm: npm.into(),
             toolchain: toolchain.into(),
             turns: Mutex::default(),
         }
@@ -103,20 +266,33 @@ impl DepsStore {
         &self.root
     }
 
-    /// The key of a checkout's dependencies: its `package.json`, its lockfile and the toolchain.
-    pub fn key(&self, project: &Path) -> std::io::Result<String> {
+    /// The key of a checkout's dependencies: its `package.json`, its lockfile (and which kind),
+    /// the package manager that installs it and the toolchain.
+    pub fn key(&self, project: &Path) -> Result<String, DepsError> {
+        self.plan(project, &[]).map(|(key, _)| key)
+    }
+
+    /// The plan and key of the install at `project`, with workspace `members` (relative folders)
+    /// whose manifests are part of it.
+    fn plan(&self, project: &Path, members: &[String]) -> Result<(String, Plan), DepsError> {
+        let package = std::fs::read(project.join("package.json"))?;
+        let json: serde_json::Value = serde_json::from_slice(&package)
+            .map_err(|err| DepsError::Missing(format!("package.json is not valid JSON: {err}")))?;
+        let plan = plan(project, &json).map_err(DepsError::Missing)?;
         let mut hasher = Sha256::new();
         hasher.update(b"package.json\0");
-        hasher.update(std::fs::read(project.join("package.json"))?);
-        for lockfile in LOCKFILES {
-            if let Ok(bytes) = std::fs::read(project.join(lockfile)) {
-                hasher.update(format!("\0{lockfile}\0").as_bytes());
-                hasher.update(bytes);
-                break;
-            }
+        hasher.update(&package);
+        if let Some(lockfile) = plan.lockfile {
+            hasher.update(format!("\0{lockfile}\0").as_bytes());
+            hasher.update(std::fs::read(project.join(lockfile))?);
         }
+        for member in members {
+            hasher.update(format!("\0member\0{member}\0").as_bytes());
+            hasher.update(std::fs::read(project.join(member).join("package.json"))?);
+        }
+        hasher.update(format!("\0manager\0{}", plan.manager.describe()).as_bytes());
         hasher.update(format!("\0toolchain\0{}", self.toolchain).as_bytes());
-        Ok(hex(&hasher.finalize()))
+        Ok((hex(&hasher.finalize()), plan))
     }
 
     fn turn(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -124,7 +300,8 @@ impl DepsStore {
         turns.entry(key.to_owned()).or_default().clone()
     }
 
-    /// Gives the checkout at `project` a `node_modules`, installing into the store on a miss.
+    /// Finds (or, on a miss, installs) the store entry for the checkout at `project`; the
+    /// checkout itself is left as it is until [`Restored::place`].
     pub async fn restore(
         &self,
         project: &Path,
@@ -132,15 +309,42 @@ impl DepsStore {
         deadline: Instant,
         stop: &CancellationToken,
     ) -> Result<Restored, DepsError> {
-        let key = self.key(project)?;
+        self.restore_workspace(project, &[], log, deadline, stop)
+            .await
+    }
+
+    /// Like [`DepsStore::restore`], for a workspace at `project` with `members` (relative
+    /// folders): one install at the root, where the workspace's own packages are linked.
+    pub async fn restore_workspace(
+        &self,
+        project: &Path,
+        members: &[String],
+        log: &BuildLog,
+        deadline: Instant,
+        stop: &CancellationToken,
+    ) -> Result<Restored, DepsError> {
+        let (key, plan) = self.plan(project, members)?;
+        let manager = plan.manager.describe();
         let own = project.join("node_modules");
         if std::fs::symlink_metadata(&own).is_ok_and(|m| m.is_dir()) {
             log.line("dependencies: using the node_modules in the repository");
             return Ok(Restored {
                 key,
                 source: DepsSource::Repository,
+                manager,
+                lockfile: plan.lockfile,
                 node_modules: own,
+                dirs: vec![String::new()],
             });
+        }
+        match plan.lockfile {
+            Some(lockfile) => log.line(format_args!(
+                "dependencies: {lockfile}, installed with {manager}"
+            )),
+            None => log.line(format_args!(
+                "dependencies: WARNING: no lockfile, so {manager} installs the newest versions \
+                 package.json allows, which may not be what the developer runs"
+            )),
         }
         let entry = self.root.join(&key);
         let modules = entry.join("node_modules");
@@ -151,41 +355,50 @@ impl DepsStore {
             DepsSource::StoreHit
         } else {
             log.line(format_args!("dependencies: store miss {key}, installing"));
-            self.install(project, &key, &entry, log, deadline, stop)
-                .await?;
+            let what = Install {
+                project,
+                members,
+                key: &key,
+                plan: &plan,
+            };
+            self.install(&what, &entry, log, deadline, stop).await?;
             DepsSource::Installed
         };
         // Cleanup removes store entries unused for CACHE_RETENTION_SECONDS: this one is in use.
         std::fs::File::open(&entry)?.set_modified(std::time::SystemTime::now())?;
-        if std::fs::symlink_metadata(&own).is_ok() {
-            // A file or a link named node_modules in the checkout: ours replaces it.
-            std::fs::remove_file(&own)?;
-        }
-        std::os::unix::fs::symlink(&modules, &own)?;
         Ok(Restored {
             key,
             source,
+            manager,
+            lockfile: plan.lockfile,
             node_modules: modules,
+            dirs: std::iter::once(String::new())
+                .chain(
+                    members
+                        .iter()
+                        .filter(|m| entry.join(m).join("node_modules").is_dir())
+                        .cloned(),
+                )
+                .collect(),
         })
     }
 
     async fn install(
         &self,
-        project: &Path,
-        key: &str,
+        what: &Install<'_>,
         entry: &Path,
         log: &BuildLog,
         deadline: Instant,
         stop: &CancellationToken,
     ) -> Result<(), DepsError> {
         std::fs::create_dir_all(&self.root)?;
-        let staging = self
-            .root
-            .join(format!(".staging-{key}-{}", uuid::Uuid::new_v4().simple()));
+        let staging = self.root.join(format!(
+            ".staging-{}-{}",
+            what.key,
+            uuid::Uuid::new_v4().simple()
+        ));
         std::fs::create_dir(&staging)?;
-        let result = self
-            .install_into(project, &staging, log, deadline, stop)
-            .await;
+        let result = self.install_into(what, &staging, log, deadline, stop).await;
         match result {
             Ok(()) => match std::fs::rename(&staging, entry) {
                 Ok(()) => Ok(()),
@@ -208,34 +421,119 @@ impl DepsStore {
 
     async fn install_into(
         &self,
-        project: &Path,
+        what: &Install<'_>,
         staging: &Path,
         log: &BuildLog,
         deadline: Instant,
         stop: &CancellationToken,
     ) -> Result<(), DepsError> {
+        let Install {
+            project,
+            members,
+            plan,
+            ..
+        } = *what;
+        // Only the manifest and the lockfile: a project's .npmrc, .yarnrc.yml (whose yarnPath
+        // would run a release the project ships) or pnpm settings never reach the install.
         std::fs::copy(project.join("package.json"), staging.join("package.json"))?;
-        let mut lockfile = None;
-        for name in LOCKFILES {
-            if project.join(name).is_file() {
-                std::fs::copy(project.join(name), staging.join(name))?;
-                lockfile = Some(*name);
-                break;
-            }
+        if let Some(lockfile) = plan.lockfile {
+            std::fs::copy(project.join(lockfile), staging.join(lockfile))?;
         }
-        let command = if lockfile.is_some() { "ci" } else { "install" };
-        let step = Step::new(&self.npm, staging)
-            .args([
-                command,
-                "--prefer-offline",
-                "--no-audit",
-                "--no-fund",
-                "--ignore-scripts",
-                "--legacy-peer-deps",
-                "--loglevel=error",
-            ])
+        // A workspace's members take part with their manifests only (their sources are linked
+        // from the checkout at build time); pnpm learns them from a workspace file of just them.
+        for member in members {
+            std::fs::create_dir_all(staging.join(member))?;
+            std::fs::copy(
+                project.join(member).join("package.json"),
+                staging.join(member).join("package.json"),
+            )?;
+        }
+        if !members.is_empty() && project.join("pnpm-workspace.yaml").is_file() {
+            let list: String = members.iter().map(|m| format!("  - '{m}'\n")).collect();
+            std::fs::write(
+                staging.join("pnpm-workspace.yaml"),
+                format!("packages:\n{list}"),
+            )?;
+        }
+        let program = self
+            .tools
+            .program(&plan.manager, log, deadline, stop)
+            .await
+            .map_err(|err| match err {
+                crate::manager::ToolError::Failed(why) => DepsError::Missing(why),
+                crate::manager::ToolError::Interrupted(step) => DepsError::Interrupted(step),
+                crate::manager::ToolError::Io(err) => DepsError::Io(err),
+            })?;
+        let locked = plan.lockfile.is_some();
+        let step = Step::new(&program, staging)
             .env("CI", "1")
             .env("npm_config_update_notifier", "false");
+        let (command, step) = match &plan.manager {
+            Manager::Npm => {
+                let command = if locked { "ci" } else { "install" };
+                (
+                    format!("npm {command}"),
+                    step.args([
+                        command,
+                        "--prefer-offline",
+                        "--no-audit",
+                        "--no-fund",
+                        "--ignore-scripts",
+                        "--legacy-peer-deps",
+                        "--loglevel=error",
+                    ]),
+                )
+            }
+            Manager::YarnClassic(_) => (
+                "yarn install".to_owned(),
+                step.args([
+                    "install",
+                    if locked {
+                        "--frozen-lockfile"
+                    } else {
+                        "--no-lockfile"
+                    },
+                    "--ignore-scripts",
+                    // React Native's engines ask for newer Node than many hosts have; npm only
+                    // warns about it, yarn refuses.
+                    "--ignore-engines",
+                    "--non-interactive",
+                    "--prefer-offline",
+                    "--no-progress",
+                ])
+                .env("YARN_CACHE_FOLDER", self.tools.cache("yarn-classic")),
+            ),
+            Manager::YarnBerry(_) => (
+                "yarn install".to_owned(),
+                step.arg("install")
+                    .args(locked.then_some("--immutable"))
+                    .env("YARN_ENABLE_SCRIPTS", "0")
+                    .env("YARN_NODE_LINKER", "node-modules")
+                    .env("YARN_ENABLE_TELEMETRY", "0")
+                    .env("YARN_ENABLE_GLOBAL_CACHE", "1")
+                    .env("YARN_GLOBAL_FOLDER", self.tools.cache("yarn-berry"))
+                    .env("YARN_ENABLE_PROGRESS_BARS", "0"),
+            ),
+            Manager::Pnpm(_) => (
+                "pnpm install".to_owned(),
+                step.args([
+                    "install",
+                    if locked {
+                        "--frozen-lockfile"
+                    } else {
+                        "--no-frozen-lockfile"
+                    },
+                    "--ignore-scripts",
+                    // Metro resolves a flat node_modules, not pnpm's isolated one.
+                    "--config.node-linker=hoisted",
+                    "--prefer-offline",
+                    "--reporter=append-only",
+                ])
+                .arg("--store-dir")
+                .arg(self.tools.cache("pnpm-store")),
+            ),
+        };
+        let step = inherit_network(step);
         let mark = log.mark();
         match step.run(log, deadline, stop).await {
             Ok(()) => Ok(()),
@@ -243,12 +541,18 @@ impl DepsStore {
                 let tail = log.since(mark, 64 * 1024);
                 let reason = tail
                     .lines()
-                    .filter(|l| l.contains("npm error") || l.contains("ERR!"))
+                    .filter(|l| {
+                        l.contains("npm error")
+                            || l.contains("ERR!")
+                            || l.starts_with("error")
+                            || l.contains("ERR_PNPM")
+                            || l.contains("YN0") && (l.contains("Error") || l.contains("error"))
+                    })
                     .take(6)
                     .collect::<Vec<_>>()
                     .join("\n");
                 Err(DepsError::Missing(format!(
-                    "npm {command} failed ({status}): {}",
+                    "{command} failed ({status}): {}",
                     if reason.is_empty() {
                         "see the build log"
                     } else {
@@ -257,7 +561,7 @@ impl DepsStore {
                 )))
             }
             Err(StepError::Spawn(err)) => Err(DepsError::Missing(format!(
-                "npm could not be started: {err}"
+                "{command} could not be started: {err}"
             ))),
             Err(err) => Err(DepsError::Interrupted(err)),
         }

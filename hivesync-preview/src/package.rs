@@ -35,6 +35,14 @@ pub struct Metadata {
     pub bundle_bytes: u64,
     pub cache: CacheHits,
     pub timeout: bool,
+    /// What the app that runs the bundle must be ([`crate::runtime`]).
+    pub runtime: crate::runtime::Runtime,
+    /// `npm`, `yarn 1.22.22`, `pnpm 10.34.9`.
+    pub package_manager: String,
+    /// The lockfile the dependencies came from (`None`: there was none).
+    pub lockfile: Option<String>,
+    /// What the developer should know about this build (no lockfile, …).
+    pub warnings: Vec<String>,
     /// Expo's own `metadata.json`, when Expo built it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expo: Option<serde_json::Value>,
@@ -158,6 +166,10 @@ mod tests {
             bundle_bytes: 5,
             cache: CacheHits::default(),
             timeout: false,
+            runtime: crate::runtime::Runtime::default(),
+            package_manager: "npm".into(),
+            lockfile: Some("package-lock.json".into()),
+            warnings: Vec::new(),
             expo: None,
         }
     }

@@ -28,7 +28,7 @@ use crate::bundler::Platform;
 use crate::toolchain::Toolchain;
 
 /// Changes whenever a change to the builder could change its output for the same inputs.
-pub const BUILDER_VERSION: &str = concat!("hivesync-preview ", env!("CARGO_PKG_VERSION"), "/1");
+pub const BUILDER_VERSION: &str = concat!("hivesync-preview ", env!("CARGO_PKG_VERSION"), "/2");
 
 /// The prefix every build environment variable needs: Expo inlines exactly these into the bundle,
 /// so they are public by definition and nothing secret can be smuggled into a build this way.
@@ -68,6 +68,20 @@ pub fn validate_env(env: &BTreeMap<String, String>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Checks an app folder named in a build request: a path inside the tree, normalised (`./` and
+/// trailing `/` dropped; `.` or empty means the top, `None`).
+pub fn validate_app_dir(app: Option<&str>) -> Result<Option<String>> {
+    let Some(app) = app
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && *a != "." && *a != "./")
+    else {
+        return Ok(None);
+    };
+    hivesync_core::repo::RepoPath::parse(app)
+        .map(|path| Some(path.as_str().to_owned()))
+        .map_err(|err| err.with_context("field", "app"))
 }
 
 /// The whole-build key of a project's revision tree built for `platform` with `env` by
@@ -112,6 +126,8 @@ pub struct BuildOrder {
     pub platform: Platform,
     /// A branch, a tag or a commit id.
     pub git_ref: String,
+    /// The app's folder in a monorepo (checked with [`validate_app_dir`]).
+    pub app_dir: Option<String>,
     pub env: BTreeMap<String, String>,
     pub token_version: u8,
     /// The `jti` of the token that asked.
@@ -157,8 +173,9 @@ impl Previews {
     /// Checks `order` without changing anything: its environment, and that its ref names a
     /// commit (resolved now, so the build is of exactly that commit). Errors: `Validation` for a
     /// bad environment, `NotFound` for a ref the project does not have.
-    pub async fn prepare(&self, order: BuildOrder) -> Result<Prepared> {
+    pub async fn prepare(&self, mut order: BuildOrder) -> Result<Prepared> {
         validate_env(&order.env)?;
+        order.app_dir = validate_app_dir(order.app_dir.as_deref())?;
         let repos = self.repos.clone();
         let (project, git_ref) = (order.project_id, order.git_ref.clone());
         let revision = tokio::task::spawn_blocking(move || repos.revision(project, &git_ref))
@@ -176,6 +193,10 @@ impl Previews {
             // Not a variable the build sees: it only makes the key differ (env names are checked
             // to be EXPO_PUBLIC_*, so it cannot collide with a real one).
             env.insert("hivesync:optimize".to_owned(), "1".to_owned());
+        }
+        if let Some(app) = &order.app_dir {
+            // Another app of the same tree is another build.
+            env.insert("hivesync:app".to_owned(), app.clone());
         }
         let key = build_key(
             order.project_id,
@@ -229,6 +250,7 @@ impl Previews {
             platform: order.platform,
             git_ref: revision.commit.clone(),
             requested_ref: Some(order.git_ref.clone()),
+            app_dir: order.app_dir.clone(),
             env: order.env.clone(),
             token_version: order.token_version,
             token_id: order.token_id.clone(),

@@ -109,15 +109,22 @@ impl Sandbox {
         }
     }
 
+    /// Whether the sandbox can mount a directory elsewhere (the dependency store at a
+    /// checkout's `node_modules`).
+    pub fn mounts(&self) -> bool {
+        matches!(self, Sandbox::Bwrap { .. })
+    }
+
     /// The command line that runs `program args` in `cwd` inside the sandbox, with `writable`
-    /// and `readable` paths mounted back.
+    /// paths mounted back and then each `(source, target)` of `read_only` mounted at `target`
+    /// (over what `writable` shows there).
     pub fn wrap(
         &self,
         program: &OsString,
         args: &[OsString],
         cwd: &Path,
         writable: &[&Path],
-        readable: &[&Path],
+        read_only: &[(&Path, &Path)],
     ) -> Result<(OsString, Vec<OsString>), String> {
         let (bwrap, hide) = match self {
             Sandbox::None { .. } => return Ok((program.clone(), args.to_vec())),
@@ -135,22 +142,25 @@ impl Sandbox {
         for dir in hide {
             mask(dir);
         }
-        let mut mount = |flag: &str, path: &Path| {
-            let path = absolute(path);
-            line.extend([flag.into(), path.clone().into(), path.into()]);
+        let mut mount = |flag: &str, source: &Path, target: &Path| {
+            line.extend([
+                flag.into(),
+                absolute(source).into(),
+                absolute(target).into(),
+            ]);
         };
         // Node itself, when it is installed under a hidden directory (nvm, volta, asdf).
         if let Some(node) = find_node()
             && hide.iter().any(|h| node.starts_with(h))
             && let Some(prefix) = node.parent().and_then(Path::parent)
         {
-            mount("--ro-bind", prefix);
-        }
-        for path in readable {
-            mount("--ro-bind", path);
+            mount("--ro-bind", prefix, prefix);
         }
         for path in writable {
-            mount("--bind", path);
+            mount("--bind", path, path);
+        }
+        for (source, target) in read_only {
+            mount("--ro-bind", source, target);
         }
         line.extend(["--chdir".into(), absolute(cwd).into(), "--".into()]);
         line.push(program.clone());
@@ -213,7 +223,13 @@ mod tests {
             hide: vec![absolute(data.path())],
         };
         let (program, args) = sandbox
-            .wrap(&"node".into(), &["bundle".into()], &job, &[&job], &[&store])
+            .wrap(
+                &"node".into(),
+                &["bundle".into()],
+                &job,
+                &[&job],
+                &[(&store, &job.join("node_modules"))],
+            )
             .unwrap();
         assert_eq!(program, "bwrap");
         let args: Vec<String> = args
@@ -231,7 +247,9 @@ mod tests {
         let hidden = at(&["--tmpfs", &data]);
         // Mounted back after the mask, or the mask would cover them.
         assert!(at(&["--bind", &job, &job]) > hidden);
-        assert!(at(&["--ro-bind", &store, &store]) > hidden);
+        let modules = format!("{job}/node_modules");
+        // Read-only over the writable checkout, so after it.
+        assert!(at(&["--ro-bind", &store, &modules]) > at(&["--bind", &job, &job]));
         assert!(at(&["--unshare-net"]) < hidden);
         assert_eq!(&args[args.len() - 3..], ["--", "node", "bundle"]);
     }

@@ -11,6 +11,7 @@ use hivesync_preview::deps::DepsStore;
 use hivesync_preview::detect::{ProjectKind, detect};
 use hivesync_preview::log::BuildLog;
 use hivesync_preview::sandbox::{Sandbox, SandboxMode};
+use hivesync_preview::workspace::Layout;
 use tokio_util::sync::CancellationToken;
 
 /// Copies an example's sources (what a checkout holds) into `into`.
@@ -80,9 +81,10 @@ impl Build {
             kind: &kind,
             platform,
             project: &self.project,
+            layout: &Layout::default(),
             deps: &deps,
+            previous_node_modules: None,
             out: &out,
-            work: &self.dir.path().join("job/work"),
             metro_cache: &self.dir.path().join("metro-cache"),
             env: &BTreeMap::new(),
             sandbox: &Sandbox::for_mode(SandboxMode::Auto, self.dir.path()),

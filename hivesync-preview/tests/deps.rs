@@ -4,7 +4,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hivesync_core::testkit::examples::example_app;
-use hivesync_preview::deps::{DepsSource, DepsStore};
+use std::os::unix::fs::MetadataExt;
+
+use hivesync_preview::deps::{DepsSource, DepsStore, Placement};
 use hivesync_preview::log::BuildLog;
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +19,7 @@ fn project_from(example: &Path, into: &Path) {
 }
 
 #[tokio::test]
-async fn the_first_build_installs_and_the_next_one_links_the_same_store_entry() {
+async fn the_first_build_installs_and_the_next_one_uses_the_same_store_entry() {
     let dir = tempfile::tempdir().unwrap();
     let store = DepsStore::new(dir.path().join("store"), "npm", "test-toolchain");
     let log = BuildLog::create(&dir.path().join("build.log")).unwrap();
@@ -28,16 +30,41 @@ async fn the_first_build_installs_and_the_next_one_links_the_same_store_entry() 
     project_from(&example_app("rn-app"), &first);
     let restored = store.restore(&first, &log, deadline, &stop).await.unwrap();
     assert_eq!(restored.source, DepsSource::Installed, "{}", log.tail(4000));
-    assert_eq!(
-        std::fs::read_link(first.join("node_modules")).unwrap(),
-        restored.node_modules
-    );
     assert!(
-        first
-            .join("node_modules/react-native/package.json")
-            .is_file()
+        !first.join("node_modules").exists(),
+        "restore leaves the checkout alone"
     );
-    assert!(first.join("node_modules/.bin/react-native").exists());
+    // Unconfined: a real directory of hard links inside the checkout, never a link out of it.
+    assert_eq!(
+        restored.place(&first, None, false).unwrap(),
+        Placement::Linked { reused: false }
+    );
+    let modules = first.join("node_modules");
+    assert!(std::fs::symlink_metadata(&modules).unwrap().is_dir());
+    let linked = modules.join("react-native/package.json");
+    let stored = restored.node_modules.join("react-native/package.json");
+    assert_eq!(
+        std::fs::metadata(&linked).unwrap().ino(),
+        std::fs::metadata(&stored).unwrap().ino()
+    );
+    assert!(modules.join(".bin/react-native").exists());
+    // The next build of the same key in the same slot takes the tree back instead of linking.
+    let previous = dir.path().join("previous");
+    std::fs::rename(&modules, &previous).unwrap();
+    assert_eq!(
+        restored.place(&first, Some(&previous), false).unwrap(),
+        Placement::Linked { reused: true }
+    );
+    assert!(linked.is_file() && !previous.exists());
+    // Confined: an empty mount point for the sandbox to mount the store entry on.
+    assert_eq!(
+        restored.place(&first, None, true).unwrap(),
+        Placement::Mount {
+            mounts: vec![(restored.node_modules.clone(), modules.clone())]
+        }
+    );
+    assert_eq!(std::fs::read_dir(&modules).unwrap().count(), 0);
+    assert!(stored.is_file(), "replacing the linked tree kept the store");
 
     let second = dir.path().join("job-2/project");
     project_from(&example_app("rn-app"), &second);

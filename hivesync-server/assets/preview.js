@@ -27,6 +27,19 @@ async function json(response) {
   return body;
 }
 
+// What the app that opens the bundle must be: a different React Native minor, Expo SDK or native
+// module version crashes it.
+function describeRuntime(runtime) {
+  if (!runtime) return "";
+  const parts = [];
+  if (runtime.react_native) parts.push("React Native " + runtime.react_native);
+  if (runtime.expo_sdk) parts.push("Expo SDK " + runtime.expo_sdk);
+  if (runtime.hermes_bytecode) parts.push("Hermes bytecode " + runtime.hermes_bytecode);
+  const modules = Object.entries(runtime.native_modules || {}).map(([name, version]) => name + "@" + version);
+  parts.push(modules.length ? "native modules: " + modules.join(", ") : "no native modules");
+  return "Needs an app with " + parts.join("; ") + " (runtime " + runtime.fingerprint.slice(0, 12) + ")";
+}
+
 async function follow(job) {
   $("progress").hidden = false;
   for (;;) {
@@ -34,6 +47,7 @@ async function follow(job) {
     $("progress").value = status.progress;
     say("phase", status.phase || status.status);
     if (status.status === "success") {
+      say("runtime", [describeRuntime(status.runtime), ...(status.warnings || [])].join("\n"));
       const zip = await call("/download/" + job);
       if (!zip.ok) throw new Error("the download was refused (" + zip.status + ")");
       const link = document.createElement("a");

@@ -141,7 +141,44 @@ pub async fn build(args: ServerArgs, target: Target, options: BuildOptions) -> R
         out.display(),
         status["sha256"].as_str().unwrap_or("?")
     );
+    if let Some(runtime) = describe_runtime(&status["runtime"]) {
+        println!("runtime: {runtime}");
+    }
+    for warning in status["warnings"].as_array().into_iter().flatten() {
+        eprintln!("warning: {}", warning.as_str().unwrap_or_default());
+    }
     Ok(())
+}
+
+/// The runtime a bundle needs, in one line: what the app that opens it must have.
+fn describe_runtime(runtime: &Value) -> Option<String> {
+    let fingerprint = runtime["fingerprint"].as_str()?;
+    let mut parts = Vec::new();
+    for (key, label) in [
+        ("react_native", "react-native"),
+        ("expo_sdk", "expo-sdk"),
+        ("hermes_bytecode", "hermes-bytecode"),
+    ] {
+        match &runtime[key] {
+            Value::String(v) => parts.push(format!("{label} {v}")),
+            Value::Number(v) => parts.push(format!("{label} {v}")),
+            _ => {}
+        }
+    }
+    let modules: Vec<String> = runtime["native_modules"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(name, v)| format!("{name}@{}", v.as_str().unwrap_or("?")))
+                .collect()
+        })
+        .unwrap_or_default();
+    parts.push(if modules.is_empty() {
+        "no native modules".to_owned()
+    } else {
+        format!("native modules {}", modules.join(", "))
+    });
+    Some(format!("{} (fingerprint {fingerprint})", parts.join(", ")))
 }
 
 /// Polls the status, drawing a progress bar on standard error, until the build is finished.

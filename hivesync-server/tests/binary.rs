@@ -141,6 +141,88 @@ async fn embedded_defaults_serve_and_shut_down_on_sigterm() {
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
 }
 
+/// The first ```sh block after the line `heading` in `markdown`.
+fn sh_block_after(markdown: &str, heading: &str) -> String {
+    let after = markdown
+        .split_once(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("no {heading:?} in the README"))
+        .1;
+    let block = after
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("\n```"))
+        .unwrap_or_else(|| panic!("no sh block after {heading:?}"))
+        .0;
+    block.to_owned()
+}
+
+/// The README's quick start and sync commands, run by bash exactly as written, except where a test
+/// must differ: the server it starts itself (on a free port, so the address is replaced), the
+/// built binary for `cargo run --release -p hivesync-server --`, and curl made to fail on an
+/// HTTP error (`-s` alone exits 0 on a `400`, which is how the README's own sync command was
+/// refused unnoticed).
+#[tokio::test]
+async fn the_readme_quick_start_and_sync_commands_work_as_written() {
+    if Command::new("jq").arg("--version").output().is_err() {
+        assert!(
+            !testkit::services_required(),
+            "the README's commands need jq (.ci/run installs it)"
+        );
+        println!("skipped: jq is not installed");
+        return;
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("read the README");
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&[("DATA_DIR", data.path().display().to_string())]);
+    let work = tempfile::tempdir().unwrap();
+    let my_app = work.path().join("my-app");
+    let tar = testkit::examples::tar_of_sources(
+        &testkit::examples::example_app("rn-app"),
+        &|_, bytes| Some(bytes),
+    );
+    tar::Archive::new(tar.as_slice()).unpack(&my_app).unwrap();
+
+    let mut script = String::from(
+        "set -euo pipefail\ncurl() { command curl --fail-with-body --show-error \"$@\"; }\n",
+    );
+    for heading in ["## Quick start", "## Project sync"] {
+        for line in sh_block_after(&readme, heading).lines() {
+            if line.trim_end().ends_with("serve &") {
+                continue;
+            }
+            script.push_str(
+                &line
+                    .replace("cargo run --release -p hivesync-server --", BINARY)
+                    .replace("http://127.0.0.1:8080", &server.base),
+            );
+            script.push('\n');
+        }
+    }
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(work.path())
+        .env("HIVESYNC_CONFIG_DIR", work.path().join("config"))
+        .env("HIVESYNC_PASSWORD", "analytical engine")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the README's commands failed ({}):\n{stdout}\n{stderr}\n--- script ---\n{script}",
+        output.status
+    );
+    // The last command reads a file the tar sync committed.
+    let app_js = std::fs::read_to_string(my_app.join("src/App.js")).unwrap();
+    assert!(
+        stdout.trim_end().ends_with(app_js.trim_end()),
+        "the synced src/App.js was read back:\n{stdout}"
+    );
+    server.terminate();
+}
+
 /// Asserts the standard error shape.
 fn assert_error(status: u16, body: &Value, expected_status: u16, code: &str) {
     assert_eq!(status, expected_status, "{body}");

@@ -677,6 +677,57 @@ async fn both_example_apps_build_for_both_platforms_through_the_api() {
         );
     }
 
+    // The runtime gate: the status and metadata.json say what the app must be; a client that
+    // describes another runtime is refused before it downloads anything.
+    let runtime = &rn_ios.status["runtime"];
+    assert_eq!(runtime["react_native"], "0.88.1", "{runtime}");
+    assert!(runtime["expo_sdk"].is_null(), "{runtime}");
+    assert_eq!(runtime["fingerprint"].as_str().unwrap().len(), 64);
+    let metadata: Value = serde_json::from_slice(&rn_ios.files["metadata.json"]).unwrap();
+    for field in ["fingerprint", "react_native", "native_modules"] {
+        assert_eq!(metadata["runtime"][field], runtime[field], "{field}");
+    }
+    let expo_runtime = &builds[2].status["runtime"];
+    assert_eq!(expo_runtime["react_native"], "0.86.3", "{expo_runtime}");
+    assert_eq!(expo_runtime["expo_sdk"], "57.0.0", "{expo_runtime}");
+    let download_as = |described: &str, in_query: bool| {
+        let mut url = format!("/api/v1/preview/download/{job}");
+        let mut request = app.client.get(&url);
+        if in_query {
+            url.push_str(&format!("?runtime={}", described.replace(';', "%3B")));
+            request = app.client.get(&url);
+        } else {
+            request = request.header("x-hivesync-runtime", described);
+        }
+        let request = request.header("authorization", format!("Bearer {rn_ios_token}"));
+        async move { common::read(request.send().await).await }
+    };
+    let older = download_as("react-native=0.85.2;react-native-screens=4.0.0", false).await;
+    assert_eq!(older.status, StatusCode::CONFLICT, "{}", older.text);
+    assert_eq!(older.body["code"], "RUNTIME_MISMATCH");
+    assert_eq!(
+        older.body["details"]["differences"][0]["what"], "react-native",
+        "{}",
+        older.text
+    );
+    assert!(older.text.contains("0.85.2"), "{}", older.text);
+    assert!(older.bytes.len() < 4096, "no bundle bytes in the refusal");
+    let older = download_as("react-native=0.85.2", true).await;
+    assert_eq!(older.status, StatusCode::CONFLICT, "{}", older.text);
+    let fingerprint = format!("fingerprint={}", runtime["fingerprint"].as_str().unwrap());
+    let same = download_as(&fingerprint, false).await;
+    assert_eq!(same.status, StatusCode::OK);
+    assert_eq!(same.bytes, rn_ios.zip);
+    let patch = download_as("react-native=0.88.0", true).await;
+    assert_eq!(
+        patch.status,
+        StatusCode::OK,
+        "a patch release keeps the native interface"
+    );
+    let malformed = download_as("react-native", false).await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    assert_eq!(malformed.body["code"], "VALIDATION_ERROR");
+
     // An identical request is answered from the whole-build cache, with the same bundle.
     let again = build(&app, rn_ios_token, json!({})).await;
     assert_eq!(again.status, StatusCode::ACCEPTED);

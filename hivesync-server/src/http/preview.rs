@@ -22,10 +22,11 @@ use hivesync_core::preview_token::{PreviewClaims, PreviewGrant, TOKEN_VERSION, v
 use hivesync_core::{ApiErrorCode, Error};
 use hivesync_preview::builder::{PREVIEW_JOB_KIND, log_key};
 use hivesync_preview::request::BuildOrder;
+use hivesync_preview::runtime::{ClientRuntime, Runtime};
 use hivesync_preview::toolchain::{Toolchain, toolchain};
 use poem::{Body, Request};
 use poem_openapi::auth::Bearer;
-use poem_openapi::param::{Header, Path};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{Binary, Json, PlainText};
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, SecurityScheme, Tags};
 use uuid::Uuid;
@@ -171,6 +172,9 @@ struct BuildRequest {
     git_ref: Option<Text>,
     /// Build-time variables, `EXPO_PUBLIC_[A-Z0-9_]+` only (at most 32).
     env: Option<BTreeMap<String, Text>>,
+    /// The app's folder in a monorepo (`apps/mobile`); by default the top of the tree, or the
+    /// one React Native / Expo app among the workspace's members.
+    app: Option<Text>,
 }
 
 /// A build request's answer.
@@ -208,6 +212,76 @@ struct CacheView {
     metro_warm: Option<bool>,
 }
 
+/// What the app that runs a bundle must be: a client with another React Native minor, Expo SDK,
+/// Hermes bytecode version or native module version cannot run it.
+#[derive(Debug, Object)]
+struct RuntimeView {
+    react_native: Option<String>,
+    expo_sdk: Option<String>,
+    /// Only for Hermes bytecode bundles.
+    hermes_bytecode: Option<u32>,
+    /// Packages with native code the app must contain, with the versions built against.
+    native_modules: BTreeMap<String, String>,
+    /// sha256 of all of the above; a client may send just this (`fingerprint=<hex>`).
+    fingerprint: String,
+}
+
+impl From<Runtime> for RuntimeView {
+    fn from(runtime: Runtime) -> Self {
+        RuntimeView {
+            react_native: runtime.react_native,
+            expo_sdk: runtime.expo_sdk,
+            hermes_bytecode: runtime.hermes_bytecode,
+            native_modules: runtime.native_modules,
+            fingerprint: runtime.fingerprint,
+        }
+    }
+}
+
+/// The runtime a successful build recorded (builds from before runtimes were recorded have none).
+fn runtime_of(job: &Job) -> Option<Runtime> {
+    job.result
+        .as_ref()
+        .and_then(|r| r.get("runtime"))
+        .and_then(|r| serde_json::from_value(r.clone()).ok())
+}
+
+/// `409 RUNTIME_MISMATCH` when the client described by `described` cannot run `job`'s bundle.
+fn check_runtime(job: &Job, described: Option<&str>) -> Result<(), ApiError> {
+    let Some(described) = described.filter(|d| !d.trim().is_empty()) else {
+        return Ok(());
+    };
+    let client = ClientRuntime::parse(described).map_err(|why| {
+        Error::validation(format!("invalid runtime description: {why}"))
+            .with_context("field", "runtime")
+    })?;
+    let Some(runtime) = runtime_of(job) else {
+        return Ok(());
+    };
+    let differences = runtime.differences(&client);
+    if differences.is_empty() {
+        return Ok(());
+    }
+    let message = format!(
+        "this bundle would not run in this app: {}",
+        differences
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let body = super::error::ErrorBody::new(ApiErrorCode::RuntimeMismatch.as_str(), message)
+        .with_detail(
+            "differences",
+            serde_json::to_value(&differences).unwrap_or_default(),
+        )
+        .with_detail(
+            "runtime",
+            serde_json::to_value(&runtime).unwrap_or_default(),
+        );
+    Err(ApiError::Conflict(Json(body)))
+}
+
 /// Why a build failed.
 #[derive(Debug, Object)]
 struct BuildError {
@@ -240,6 +314,14 @@ struct StatusView {
     sha256: Option<String>,
     bundler: Option<String>,
     bundler_version: Option<String>,
+    /// What the app that runs the bundle must be, once built.
+    runtime: Option<RuntimeView>,
+    /// What installed the dependencies: `npm`, `yarn 1.22.22`, `pnpm 10.34.9`.
+    package_manager: Option<String>,
+    /// The lockfile they were installed from; absent when the project has none.
+    lockfile: Option<String>,
+    /// What the developer should know about the build, such as a missing lockfile.
+    warnings: Vec<String>,
     /// The build whose bundle this is, when it was reused.
     built_by: Option<String>,
     download_url: Option<String>,
@@ -396,6 +478,7 @@ impl PreviewApi {
             user_id: claims.user_id,
             platform: claims.platform,
             git_ref,
+            app_dir: body.app.map(|app| app.0),
             env,
             token_version: TOKEN_VERSION as u8,
             token_id: Some(claims.jti.clone()),
@@ -451,6 +534,12 @@ impl PreviewApi {
     ///
     /// The build's `bundle.zip`, with `Content-Length`, an `ETag` (its sha256) and byte ranges;
     /// or, with `PREVIEW_DOWNLOAD_REDIRECT` and an S3 store, a redirect to a presigned URL.
+    ///
+    /// A client that describes its runtime (`X-HiveSync-Runtime` or `?runtime=`, as
+    /// `react-native=0.86.3;expo-sdk=57.0.0;react-native-screens=4.26.2` or
+    /// `fingerprint=<hex>`) is answered `409 RUNTIME_MISMATCH`, naming each difference, when the
+    /// bundle needs another React Native minor, Expo SDK, Hermes bytecode version or native
+    /// module version than it has.
     #[oai(
         path = "/download/:job_id",
         method = "get",
@@ -462,10 +551,16 @@ impl PreviewApi {
         job_id: Path<Uuid>,
         #[oai(name = "Range")] range: Header<Option<String>>,
         #[oai(name = "If-None-Match")] if_none_match: Header<Option<String>>,
+        /// The client's runtime, as `key=value;…` (see above).
+        #[oai(name = "X-HiveSync-Runtime")]
+        runtime_header: Header<Option<String>>,
+        /// The client's runtime, when it cannot set a header.
+        runtime: Query<Option<String>>,
     ) -> Result<DownloadResponse, ApiError> {
         let state = &self.state;
         let job = self.readable_job(&auth.0, job_id.0).await?;
         let bundle = Bundle::of(&job)?;
+        check_runtime(&job, runtime_header.0.as_deref().or(runtime.0.as_deref()))?;
         let etag = format!("\"{}\"", bundle.sha256);
         // Weak comparison (RFC 9110 §13.1.2): `W/"x"` matches `"x"`.
         if if_none_match.0.is_some_and(|tags| {
@@ -745,6 +840,17 @@ fn status_view(job: &Job) -> StatusView {
         sha256: text("sha256"),
         bundler: text("bundler"),
         bundler_version: text("bundler_version"),
+        runtime: runtime_of(job).map(RuntimeView::from),
+        package_manager: text("package_manager"),
+        lockfile: text("lockfile"),
+        warnings: field("warnings")
+            .and_then(|w| w.as_array())
+            .map(|w| {
+                w.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
         built_by: text("built_by"),
         download_url: (job.state == JobState::Success)
             .then(|| format!("{}/preview/download/{id}", super::API_PREFIX)),
