@@ -326,7 +326,11 @@ impl DepsStore {
         let (key, plan) = self.plan(project, members)?;
         let manager = plan.manager.describe();
         let own = project.join("node_modules");
-        if std::fs::symlink_metadata(&own).is_ok_and(|m| m.is_dir()) {
+        // An empty directory is no installation: it is what a mount point leaves behind when a
+        // checkout is built twice.
+        let brought = std::fs::symlink_metadata(&own).is_ok_and(|m| m.is_dir())
+            && std::fs::read_dir(&own).is_ok_and(|mut entries| entries.next().is_some());
+        if brought {
             log.line("dependencies: using the node_modules in the repository");
             return Ok(Restored {
                 key,

@@ -123,7 +123,8 @@ async fn metro_bundles_the_react_native_app_and_reports_a_syntax_error() {
             .is_file()
     );
 
-    let ios = build.bundle(Platform::Ios, "ios").await.unwrap();
+    let ios = build.bundle(Platform::Ios, "ios").await;
+    let ios = ios.unwrap_or_else(|err| panic!("{err}\n{}", build.log.tail(6000)));
     assert_eq!(ios.bundle, Path::new("main.jsbundle"));
     assert!(
         build

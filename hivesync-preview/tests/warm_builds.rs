@@ -218,7 +218,17 @@ async fn expo_rebuilds_equal_cold_builds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn react_native_rebuilds_equal_cold_builds() {
-    warm_equals_cold("rn-app", "src/App.js", &["HiveSync preview"]).await;
+    let (env, warm) = warm_equals_cold("rn-app", "src/App.js", &["HiveSync preview"]).await;
+    // An image from a dependency (react-native's own) is shipped under a name relative to the
+    // project, which warm_equals_cold checked names no server path.
+    let files = shipped(&env, &warm);
+    assert!(
+        files
+            .keys()
+            .any(|name| name == "assets/drawable-mdpi/node_modules_reactnative_libraries_logbox_ui_logboximages_chevronright.png"),
+        "{:?}",
+        files.keys().collect::<Vec<_>>()
+    );
 }
 
 /// A yarn workspaces monorepo synced whole: the one app among its members is built, its

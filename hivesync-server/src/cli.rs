@@ -156,6 +156,9 @@ pub enum PreviewCommand {
         /// A build variable, `EXPO_PUBLIC_NAME=value` (repeatable).
         #[arg(long = "env")]
         env: Vec<String>,
+        /// The app's folder in a monorepo (default: the top, or the workspace's one app).
+        #[arg(long)]
+        app: Option<String>,
         /// Show progress until the build is done, then download the bundle.
         #[arg(long)]
         follow: bool,
@@ -239,11 +242,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 PreviewCommand::Build {
                     target: t,
                     env,
+                    app,
                     follow,
                     out,
                     server,
                 } => {
-                    let options = crate::preview_client::BuildOptions { env, follow, out };
+                    let options = crate::preview_client::BuildOptions {
+                        env,
+                        app,
+                        follow,
+                        out,
+                    };
                     crate::preview_client::build(server, target(t), options).await?;
                 }
             }

@@ -57,6 +57,8 @@ pub async fn token(args: ServerArgs, target: Target) -> Result<()> {
 pub struct BuildOptions {
     /// `NAME=value` pairs, `EXPO_PUBLIC_*` only (the server checks).
     pub env: Vec<String>,
+    /// The app's folder in a monorepo.
+    pub app: Option<String>,
     /// Wait for the build and download the bundle.
     pub follow: bool,
     /// Where the bundle goes (default `preview-<job>.zip` in the current directory).
@@ -90,7 +92,10 @@ pub async fn build(args: ServerArgs, target: Target, options: BuildOptions) -> R
             phone
                 .http
                 .post(format!("{}/preview/build", phone.base))
-                .json(&json!({"env": env})),
+                .json(&match &options.app {
+                    Some(app) => json!({"env": env, "app": app}),
+                    None => json!({"env": env}),
+                }),
         )
         .await?;
     let job = accepted["job_id"].as_str().unwrap_or_default().to_owned();

@@ -1,5 +1,5 @@
 import React, { useState } from 'react';
-import { SafeAreaView, StyleSheet, Text } from 'react-native';
+import { Image, SafeAreaView, StyleSheet, Text } from 'react-native';
 import { Counter } from './components/Counter';
 import { Logo } from './components/Logo';
 
@@ -10,6 +10,8 @@ export default function App() {
       <Logo />
       <Text style={styles.title}>HiveSync preview</Text>
       <Counter value={taps} onPress={() => setTaps(taps + 1)} />
+      {/* An image from a dependency: its asset name must not carry a server path. */}
+      <Image source={require('react-native/Libraries/LogBox/UI/LogBoxImages/chevron-right.png')} />
     </SafeAreaView>
   );
 }
