@@ -108,6 +108,45 @@ fn is_regular_file(dir: &Path, relative: &str) -> bool {
     std::fs::symlink_metadata(dir.join(relative)).is_ok_and(|m| m.is_file())
 }
 
+/// The oldest React Native whose own CLI bundles on the Node versions workers run (20+): older
+/// Metro hashes with md4, which Node 17+ refuses (`ERR_OSSL_EVP_UNSUPPORTED`). Measured on
+/// 0.68–0.73 with the builder's command (`../shared/notes`, issue #8).
+pub const MINIMUM_REACT_NATIVE: (u64, u64) = (0, 68);
+
+/// `^0.71.3`, `~0.68.0`, `0.70.15`, `>=0.72` → (major, minor); `None` for what is not a version
+/// (a tag, a git URL, an alias), which is left to the install to judge.
+fn minor_of(spec: &str) -> Option<(u64, u64)> {
+    let spec = spec
+        .trim()
+        .trim_start_matches(['^', '~', '=', '>', 'v', ' ']);
+    let mut parts = spec.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts
+        .next()
+        .map(|m| m.split(|c: char| !c.is_ascii_digit()).next().unwrap_or(""))
+        .and_then(|m| m.parse().ok())?;
+    Some((major, minor))
+}
+
+/// Refuses, before anything is installed, a bare React Native older than
+/// [`MINIMUM_REACT_NATIVE`].
+fn check_minimum(package: &Value) -> Result<()> {
+    let spec = ["dependencies", "devDependencies", "peerDependencies"]
+        .iter()
+        .find_map(|section| package[section].get("react-native")?.as_str());
+    if let Some(spec) = spec
+        && let Some(version) = minor_of(spec)
+        && version < MINIMUM_REACT_NATIVE
+    {
+        let (major, minor) = MINIMUM_REACT_NATIVE;
+        return Err(invalid(format!(
+            "React Native {spec} is older than {major}.{minor}, the oldest version previews build \
+             (its Metro cannot run on current Node); upgrade the app to React Native {major}.{minor} or later"
+        )));
+    }
+    Ok(())
+}
+
 /// Detects the kind of project checked out in `dir`.
 pub fn detect(dir: &Path) -> Result<ProjectKind> {
     let package = read_json(dir, "package.json", Syntax::Json)?
@@ -143,6 +182,7 @@ pub fn detect(dir: &Path) -> Result<ProjectKind> {
             "not a React Native project: package.json depends on neither expo nor react-native",
         ));
     }
+    check_minimum(&package)?;
     if let Some(main) = package.get("main").and_then(Value::as_str) {
         let entry = RepoPath::parse(main.trim_start_matches("./")).map_err(|_| {
             invalid(format!(
@@ -241,6 +281,25 @@ mod tests {
         ]);
         assert_eq!(detect(json5.path()).unwrap(), ProjectKind::Expo);
 
+        // The oldest React Native that builds, and specs that are no version, pass.
+        for spec in [
+            "0.68.7",
+            "~0.71.19",
+            ">=0.72.0",
+            "1.0.0",
+            "npm:react-native-tvos@0.73.1-0",
+            "latest",
+        ] {
+            let dir = project(&[
+                (
+                    "package.json",
+                    &format!(r#"{{"dependencies": {{"react-native": "{spec}"}}}}"#),
+                ),
+                ("index.js", ""),
+            ]);
+            assert!(detect(dir.path()).is_ok(), "{spec}");
+        }
+
         let app_only = project(&[("package.json", RN), ("App.js", "")]);
         assert_eq!(
             detect(app_only.path()).unwrap(),
@@ -309,6 +368,16 @@ mod tests {
                     ("index.js", ""),
                 ]),
                 "does not depend on expo",
+            ),
+            (
+                project(&[
+                    (
+                        "package.json",
+                        r#"{"dependencies": {"react-native": "^0.67.5"}}"#,
+                    ),
+                    ("index.js", ""),
+                ]),
+                "older than 0.68, the oldest version previews build",
             ),
         ];
         for (dir, expected) in cases {
