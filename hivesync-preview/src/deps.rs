@@ -505,7 +505,7 @@ impl DepsStore {
                     "--prefer-offline",
                     "--no-progress",
                 ])
-                .env("YARN_CACHE_FOLDER", self.tools.cache("yarn-classic")),
+                .env("YARN_CACHE_FOLDER", self.tools.cache("yarn-classic")?),
             ),
             Manager::YarnBerry(_) => (
                 "yarn install".to_owned(),
@@ -515,7 +515,7 @@ impl DepsStore {
                     .env("YARN_NODE_LINKER", "node-modules")
                     .env("YARN_ENABLE_TELEMETRY", "0")
                     .env("YARN_ENABLE_GLOBAL_CACHE", "1")
-                    .env("YARN_GLOBAL_FOLDER", self.tools.cache("yarn-berry"))
+                    .env("YARN_GLOBAL_FOLDER", self.tools.cache("yarn-berry")?)
                     .env("YARN_ENABLE_PROGRESS_BARS", "0"),
             ),
             Manager::Pnpm(_) => (
@@ -534,7 +534,7 @@ impl DepsStore {
                     "--reporter=append-only",
                 ])
                 .arg("--store-dir")
-                .arg(self.tools.cache("pnpm-store")),
+                .arg(self.tools.cache("pnpm-store")?),
             ),
         };
         let step = inherit_network(step);

@@ -213,9 +213,14 @@ impl Tools {
         }
     }
 
-    /// Where the package managers' own download caches live.
-    pub fn cache(&self, name: &str) -> PathBuf {
-        self.root.join("caches").join(name)
+    /// Where a package manager keeps its downloads (created, and marked as in use: cleanup
+    /// removes what was unused for `CACHE_RETENTION_SECONDS`).
+    pub fn cache(&self, name: &str) -> std::io::Result<PathBuf> {
+        let caches = self.root.join("caches");
+        let dir = caches.join(name);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::File::open(&caches)?.set_modified(std::time::SystemTime::now())?;
+        Ok(dir)
     }
 
     /// The program that runs `manager` (`npm` itself for npm), installing it on first use.
