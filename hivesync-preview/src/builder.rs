@@ -292,7 +292,7 @@ impl PreviewBuilder {
             "checked out {} (tree {}): {} files, {} bytes",
             checkout.commit, checkout.tree, checkout.files, checkout.bytes
         ));
-        let to_job_error = |err| match err {
+        let to_job_error = |err: DetectError| match err {
             DetectError::Invalid(why) => permanent(ApiErrorCode::InvalidProjectStructure, why),
             DetectError::Io(err) => internal("cannot read the checkout", err),
         };
@@ -310,10 +310,7 @@ impl PreviewBuilder {
             ));
         }
         let app_dir = layout.app_dir(&project_dir);
-        let kind = detect(&app_dir).map_err(|err| match err {
-            DetectError::Invalid(why) => permanent(ApiErrorCode::InvalidProjectStructure, why),
-            DetectError::Io(err) => internal("cannot read the checkout", err),
-        })?;
+        let kind = detect(&app_dir).map_err(to_job_error)?;
         log.line(format_args!("project: {kind:?}"));
 
         progress(JobState::Building, 0.25, "dependencies").await?;

@@ -257,6 +257,12 @@ async fn tokens_are_issued_to_members_and_misuse_is_refused() {
     build(&app, &token, json!({"branch": "main"}))
         .await
         .assert_error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+    // An app folder must be a path inside the tree.
+    for outside in ["../other", "/etc", "apps/../../x", ".git/hooks"] {
+        build(&app, &token, json!({"app": outside}))
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+    }
 
     // A build is queued (no worker runs here), pinned to the commit the ref named.
     let accepted = build(&app, &token, json!({})).await;
