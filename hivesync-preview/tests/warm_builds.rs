@@ -163,7 +163,7 @@ fn installed_version(env: &Env, package: &str) -> String {
     versions[0].clone()
 }
 
-/// The yarn- and pnpm-locked apps pin left-pad 1.1.3 where `^1.1.0` would give npm 1.3.0: the
+/// The yarn (classic and berry) and pnpm-locked apps pin left-pad 1.1.3 where `^1.1.0` would give npm 1.3.0: the
 /// build must install what the lockfile says, with the project's own package manager.
 async fn installs_from_its_lockfile(app: &str, manager: &str, lockfile: &str) {
     let (env, warm) = warm_equals_cold(app, "src/App.js", &["HiveSync"]).await;
@@ -190,6 +190,11 @@ async fn installs_from_its_lockfile(app: &str, manager: &str, lockfile: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_yarn_locked_app_installs_with_yarn_from_its_lockfile() {
     installs_from_its_lockfile("rn-yarn-app", "yarn 1.", "yarn.lock").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_yarn_berry_locked_app_installs_with_yarn_berry_from_its_lockfile() {
+    installs_from_its_lockfile("rn-berry-app", "yarn 4.", "yarn.lock").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
