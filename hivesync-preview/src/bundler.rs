@@ -18,6 +18,7 @@ use crate::deps::{Placement, Restored};
 use crate::detect::ProjectKind;
 use crate::log::BuildLog;
 use crate::process::{Step, StepError};
+use crate::runtime::version_in;
 use crate::sandbox::Sandbox;
 use crate::workspace::Layout;
 
@@ -87,17 +88,11 @@ pub struct BundleJob<'a> {
     pub optimize: bool,
 }
 
-fn package_version(node_modules: &Path, package: &str) -> Option<String> {
-    let bytes = std::fs::read(node_modules.join(package).join("package.json")).ok()?;
-    let json: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    json["version"].as_str().map(|v| format!("{package}@{v}"))
-}
-
 /// `package@version` of each of `packages`, from the nearest of `node_modules` that has it.
 fn versions(node_modules: &[PathBuf], packages: &[&str]) -> String {
     let found: Vec<String> = packages
         .iter()
-        .filter_map(|p| node_modules.iter().find_map(|dir| package_version(dir, p)))
+        .filter_map(|p| version_in(node_modules, p).map(|v| format!("{p}@{v}")))
         .collect();
     if found.is_empty() {
         "unknown".to_owned()

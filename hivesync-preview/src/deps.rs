@@ -171,6 +171,28 @@ impl Restored {
     }
 }
 
+/// Renames a finished `staging` directory (`finished`) to `dest`, keeping the one another process
+/// published first (`ready(dest)`); `staging` is gone afterwards either way, so a failed or
+/// interrupted install leaves nothing a later build could pick up.
+pub(crate) fn publish(
+    staging: &Path,
+    dest: &Path,
+    finished: bool,
+    ready: impl Fn(&Path) -> bool,
+) -> std::io::Result<()> {
+    let renamed = if finished {
+        match std::fs::rename(staging, dest) {
+            Ok(()) => Ok(()),
+            Err(_) if ready(dest) => Ok(()),
+            Err(err) => Err(err),
+        }
+    } else {
+        Ok(())
+    };
+    let _ = std::fs::remove_dir_all(staging);
+    renamed
+}
+
 fn remove_any(path: &Path) -> std::io::Result<()> {
     if std::fs::symlink_metadata(path)?.is_dir() {
         std::fs::remove_dir_all(path)
@@ -403,24 +425,11 @@ impl DepsStore {
         ));
         std::fs::create_dir(&staging)?;
         let result = self.install_into(what, &staging, log, deadline, stop).await;
-        match result {
-            Ok(()) => match std::fs::rename(&staging, entry) {
-                Ok(()) => Ok(()),
-                // Another worker process finished the same key first: use theirs.
-                Err(_) if entry.join("node_modules").is_dir() => {
-                    let _ = std::fs::remove_dir_all(&staging);
-                    Ok(())
-                }
-                Err(err) => {
-                    let _ = std::fs::remove_dir_all(&staging);
-                    Err(err.into())
-                }
-            },
-            Err(err) => {
-                let _ = std::fs::remove_dir_all(&staging);
-                Err(err)
-            }
-        }
+        // Another worker process may have finished the same key first: theirs is kept.
+        publish(&staging, entry, result.is_ok(), |entry| {
+            entry.join("node_modules").is_dir()
+        })?;
+        result
     }
 
     async fn install_into(

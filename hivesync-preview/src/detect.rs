@@ -98,7 +98,7 @@ fn read_json(dir: &Path, name: &str, syntax: Syntax) -> Result<Option<Value>> {
     }
 }
 
-fn depends_on(package: &Value, name: &str, sections: &[&str]) -> bool {
+pub(crate) fn depends_on(package: &Value, name: &str, sections: &[&str]) -> bool {
     sections
         .iter()
         .any(|section| package[section].get(name).is_some())

@@ -273,13 +273,7 @@ impl Tools {
         step = inherit_network(step);
         let outcome = step.run(log, deadline, stop).await;
         let result = match outcome {
-            Ok(()) if staging.join("node_modules/.bin").join(bin).exists() => {
-                match std::fs::rename(&staging, &dir) {
-                    Ok(()) => Ok(()),
-                    Err(_) if program.exists() => Ok(()),
-                    Err(err) => Err(ToolError::Io(err)),
-                }
-            }
+            Ok(()) if staging.join("node_modules/.bin").join(bin).exists() => Ok(()),
             Ok(()) => Err(ToolError::Failed(format!(
                 "{package}@{version} installed without its {bin} program"
             ))),
@@ -291,7 +285,8 @@ impl Tools {
             ))),
             Err(err) => Err(ToolError::Interrupted(err)),
         };
-        let _ = std::fs::remove_dir_all(&staging);
+        let ready = |dir: &Path| dir.join("node_modules/.bin").join(bin).exists();
+        crate::deps::publish(&staging, &dir, result.is_ok(), ready)?;
         result.map(|()| program.into_os_string())
     }
 }

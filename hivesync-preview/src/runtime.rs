@@ -40,7 +40,8 @@ fn read_json(path: &Path) -> Option<serde_json::Value> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
-fn version_in(node_modules: &[PathBuf], package: &str) -> Option<String> {
+/// The version of `package` in the nearest of `node_modules` that has it.
+pub(crate) fn version_in(node_modules: &[PathBuf], package: &str) -> Option<String> {
     node_modules.iter().find_map(|dir| {
         read_json(&dir.join(package).join("package.json"))?["version"]
             .as_str()

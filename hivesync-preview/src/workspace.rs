@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use hivesync_core::repo::RepoPath;
 use serde_json::Value;
 
-use crate::detect::DetectError;
+use crate::detect::{DetectError, depends_on};
 
 /// Where a build's app is and how its dependencies are laid out (the default: the checkout's top
 /// is the app).
@@ -81,9 +81,8 @@ fn read_package(dir: &Path) -> Option<Value> {
 
 /// Whether a `package.json` describes an app HiveSync builds.
 fn is_app(package: &Value) -> bool {
-    ["dependencies", "devDependencies"].iter().any(|section| {
-        package[section].get("react-native").is_some() || package[section].get("expo").is_some()
-    })
+    let sections = ["dependencies", "devDependencies"];
+    depends_on(package, "react-native", &sections) || depends_on(package, "expo", &sections)
 }
 
 /// The workspace globs of a checkout's top: `package.json`'s `workspaces` (a list, or an object
