@@ -24,7 +24,7 @@ use hivesync_core::clock::system_clock;
 use hivesync_core::domain::{JobId, JobState};
 use hivesync_core::ports::{JobQueue, NewQueuedJob, Queue, Store, WorkerRole};
 use hivesync_queue::jobs::{Submission, submit};
-use hivesync_queue::worker::{Handlers, PingHandler, Worker, WorkerConfig, WorkerDeps};
+use hivesync_queue::worker::{Handlers, Ping, PingHandler, Worker, WorkerConfig, WorkerDeps};
 use hivesync_queue::{RedisBackend, SqliteBackend};
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
@@ -163,25 +163,18 @@ async fn with_records(
     let worker = Worker::new(
         config,
         deps,
-        Handlers::new().register(
-            "ping",
-            PingHandler {
-                worker_id: "bench".to_owned(),
-            },
-        ),
+        Handlers::new().on::<Ping>(PingHandler {
+            worker_id: "bench".to_owned(),
+        }),
     );
     let shutdown = CancellationToken::new();
     let started = Instant::now();
     let running = tokio::spawn(worker.run(shutdown.clone()));
     let mut last = None;
     for _ in 0..jobs {
-        let job = submit(
-            &*store,
-            &*queue,
-            Submission::new(Queue::SystemEvents, "ping", serde_json::json!({})),
-        )
-        .await
-        .unwrap();
+        let job = submit(&*store, &*queue, Submission::of(&Ping::default()).unwrap())
+            .await
+            .unwrap();
         last = Some(job.id);
     }
     // The last job finishing means all have (one queue, oldest first), give or take the others

@@ -34,6 +34,7 @@ pub mod domain;
 pub mod error;
 pub mod job_cache;
 pub mod ports;
+pub mod preview_files;
 pub mod preview_token;
 #[cfg(feature = "git")]
 pub mod repo;

@@ -2,25 +2,25 @@
 //! with the spec's states and progress points, one deadline for the whole build
 //! (`PREVIEW_MAX_TIMEOUT_MS`), and every step in `build.log`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use hivesync_core::domain::{JobState, ProjectId};
+use hivesync_core::domain::{JobId, JobState};
 use hivesync_core::ports::{ByteStream, ObjectKey, ObjectStore, ObjectStoreExt};
+use hivesync_core::preview_files::PreviewFiles;
 use hivesync_core::repo::Repos;
 use hivesync_core::{ApiErrorCode, ErrorKind};
-use hivesync_queue::worker::{JobContext, JobError, JobHandler, JobResult};
-use serde::{Deserialize, Serialize};
+use hivesync_queue::worker::{JobContext, JobError, TypedHandler};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use crate::bundler::{BundleError, BundleJob, Platform};
+use crate::bundler::{BundleError, BundleJob};
 use crate::deps::{DepsError, DepsSource, DepsStore};
 use crate::detect::{DetectError, detect};
+use crate::job::{BuildCache, CacheReport, PreviewBuilt, PreviewRequest};
 use crate::log::BuildLog;
 use crate::package::{CacheHits, Metadata, package, sha256_file};
 use crate::process::StepError;
@@ -29,37 +29,8 @@ use crate::sandbox::Sandbox;
 use crate::slot::BuildSlot;
 use crate::workspace;
 
-/// The job kind of preview builds, on the `preview_build` queue.
-pub const PREVIEW_JOB_KIND: &str = "preview_build";
-
 /// How many times an upload is tried (spec §7.8).
 const UPLOAD_ATTEMPTS: u32 = 3;
-
-/// A build request: the job's payload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PreviewRequest {
-    pub project_id: ProjectId,
-    pub platform: Platform,
-    /// A branch, a tag or a commit id (a commit id when the API queued the build).
-    pub git_ref: String,
-    /// The ref the user asked for, when `git_ref` is the commit it resolved to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requested_ref: Option<String>,
-    /// The app's folder in the tree, for monorepos ([`crate::workspace`]); `None`: the top, or
-    /// the one app among the workspace's members.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub app_dir: Option<String>,
-    /// `EXPO_PUBLIC_*` variables the app is built with.
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    pub token_version: u8,
-    /// The `jti` of the preview token that asked for the build.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_id: Option<String>,
-    /// The whole-build key ([`crate::request::build_key`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub build_key: Option<String>,
-}
 
 /// Builds previews.
 #[derive(Clone)]
@@ -88,17 +59,6 @@ impl std::fmt::Debug for PreviewBuilder {
     }
 }
 
-/// The object key of a job's bundle (spec §7.8).
-pub fn bundle_key(project: ProjectId, job: &str) -> String {
-    format!("previews/{project}/{job}/bundle.zip")
-}
-
-/// The object key of a job's build log, stored beside the bundle (and for failed builds too), so
-/// `GET /preview/logs` works on any server.
-pub fn log_key(project: ProjectId, job: &str) -> String {
-    format!("previews/{project}/{job}/build.log")
-}
-
 fn permanent(code: ApiErrorCode, message: impl Into<String>) -> JobError {
     JobError::permanent(code, message)
 }
@@ -107,15 +67,14 @@ fn internal(what: &str, err: impl std::fmt::Display) -> JobError {
     JobError::retryable(ApiErrorCode::InternalError, format!("{what}: {err}"))
 }
 
-fn interrupted(err: StepError, log: &BuildLog, data_dir: &Path, job: &str) -> JobError {
+fn interrupted(err: StepError, log: &BuildLog, files: &PreviewFiles, job: JobId) -> JobError {
     match err {
         StepError::TimedOut => {
             log.line("the build ran out of time; its processes were killed");
             // Spec §7.10: the timeout is written into the job's metadata.
-            let dir = data_dir.join("previews").join(job);
-            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::create_dir_all(files.kept_dir(job));
             let _ = std::fs::write(
-                dir.join("metadata.json"),
+                files.kept_metadata(job),
                 serde_json::to_vec_pretty(&serde_json::json!({"job_id": job, "timeout": true}))
                     .unwrap_or_default(),
             );
@@ -176,19 +135,16 @@ fn metro_cache_key(
 }
 
 #[async_trait]
-impl JobHandler for PreviewBuilder {
+impl TypedHandler<PreviewRequest> for PreviewBuilder {
     fn start_state(&self) -> JobState {
         JobState::Building
     }
 
-    async fn handle(&self, ctx: &JobContext) -> JobResult {
-        let request: PreviewRequest =
-            serde_json::from_value(ctx.job.payload.clone()).map_err(|err| {
-                permanent(
-                    ApiErrorCode::ValidationError,
-                    format!("invalid preview request: {err}"),
-                )
-            })?;
+    async fn handle(
+        &self,
+        request: PreviewRequest,
+        ctx: &JobContext,
+    ) -> Result<PreviewBuilt, JobError> {
         let _slot = tokio::select! {
             slot = self.slots.clone().acquire_owned() => slot.map_err(|err| internal("builder slots", err))?,
             () = ctx.stop.cancelled() => return Err(JobError::Stopped),
@@ -203,8 +159,8 @@ impl JobHandler for PreviewBuilder {
                 .map_err(|err| internal("cannot take a build slot", err))?
                 .map_err(|err| internal("cannot take a build slot", err))?
         };
-        let job = ctx.job.id.to_string();
-        let work = self.data_dir.join("tmp").join(format!("preview-job-{job}"));
+        let job = ctx.job.id;
+        let work = self.files().work_dir(job);
         if work.exists() {
             // A previous attempt of this job: its directory is ours to replace.
             std::fs::remove_dir_all(&work)
@@ -212,7 +168,7 @@ impl JobHandler for PreviewBuilder {
         }
         std::fs::create_dir_all(&work)
             .map_err(|err| internal("cannot create the work directory", err))?;
-        let log = BuildLog::create(&work.join("logs/build.log"))
+        let log = BuildLog::create(&self.files().live_log(job))
             .map_err(|err| internal("cannot create the build log", err))?;
         log.line(format_args!(
             "preview build {job} (attempt {}): project {}, {} at {}, in build slot {}",
@@ -222,7 +178,7 @@ impl JobHandler for PreviewBuilder {
             request.git_ref,
             slot.index()
         ));
-        let outcome = self.build(ctx, &request, &job, &slot, &log, deadline).await;
+        let outcome = self.build(ctx, &request, job, &slot, &log, deadline).await;
         let elapsed = started.elapsed();
         match &outcome {
             Ok(_) => {
@@ -239,30 +195,37 @@ impl JobHandler for PreviewBuilder {
             }
         }
         metrics::histogram!("preview_build_time_seconds").record(elapsed.as_secs_f64());
-        // The log outlives the work directory, beside the bundle (GET /preview/logs).
-        let kept = self.data_dir.join("previews").join(&job);
-        if std::fs::create_dir_all(&kept).is_ok() {
-            let _ = std::fs::copy(log.path(), kept.join("build.log"));
+        // The log outlives the work directory: a copy on this worker, and the object beside the
+        // bundle that GET /preview/logs reads.
+        if std::fs::create_dir_all(self.files().kept_dir(job)).is_ok() {
+            let _ = std::fs::copy(log.path(), self.files().kept_log(job));
         }
         if !matches!(outcome, Err(JobError::Stopped)) {
-            self.store_log(request.project_id, &job, &log).await;
+            self.store_log(&request, job, &log).await;
         }
         outcome
     }
 }
 
 impl PreviewBuilder {
+    /// Where each build's files go under `data_dir`.
+    fn files(&self) -> PreviewFiles {
+        PreviewFiles::new(&self.data_dir)
+    }
+
     async fn build(
         &self,
         ctx: &JobContext,
         request: &PreviewRequest,
-        job: &str,
+        job: JobId,
         slot: &BuildSlot,
         log: &BuildLog,
         deadline: Instant,
-    ) -> JobResult {
+    ) -> Result<PreviewBuilt, JobError> {
         let progress = |state, value, phase: &'static str| async move {
             log.line(format_args!("{phase} ({:.0}%)", value * 100.0));
+            // The log so far, for GET /preview/logs on any server while the build runs.
+            self.store_log(request, job, log).await;
             ctx.progress(state, value, phase)
                 .await
                 .map_err(JobError::from)
@@ -326,7 +289,7 @@ impl PreviewBuilder {
             .await
             .map_err(|err| match err {
                 DepsError::Missing(why) => permanent(ApiErrorCode::MissingDependencies, why),
-                DepsError::Interrupted(step) => interrupted(step, log, &self.data_dir, job),
+                DepsError::Interrupted(step) => interrupted(step, log, &self.files(), job),
                 DepsError::Io(err) => internal("dependency store", err),
             })?;
 
@@ -378,7 +341,7 @@ impl PreviewBuilder {
         .await
         .map_err(|err| match err {
             BundleError::Failed(why) => permanent(ApiErrorCode::PreviewBuildFailed, why),
-            BundleError::Interrupted(step) => interrupted(step, log, &self.data_dir, job),
+            BundleError::Interrupted(step) => interrupted(step, log, &self.files(), job),
             BundleError::Io(err) => internal("bundling", err),
         })?;
 
@@ -407,7 +370,7 @@ impl PreviewBuilder {
             runtime.fingerprint
         ));
         let metadata = Metadata {
-            job_id: job.to_owned(),
+            job_id: job.to_string(),
             project_id: request.project_id.to_string(),
             platform: request.platform.as_str().to_owned(),
             built_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -435,7 +398,7 @@ impl PreviewBuilder {
             warnings: warnings.clone(),
             expo,
         };
-        let zip_path = self.data_dir.join("previews").join(job).join("bundle.zip");
+        let zip_path = self.files().kept_bundle(job);
         let packaged = {
             let (out, log_path, zip_path, metadata) = (
                 out.clone(),
@@ -456,52 +419,69 @@ impl PreviewBuilder {
         ));
 
         progress(JobState::Uploading, 0.90, "uploading").await?;
-        let key = bundle_key(request.project_id, job);
-        self.upload(&key, &zip_path, log).await?;
+        let key = PreviewFiles::bundle_object(request.project_id, job)
+            .map_err(|err| internal("bundle key", err))?;
+        self.upload(&key, &zip_path, log, deadline, ctx).await?;
 
-        Ok(Some(serde_json::json!({
-            "bundle_key": key,
-            "bytes": packaged.bytes,
-            "sha256": packaged.sha256,
-            "commit": checkout.commit,
-            "tree": checkout.tree,
-            "platform": request.platform.as_str(),
-            "bundler": bundled.bundler,
-            "bundler_version": bundled.bundler_version,
-            "bundle_sha256": bundle_sha256,
-            "build_key": request.build_key,
-            "runtime": runtime,
-            "package_manager": restored.manager,
-            "lockfile": restored.lockfile,
-            "warnings": warnings,
-            "cache": {
-                "build": "miss",
-                "dependencies": metadata.cache.dependencies,
-                "metro_warm": metro_warm,
+        Ok(PreviewBuilt {
+            bundle_key: key.to_string(),
+            bytes: packaged.bytes,
+            sha256: packaged.sha256,
+            commit: Some(checkout.commit),
+            tree: Some(checkout.tree),
+            platform: Some(request.platform),
+            bundler: Some(bundled.bundler.to_owned()),
+            bundler_version: Some(bundled.bundler_version),
+            bundle_sha256: Some(bundle_sha256),
+            build_key: request.build_key.clone(),
+            runtime: Some(runtime),
+            package_manager: Some(restored.manager.clone()),
+            lockfile: restored.lockfile.map(str::to_owned),
+            warnings,
+            cache: CacheReport {
+                build: Some(BuildCache::Miss),
+                dependencies: Some(metadata.cache.dependencies),
+                metro_warm: Some(metro_warm),
             },
-        })))
+            built_by: None,
+        })
     }
 
-    /// Stores the build log in the object store, once: a store that is down already failed the
-    /// build (`STORAGE_UPLOAD_FAILED`), and the local copy remains.
-    async fn store_log(&self, project: ProjectId, job: &str, log: &BuildLog) {
-        let Ok(key) = ObjectKey::new(log_key(project, job)) else {
+    /// Stores the build log so far in the object store, beside the bundle, where the API reads
+    /// it. Best effort: a store that is down fails the upload of the bundle, and this worker keeps
+    /// its copy.
+    async fn store_log(&self, request: &PreviewRequest, job: JobId, log: &BuildLog) {
+        let Ok(key) = PreviewFiles::log_object(request.project_id, job) else {
             return;
         };
         match tokio::fs::read(log.path()).await {
             Ok(bytes) => {
                 if let Err(err) = self.objects.put_bytes(&key, bytes.into()).await {
-                    tracing::warn!(job_id = job, error = %err, "the build log was not stored");
+                    tracing::warn!(job_id = %job, error = %err, "the build log was not stored");
                 }
             }
-            Err(err) => tracing::warn!(job_id = job, error = %err, "cannot read the build log"),
+            Err(err) => tracing::warn!(job_id = %job, error = %err, "cannot read the build log"),
         }
     }
 
-    /// Uploads the bundle, retrying transient failures; the object store never shows a partial
-    /// object, so a failed try leaves nothing behind.
-    async fn upload(&self, key: &str, zip_path: &Path, log: &BuildLog) -> Result<(), JobError> {
-        let key = ObjectKey::new(key).map_err(|err| internal("bundle key", err))?;
+    /// Uploads the bundle, retrying transient failures while the build's deadline allows and no
+    /// one asks it to stop; the object store never shows a partial object, so a failed try leaves
+    /// nothing behind.
+    async fn upload(
+        &self,
+        key: &ObjectKey,
+        zip_path: &Path,
+        log: &BuildLog,
+        deadline: Instant,
+        ctx: &JobContext,
+    ) -> Result<(), JobError> {
+        let timed_out = || {
+            log.line("the build ran out of time while uploading");
+            permanent(
+                ApiErrorCode::PreviewTimeout,
+                "the build took longer than PREVIEW_MAX_TIMEOUT_MS",
+            )
+        };
         let mut last = None;
         for attempt in 1..=UPLOAD_ATTEMPTS {
             let file = tokio::fs::File::open(zip_path)
@@ -510,7 +490,12 @@ impl PreviewBuilder {
             let body: ByteStream = tokio_util::io::ReaderStream::new(file)
                 .map(|chunk| chunk.map_err(hivesync_core::Error::from))
                 .boxed();
-            match self.objects.put(&key, body).await {
+            let put = tokio::select! {
+                put = self.objects.put(key, body) => put,
+                () = tokio::time::sleep_until(deadline.into()) => return Err(timed_out()),
+                () = ctx.stop.cancelled() => return Err(JobError::Stopped),
+            };
+            match put {
                 Ok(_) => {
                     log.line(format_args!("uploaded {key} (attempt {attempt})"));
                     return Ok(());
@@ -523,7 +508,12 @@ impl PreviewBuilder {
                         break;
                     }
                     if attempt < UPLOAD_ATTEMPTS {
-                        tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                        let pause = Duration::from_millis(500 * u64::from(attempt));
+                        tokio::select! {
+                            () = tokio::time::sleep(pause) => {}
+                            () = tokio::time::sleep_until(deadline.into()) => return Err(timed_out()),
+                            () = ctx.stop.cancelled() => return Err(JobError::Stopped),
+                        }
                     }
                 }
             }

@@ -2,6 +2,7 @@
 //! the Expo CLI, and packages the bundle (spec §7, DESIGN.md §8).
 //!
 //! - [`request`]: asking for a build — the whole-build cache in front of the queue.
+//! - [`job`]: the `preview_build` job's payload and result, for everything that writes or reads it.
 //! - [`builder`]: the `preview_build` job handler that runs all of it.
 //! - [`bundler`]: Metro and Expo runs.
 //! - [`detect`]: Expo or bare React Native, and the entry file.
@@ -20,6 +21,7 @@ pub mod builder;
 pub mod bundler;
 pub mod deps;
 pub mod detect;
+pub mod job;
 pub mod log;
 pub mod manager;
 pub mod package;

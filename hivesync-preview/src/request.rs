@@ -15,16 +15,16 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use hivesync_core::domain::{Job, JobFilter, JobId, JobState, JobUpdate, NewJob, Page};
+use hivesync_core::domain::{Job, JobFilter, JobId, JobState, Page};
 use hivesync_core::domain::{ProjectId, UserId};
-use hivesync_core::ports::{JobQueue, ObjectKey, ObjectStore, Queue, Store};
+use hivesync_core::ports::{JobQueue, ObjectKey, ObjectStore, Store};
 use hivesync_core::repo::{Repos, Revision};
 use hivesync_core::{Error, Result};
-use hivesync_queue::jobs::{Submission, submit};
+use hivesync_queue::jobs::{JobRecord, Submission, submit, succeeded};
 use sha2::{Digest, Sha256};
 
-use crate::builder::{PREVIEW_JOB_KIND, PreviewRequest};
 use crate::bundler::Platform;
+use crate::job::{BuildCache, PREVIEW_JOB_KIND, PreviewBuilt, PreviewRequest};
 use crate::toolchain::Toolchain;
 
 /// Changes whenever a change to the builder could change its output for the same inputs.
@@ -220,16 +220,15 @@ impl Previews {
             });
         }
 
-        let payload = self.payload(&order, &revision, &key)?;
         let submission = Submission {
             project_id: Some(order.project_id),
             user_id: Some(order.user_id),
             dedup_key: Some(key.clone()),
-            ..Submission::new(Queue::PreviewBuild, PREVIEW_JOB_KIND, payload)
+            ..Submission::of(&self.payload(&order, &revision, &key))?
         };
         let job = submit(self.store.as_ref(), self.queue.as_ref(), submission).await?;
-        let shared = job.user_id != Some(order.user_id)
-            || job.payload.get("token_id") != Some(&serde_json::json!(order.token_id));
+        let asked_by = job.payload_as::<PreviewRequest>().ok().map(|p| p.token_id);
+        let shared = job.user_id != Some(order.user_id) || asked_by != Some(order.token_id.clone());
         metrics::counter!("preview_cache_misses_total", "cache" => "build").increment(1);
         Ok(Requested {
             job,
@@ -239,13 +238,8 @@ impl Previews {
         })
     }
 
-    fn payload(
-        &self,
-        order: &BuildOrder,
-        revision: &Revision,
-        key: &str,
-    ) -> Result<serde_json::Value> {
-        serde_json::to_value(PreviewRequest {
+    fn payload(&self, order: &BuildOrder, revision: &Revision, key: &str) -> PreviewRequest {
+        PreviewRequest {
             project_id: order.project_id,
             platform: order.platform,
             git_ref: revision.commit.clone(),
@@ -255,12 +249,11 @@ impl Previews {
             token_version: order.token_version,
             token_id: order.token_id.clone(),
             build_key: Some(key.to_owned()),
-        })
-        .map_err(|err| Error::internal("cannot encode a build request").with_source(err))
+        }
     }
 
     /// The newest successful build with `key` whose bundle is still stored, with its result.
-    async fn finished_build(&self, key: &str) -> Result<Option<(Job, serde_json::Value)>> {
+    async fn finished_build(&self, key: &str) -> Result<Option<(Job, PreviewBuilt)>> {
         let filter = JobFilter {
             dedup_key: Some(key.to_owned()),
             state: Some(JobState::Success),
@@ -276,18 +269,21 @@ impl Previews {
         else {
             return Ok(None);
         };
-        let Some(result) = earlier.result.clone() else {
-            return Ok(None);
-        };
-        let (Some(bundle_key), Some(bytes)) = (
-            result.get("bundle_key").and_then(|v| v.as_str()),
-            result.get("bytes").and_then(serde_json::Value::as_u64),
-        ) else {
-            return Ok(None);
+        let result = match earlier.output_as::<PreviewRequest>() {
+            Ok(Some(result)) => result,
+            Ok(None) => return Ok(None),
+            Err(err) => {
+                tracing::warn!(job_id = %earlier.id, error = %err, "an earlier build's result does not read; building again");
+                return Ok(None);
+            }
         };
         // Cleanup may have removed the bundle since, or the store may not answer: then the build
         // runs again.
-        let stored = match self.objects.head(&ObjectKey::new(bundle_key)?).await {
+        let stored = match self
+            .objects
+            .head(&ObjectKey::new(&result.bundle_key)?)
+            .await
+        {
             Ok(stored) => stored,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot check an earlier bundle; building again");
@@ -295,7 +291,7 @@ impl Previews {
             }
         };
         Ok(stored
-            .is_some_and(|meta| meta.size == bytes)
+            .is_some_and(|meta| meta.size == result.bytes)
             .then_some((earlier, result)))
     }
 
@@ -307,37 +303,25 @@ impl Previews {
         revision: &Revision,
         key: &str,
         earlier: &Job,
-        mut result: serde_json::Value,
+        mut result: PreviewBuilt,
     ) -> Result<Job> {
         let id = JobId::new();
-        let job = self
-            .store
-            .create_job(NewJob {
-                id,
-                kind: PREVIEW_JOB_KIND.to_owned(),
-                queue: Queue::PreviewBuild.as_str().to_owned(),
-                project_id: Some(order.project_id),
-                user_id: Some(order.user_id),
-                payload: self.payload(order, revision, key)?,
-                dedup_key: Some(key.to_owned()),
-            })
-            .await?;
+        let record = Submission {
+            project_id: Some(order.project_id),
+            user_id: Some(order.user_id),
+            dedup_key: Some(key.to_owned()),
+            ..Submission::of(&self.payload(order, revision, key))?
+        }
+        .record(id);
+        let job = self.store.create_job(record).await?;
         if job.id != id {
             return Ok(job);
         }
-        let built_by = result
-            .get("built_by")
-            .cloned()
-            .unwrap_or_else(|| serde_json::json!(earlier.id.to_string()));
-        if let Some(fields) = result.as_object_mut() {
-            fields.insert("built_by".to_owned(), built_by);
-            fields.insert("commit".to_owned(), revision.commit.clone().into());
-            if let Some(cache) = fields.get_mut("cache").and_then(|c| c.as_object_mut()) {
-                cache.insert("build".to_owned(), "hit".into());
-            }
-        }
+        result.built_by = Some(result.builder(earlier.id));
+        result.commit = Some(revision.commit.clone());
+        result.cache.build = Some(BuildCache::Hit);
         self.store
-            .update_job(id, JobUpdate::success(Some(result)))
+            .update_job(id, succeeded::<PreviewRequest>(&result)?)
             .await
     }
 }

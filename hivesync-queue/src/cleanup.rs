@@ -22,15 +22,15 @@ use hivesync_core::clock::SharedClock;
 use hivesync_core::config::{CleanupConfig, DataSubdir};
 use hivesync_core::domain::{JobId, JobState};
 use hivesync_core::ports::{ObjectKey, ObjectStore, Queue, Store};
+use hivesync_core::preview_files::{OBJECT_PREFIX, PreviewFiles};
 use hivesync_core::{Error, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::worker::{JobContext, JobError, JobHandler, JobResult};
+use crate::jobs::{JobKind, Submission};
+use crate::worker::{JobContext, JobError, TypedHandler};
 
 /// The kind of the periodic cleanup job.
 pub const CLEANUP_JOB_KIND: &str = "cleanup";
-/// The object-store prefix that holds preview bundles.
-pub const PREVIEWS_PREFIX: &str = "previews/";
 /// Preview objects younger than this are never called orphans: their record may be in flight.
 const ORPHAN_GRACE: Duration = Duration::from_secs(3600);
 
@@ -80,7 +80,7 @@ impl CleanupPlan {
 }
 
 /// What a run did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CleanupReport {
     pub removed: u64,
     pub rotated: u64,
@@ -133,7 +133,7 @@ impl Cleaner {
             if entry.age(now) < self.policy.tmp_retention {
                 continue;
             }
-            if let Some(job) = job_of_tmp_entry(&entry.path)
+            if let Some(job) = PreviewFiles::job_of_work_dir(&entry.path)
                 && self.job_is_running(job).await?
             {
                 continue;
@@ -184,7 +184,7 @@ impl Cleaner {
                 }
                 CleanupAction::DeleteObject { key, bytes, .. } => {
                     let deleted = match ObjectKey::new(key.clone()) {
-                        Ok(key) if key.as_str().starts_with(PREVIEWS_PREFIX) => {
+                        Ok(key) if key.as_str().starts_with(OBJECT_PREFIX) => {
                             self.objects.delete(&key).await
                         }
                         _ => Err(Error::internal(
@@ -330,7 +330,7 @@ impl Cleaner {
     }
 
     async fn plan_objects(&self, now: DateTime<Utc>, plan: &mut CleanupPlan) -> Result<()> {
-        for object in self.objects.list(PREVIEWS_PREFIX).await? {
+        for object in self.objects.list(OBJECT_PREFIX).await? {
             let age = now
                 .signed_duration_since(object.last_modified)
                 .to_std()
@@ -359,7 +359,7 @@ impl Cleaner {
     /// A preview object (`previews/<project>/<job>/...`) whose job has no record, or a record
     /// that did not succeed.
     async fn is_orphan(&self, key: &str) -> Result<bool> {
-        let Some(job) = key.split('/').nth(2).and_then(|s| s.parse::<JobId>().ok()) else {
+        let Some(job) = PreviewFiles::job_of_object(key) else {
             return Ok(false);
         };
         Ok(match self.store.get_job(job).await? {
@@ -375,15 +375,6 @@ impl Cleaner {
             .await?
             .is_some_and(|record| !record.state.is_terminal()))
     }
-}
-
-/// `preview-job-<job id>` in `DATA_DIR/tmp` belongs to that job.
-fn job_of_tmp_entry(path: &Path) -> Option<JobId> {
-    path.file_name()?
-        .to_str()?
-        .strip_prefix("preview-job-")?
-        .parse()
-        .ok()
 }
 
 /// `name.log.<stamp>`: a log that rotation already moved aside.
@@ -491,27 +482,33 @@ fn tree_size(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Runs cleanup jobs on the `cleanup` queue.
+/// A `cleanup` job: one run of the cleaner over this worker's `DATA_DIR` and the object store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanupJob {
+    /// Plan and report without deleting anything.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+impl JobKind for CleanupJob {
+    const KIND: &'static str = CLEANUP_JOB_KIND;
+    const QUEUE: Queue = Queue::Cleanup;
+    type Output = CleanupReport;
+}
+
+/// Runs [`CleanupJob`]s.
 #[derive(Debug, Clone)]
 pub struct CleanupHandler {
     pub cleaner: Cleaner,
 }
 
 #[async_trait]
-impl JobHandler for CleanupHandler {
-    async fn handle(&self, ctx: &JobContext) -> JobResult {
-        let dry_run = ctx
-            .job
-            .payload
-            .get("dry_run")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
+impl TypedHandler<CleanupJob> for CleanupHandler {
+    async fn handle(&self, job: CleanupJob, _ctx: &JobContext) -> Result<CleanupReport, JobError> {
         let cleaner = self.cleaner.clone();
-        let (plan, report) = cleaner.run(dry_run).await.map_err(JobError::from)?;
+        let (plan, report) = cleaner.run(job.dry_run).await.map_err(JobError::from)?;
         tracing::info!(?report, planned = plan.actions.len(), "cleanup finished");
-        serde_json::to_value(&report).map(Some).map_err(|e| {
-            JobError::permanent(hivesync_core::ApiErrorCode::InternalError, e.to_string())
-        })
+        Ok(report)
     }
 }
 
@@ -523,16 +520,23 @@ pub async fn schedule(
     interval: Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
+    let periodic = match Submission::of(&CleanupJob::default()) {
+        Ok(submission) => Submission {
+            dedup_key: Some("periodic".to_owned()),
+            ..submission
+        },
+        Err(err) => {
+            tracing::error!(error = %err, "cannot schedule cleanups");
+            return;
+        }
+    };
     let mut tick = tokio::time::interval(interval);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        let mut submission =
-            crate::jobs::Submission::new(Queue::Cleanup, CLEANUP_JOB_KIND, serde_json::json!({}));
-        submission.dedup_key = Some("periodic".to_owned());
-        if let Err(err) = crate::jobs::submit(&*store, &*queue, submission).await {
+        if let Err(err) = crate::jobs::submit(&*store, &*queue, periodic.clone()).await {
             tracing::warn!(error = %err, "cannot schedule a cleanup");
         }
     }

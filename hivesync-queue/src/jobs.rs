@@ -9,13 +9,91 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hivesync_core::Result;
 use hivesync_core::clock::SharedClock;
 use hivesync_core::domain::{
     Job, JobFilter, JobId, JobState, JobUpdate, NewJob, Page, ProjectId, UserId,
 };
 use hivesync_core::ports::{Enqueued, JobQueue, Locks, NewQueuedJob, Queue, Store};
+use hivesync_core::{Error, Result};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
+
+/// A kind of job: the type is its payload, [`JobKind::Output`] its result, and the crate that
+/// runs the job owns both. Everything that writes or reads such a job (the API that submits it,
+/// the worker that runs it, the CLI and the bindings that show it) goes through these types, so a
+/// renamed field is a compile error rather than a silent `null` in a record.
+///
+/// Records outlive code: a payload or result stored by an older version must still read, so new
+/// fields get `#[serde(default)]`.
+pub trait JobKind: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The kind name stored with each job, which picks its handler.
+    const KIND: &'static str;
+    /// The queue its jobs go on.
+    const QUEUE: Queue;
+    /// What a successful run stores as the job's result.
+    type Output: Serialize + DeserializeOwned + Send + Sync + 'static;
+}
+
+/// Reading a job record as the kind it is.
+pub trait JobRecord {
+    /// The payload, decoded. `Validation` when the record is another kind or does not read as
+    /// this one.
+    fn payload_as<J: JobKind>(&self) -> Result<J>;
+    /// The result of a finished run, decoded: `None` while there is none.
+    fn output_as<J: JobKind>(&self) -> Result<Option<J::Output>>;
+}
+
+impl JobRecord for Job {
+    fn payload_as<J: JobKind>(&self) -> Result<J> {
+        if self.kind != J::KIND {
+            return Err(Error::validation(format!(
+                "job {} is a {} job, not {}",
+                self.id,
+                self.kind,
+                J::KIND
+            )));
+        }
+        decode(J::KIND, "payload", self.payload.clone())
+    }
+
+    fn output_as<J: JobKind>(&self) -> Result<Option<J::Output>> {
+        if self.kind != J::KIND {
+            return Err(Error::validation(format!(
+                "job {} is a {} job, not {}",
+                self.id,
+                self.kind,
+                J::KIND
+            )));
+        }
+        self.result
+            .clone()
+            .map(|result| decode(J::KIND, "result", result))
+            .transpose()
+    }
+}
+
+/// The update that finishes a job of kind `J` with `output`, for a job that is answered without
+/// running (a result reused from an earlier job).
+pub fn succeeded<J: JobKind>(output: &J::Output) -> Result<JobUpdate> {
+    Ok(JobUpdate::success(Some(encode(J::KIND, "result", output)?)))
+}
+
+/// Decodes a stored payload or result.
+pub(crate) fn decode<T: DeserializeOwned>(
+    kind: &str,
+    what: &str,
+    value: serde_json::Value,
+) -> Result<T> {
+    serde_json::from_value(value)
+        .map_err(|err| Error::validation(format!("invalid {kind} {what}: {err}")))
+}
+
+/// Encodes a payload or result for storage.
+pub(crate) fn encode<T: Serialize>(kind: &str, what: &str, value: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(value)
+        .map_err(|err| Error::internal(format!("cannot encode a {kind} {what}")).with_source(err))
+}
 
 /// A job to run.
 #[derive(Debug, Clone)]
@@ -31,6 +109,30 @@ pub struct Submission {
 }
 
 impl Submission {
+    /// A job of kind `J` with `payload`, on `J`'s queue.
+    pub fn of<J: JobKind>(payload: &J) -> Result<Self> {
+        Ok(Submission::new(
+            J::QUEUE,
+            J::KIND,
+            encode(J::KIND, "payload", payload)?,
+        ))
+    }
+
+    /// The record of this job, as the `Store` keeps it, under `id`.
+    pub fn record(&self, id: JobId) -> NewJob {
+        NewJob {
+            id,
+            kind: self.kind.clone(),
+            queue: self.queue.as_str().to_owned(),
+            project_id: self.project_id,
+            user_id: self.user_id,
+            payload: self.payload.clone(),
+            dedup_key: self.dedup_key.clone(),
+        }
+    }
+
+    /// A job whose payload has no [`JobKind`]: for tools and tests that exercise the queue
+    /// itself. The product's jobs use [`Submission::of`].
     pub fn new(queue: Queue, kind: &str, payload: serde_json::Value) -> Self {
         Submission {
             queue,
@@ -55,17 +157,7 @@ pub async fn submit(
     submission: Submission,
 ) -> Result<Job> {
     let id = JobId::new();
-    let job = store
-        .create_job(NewJob {
-            id,
-            kind: submission.kind.clone(),
-            queue: submission.queue.as_str().to_owned(),
-            project_id: submission.project_id,
-            user_id: submission.user_id,
-            payload: submission.payload.clone(),
-            dedup_key: submission.dedup_key,
-        })
-        .await?;
+    let job = store.create_job(submission.record(id)).await?;
     if job.id != id {
         return Ok(job);
     }

@@ -11,10 +11,10 @@ use hivesync_core::clock::system_clock;
 use hivesync_core::domain::{JobId, JobState};
 use hivesync_core::ports::{JobQueue, Queue, Store, WorkerRegistry, WorkerRole};
 use hivesync_queue::SqliteBackend;
-use hivesync_queue::jobs::{Reconciler, Submission, submit};
+use hivesync_queue::jobs::{JobRecord, Reconciler, Submission, submit};
 use hivesync_queue::worker::{
-    Handlers, JobContext, JobError, JobHandler, JobResult, PingHandler, Worker, WorkerConfig,
-    WorkerDeps,
+    Handlers, JobContext, JobError, JobHandler, JobResult, Ping, PingHandler, Pong, Worker,
+    WorkerConfig, WorkerDeps,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -117,12 +117,9 @@ fn start(
 async fn a_job_runs_once_and_its_record_says_so() {
     let env = env().await;
     let (worker, worker_id) = env.worker(
-        Handlers::new().register(
-            "ping",
-            PingHandler {
-                worker_id: "w".into(),
-            },
-        ),
+        Handlers::new().on::<Ping>(PingHandler {
+            worker_id: "w".into(),
+        }),
         Duration::from_secs(5),
     );
     let (shutdown, handle) = start(worker);
@@ -228,6 +225,66 @@ async fn exhausted_and_permanent_failures_end_failed_and_dead_lettered() {
         .collect();
     dead.sort();
     assert_eq!(dead, [id, unknown]);
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_that_does_not_decode_fails_at_once_and_a_result_reads_as_its_type() {
+    let env = env().await;
+    let (worker, _) = env.worker(
+        Handlers::new().on::<Ping>(PingHandler {
+            worker_id: "typed".into(),
+        }),
+        Duration::from_secs(5),
+    );
+    let (shutdown, handle) = start(worker);
+    let garbled = submit(
+        &*env.store,
+        &env.backend,
+        Submission::new(
+            Queue::SystemEvents,
+            "ping",
+            serde_json::json!({"hold_ms": "soon"}),
+        ),
+    )
+    .await
+    .unwrap()
+    .id;
+    let typed = submit(
+        &*env.store,
+        &env.backend,
+        Submission::of(&Ping::default()).unwrap(),
+    )
+    .await
+    .unwrap()
+    .id;
+    let job = env.wait_for(garbled, JobState::is_terminal).await;
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.error_code.as_deref(), Some("VALIDATION_ERROR"));
+    assert!(
+        job.error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("invalid ping payload")),
+        "{:?}",
+        job.error_message
+    );
+    assert_eq!(
+        job.attempts, 1,
+        "another attempt would read the same payload"
+    );
+    let job = env.wait_for(typed, JobState::is_terminal).await;
+    let pong: Pong = job.output_as::<Ping>().unwrap().unwrap();
+    assert_eq!(
+        (pong.pong, pong.worker.as_str(), pong.attempt),
+        (true, "typed", 1)
+    );
+    assert!(job.payload_as::<Ping>().is_ok());
+    // Read as another kind, a record is refused rather than misread.
+    assert!(
+        job.output_as::<hivesync_queue::cleanup::CleanupJob>()
+            .is_err()
+    );
     shutdown.cancel();
     handle.await.unwrap().unwrap();
 }

@@ -13,8 +13,8 @@ use hivesync_core::domain::{Email, JobState, JobUpdate};
 use hivesync_core::ports::{Queue, WorkerRole};
 use hivesync_core::{Error, ErrorKind, Result};
 use hivesync_queue::backends::Backends;
-use hivesync_queue::jobs::{Submission, submit};
-use hivesync_queue::worker::WorkerConfig;
+use hivesync_queue::jobs::{JobRecord, Submission, submit};
+use hivesync_queue::worker::{Ping, WorkerConfig};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use tokio_util::sync::CancellationToken;
 
@@ -426,11 +426,10 @@ async fn ping(config: Config, timeout: Duration, hold_ms: u64) -> Result<ExitCod
     let job = submit(
         &*state.store,
         &*state.queue,
-        Submission::new(
-            Queue::SystemEvents,
-            runtime::PING_JOB_KIND,
-            serde_json::json!({"sent_at": chrono::Utc::now(), "hold_ms": hold_ms}),
-        ),
+        Submission::of(&Ping {
+            sent_at: Some(chrono::Utc::now()),
+            hold_ms,
+        })?,
     )
     .await?;
     loop {
@@ -442,11 +441,8 @@ async fn ping(config: Config, timeout: Duration, hold_ms: u64) -> Result<ExitCod
         match current.state {
             JobState::Success => {
                 let worker = current
-                    .result
-                    .as_ref()
-                    .and_then(|r| r["worker"].as_str())
-                    .unwrap_or("a worker")
-                    .to_owned();
+                    .output_as::<Ping>()?
+                    .map_or_else(|| "a worker".to_owned(), |pong| pong.worker);
                 println!(
                     "pong from {worker} in {} ms (job {}, queue {})",
                     started.elapsed().as_millis(),

@@ -6,18 +6,16 @@ use std::time::Duration;
 
 use hivesync_core::domain::{JobFilter, JobState, Page};
 use hivesync_core::ports::{Queue, WorkerRole};
-use hivesync_preview::builder::PREVIEW_JOB_KIND;
+use hivesync_preview::job::PreviewRequest;
 use hivesync_queue::autoscaler::{self, Autoscaler, Bounds, Observation};
-use hivesync_queue::cleanup::{self, CLEANUP_JOB_KIND, Cleaner, CleanupHandler};
+use hivesync_queue::cleanup::{self, Cleaner, CleanupHandler, CleanupJob};
 use hivesync_queue::jobs::Reconciler;
-use hivesync_queue::worker::{Handlers, PingHandler, WorkerConfig, WorkerDeps};
+use hivesync_queue::worker::{Handlers, Ping, PingHandler, WorkerConfig, WorkerDeps};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
 
-/// The job kind `hivesync queue ping` submits.
-pub const PING_JOB_KIND: &str = "ping";
 /// How often the reconciler looks for jobs the queue lost.
 const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 /// The lock that keeps one autoscaler running across the cluster.
@@ -26,19 +24,13 @@ const AUTOSCALER_LOCK: &str = "autoscaler";
 /// The handlers every worker of this build registers.
 pub fn handlers(state: &AppState, worker_id: &str) -> Handlers {
     Handlers::new()
-        .register(
-            PING_JOB_KIND,
-            PingHandler {
-                worker_id: worker_id.to_owned(),
-            },
-        )
-        .register(
-            CLEANUP_JOB_KIND,
-            CleanupHandler {
-                cleaner: cleaner(state),
-            },
-        )
-        .register(PREVIEW_JOB_KIND, state.preview_builder())
+        .on::<Ping>(PingHandler {
+            worker_id: worker_id.to_owned(),
+        })
+        .on::<CleanupJob>(CleanupHandler {
+            cleaner: cleaner(state),
+        })
+        .on::<PreviewRequest>(state.preview_builder())
 }
 
 /// The cleaner for this process's `DATA_DIR` and object store.

@@ -826,3 +826,86 @@ async fn both_example_apps_build_for_both_platforms_through_the_api() {
         worker.await.unwrap();
     }
 }
+
+/// An API server that shares no disk with the worker that built a preview (only the database, the
+/// queue, the object store and, until the repositories move off the disk too, the repositories)
+/// answers its status, download, ranges and log exactly as the worker's own server does.
+#[tokio::test]
+async fn an_api_server_without_the_workers_disk_serves_the_same_build() {
+    let secrets = [
+        ("JWT_SECRET", "jwt-secret-shared-by-both-servers-0123456789"),
+        (
+            "PREVIEW_TOKEN_SECRET",
+            "preview-secret-shared-by-both-servers-0123456789",
+        ),
+    ];
+    let worker_side = TestApp::with_env(&secrets).await;
+    let api_dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        worker_side.data_dir().join("repos"),
+        api_dir.path().join("repos"),
+    )
+    .unwrap();
+    let mut vars: std::collections::HashMap<&str, String> = secrets
+        .iter()
+        .map(|(name, value)| (*name, (*value).to_owned()))
+        .collect();
+    vars.insert("DATA_DIR", api_dir.path().to_str().unwrap().to_owned());
+    let config =
+        hivesync_core::config::Config::from_lookup(|name| vars.get(name).cloned()).unwrap();
+    hivesync_core::config::prepare_data_dir(&config).unwrap();
+    let api = TestApp::from_state(
+        hivesync_server::state::AppState::new(config, worker_side.state.backends(), None).unwrap(),
+    );
+
+    let shutdown = CancellationToken::new();
+    let workers = hivesync_server::runtime::spawn_worker(
+        &worker_side.state,
+        WorkerConfig::new(WorkerRole::Cpu, 1),
+        &shutdown,
+    );
+    let owner = api.register("owner").await;
+    let project = api.create_project(&owner, "rn").await;
+    sync(&api, &owner, &project, tar_of("rn-app", &unchanged)).await;
+    let token = preview_token(&api, &owner, &project, "android", None).await;
+    let built = build_and_download(&api, &token, json!({})).await;
+    let job = built.status["job_id"].as_str().unwrap().to_owned();
+    // Nothing of the build is on the API server's disk.
+    for sub in ["previews", "tmp"] {
+        assert_eq!(
+            std::fs::read_dir(api_dir.path().join(sub)).unwrap().count(),
+            0,
+            "{sub}"
+        );
+    }
+
+    for (which, app) in [("worker's server", &worker_side), ("API server", &api)] {
+        let status = status(app, &token, &job).await;
+        assert_eq!(status.body, built.status, "{which}");
+        let download = app
+            .get(&format!("/api/v1/preview/download/{job}"), Some(&token))
+            .await;
+        assert_eq!(download.status, StatusCode::OK, "{which}");
+        assert_eq!(download.bytes, built.zip, "{which}");
+        let partial = common::read(
+            app.client
+                .get(format!("/api/v1/preview/download/{job}"))
+                .header("authorization", format!("Bearer {token}"))
+                .header("range", "bytes=5-49")
+                .send()
+                .await,
+        )
+        .await;
+        assert_eq!(partial.status, StatusCode::PARTIAL_CONTENT, "{which}");
+        assert_eq!(partial.bytes, built.zip[5..50], "{which}");
+        let log = app
+            .get(&format!("/api/v1/preview/logs/{job}"), Some(&token))
+            .await;
+        assert_eq!(log.status, StatusCode::OK, "{which}");
+        assert!(log.text.contains("success after"), "{which}: {}", log.text);
+    }
+    shutdown.cancel();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+}

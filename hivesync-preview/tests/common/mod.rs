@@ -15,9 +15,10 @@ use hivesync_core::repo::{
     ArchiveKind, Author, BranchName, CommitRequest, ExpectedParent, ImportPolicy, Repos, SyncLimits,
 };
 use hivesync_core::testkit::examples::{example_app, tar_of_sources};
-use hivesync_preview::builder::{PREVIEW_JOB_KIND, PreviewBuilder, PreviewRequest};
+use hivesync_preview::builder::PreviewBuilder;
 use hivesync_preview::bundler::Platform;
 use hivesync_preview::deps::DepsStore;
+use hivesync_preview::job::PreviewRequest;
 use hivesync_preview::sandbox::{Sandbox, SandboxMode};
 use hivesync_queue::SqliteBackend;
 use hivesync_queue::jobs::{Submission, submit};
@@ -157,11 +158,7 @@ impl Env {
         let id = submit(
             &*self.store,
             &self.backend,
-            Submission::new(
-                Queue::PreviewBuild,
-                PREVIEW_JOB_KIND,
-                serde_json::to_value(&request).unwrap(),
-            ),
+            Submission::of(&request).unwrap(),
         )
         .await
         .unwrap()
@@ -176,11 +173,7 @@ impl Env {
             locks: Arc::new(self.backend.clone()),
             clock: system_clock(),
         };
-        let worker = Worker::new(
-            config,
-            deps,
-            Handlers::new().register(PREVIEW_JOB_KIND, builder),
-        );
+        let worker = Worker::new(config, deps, Handlers::new().on::<PreviewRequest>(builder));
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(worker.run(shutdown.clone()));
         let job = self.wait_finished(id).await;

@@ -2,13 +2,17 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use hivesync_core::domain::{Job, JobState, JobUpdate};
-use hivesync_core::ports::{Delivery, Store};
+use hivesync_core::ports::{Delivery, Queue, Store};
 use hivesync_core::{ApiErrorCode, Result};
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+
+use crate::jobs::{JobKind, decode, encode};
 
 /// Why a running job is being asked to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,10 +99,48 @@ impl From<hivesync_core::Error> for JobError {
     }
 }
 
-/// A handler's answer: an optional result stored with the job, or an error.
+/// An untyped handler's answer: an optional result stored with the job, or an error.
 pub type JobResult = std::result::Result<Option<serde_json::Value>, JobError>;
 
-/// Runs jobs of one kind.
+/// Runs jobs of kind `J`: the worker hands it the decoded payload, and stores what it returns as
+/// the job's result. A payload that does not decode fails the job permanently
+/// (`VALIDATION_ERROR`) without calling the handler: another attempt would read the same bytes.
+#[async_trait]
+pub trait TypedHandler<J: JobKind>: Send + Sync + 'static {
+    /// The state the job enters when a delivery starts (`building` for previews).
+    fn start_state(&self) -> JobState {
+        JobState::Running
+    }
+
+    /// Runs the job. Long handlers should watch `ctx.stop` and return [`JobError::Stopped`]
+    /// promptly when it fires.
+    async fn handle(&self, job: J, ctx: &JobContext) -> std::result::Result<J::Output, JobError>;
+}
+
+/// A [`TypedHandler`] seen as an untyped one: decodes once, encodes once.
+struct Typed<J, H> {
+    handler: H,
+    kind: PhantomData<fn() -> J>,
+}
+
+#[async_trait]
+impl<J: JobKind, H: TypedHandler<J>> JobHandler for Typed<J, H> {
+    fn start_state(&self) -> JobState {
+        self.handler.start_state()
+    }
+
+    async fn handle(&self, ctx: &JobContext) -> JobResult {
+        let job: J = decode(J::KIND, "payload", ctx.job.payload.clone())
+            .map_err(|err| JobError::permanent(ApiErrorCode::ValidationError, err.message()))?;
+        let output = self.handler.handle(job, ctx).await?;
+        encode(J::KIND, "result", &output)
+            .map(Some)
+            .map_err(JobError::from)
+    }
+}
+
+/// Runs jobs of one kind, with the payload and result as stored JSON: the layer under
+/// [`TypedHandler`], for tools and tests that exercise the queue itself.
 #[async_trait]
 pub trait JobHandler: Send + Sync + 'static {
     /// The state the job enters when a delivery starts (`building` for previews).
@@ -130,7 +172,18 @@ impl Handlers {
         Self::default()
     }
 
-    /// Registers `handler` for jobs of `kind`, replacing any earlier one.
+    /// Registers `handler` for jobs of kind `J`, replacing any earlier one.
+    pub fn on<J: JobKind>(self, handler: impl TypedHandler<J>) -> Self {
+        self.register(
+            J::KIND,
+            Typed {
+                handler,
+                kind: PhantomData,
+            },
+        )
+    }
+
+    /// Registers an untyped `handler` for jobs of `kind`, replacing any earlier one.
     pub fn register(mut self, kind: &str, handler: impl JobHandler) -> Self {
         self.by_kind.insert(kind.to_owned(), Arc::new(handler));
         self
@@ -141,10 +194,35 @@ impl Handlers {
     }
 }
 
-/// Answers `ping` jobs on `system_events`: the smoke test of the whole path
-/// (`hivesync queue ping`). Its result says which worker answered. With `{"hold_ms": n}` in the
-/// payload it holds the job that long first (at most ten minutes, and it stops when asked), so
-/// operators can watch a job run: in the admin views, across a worker restart, at shutdown.
+/// A `ping` job on `system_events`: the smoke test of the whole path (`hivesync queue ping`).
+/// With `hold_ms` the handler holds the job that long first (at most ten minutes, and it stops
+/// when asked), so operators can watch a job run: in the admin views, across a worker restart, at
+/// shutdown.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default)]
+    pub hold_ms: u64,
+}
+
+/// A ping's answer: which worker took it, on which attempt, and how long it held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {
+    pub pong: bool,
+    pub worker: String,
+    pub attempt: u32,
+    #[serde(default)]
+    pub held_ms: u64,
+}
+
+impl JobKind for Ping {
+    const KIND: &'static str = "ping";
+    const QUEUE: Queue = Queue::SystemEvents;
+    type Output = Pong;
+}
+
+/// Answers [`Ping`] jobs; its result says which worker answered.
 #[derive(Debug, Clone)]
 pub struct PingHandler {
     pub worker_id: String,
@@ -154,27 +232,20 @@ pub struct PingHandler {
 const MAX_PING_HOLD: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[async_trait]
-impl JobHandler for PingHandler {
-    async fn handle(&self, ctx: &JobContext) -> JobResult {
-        let hold = ctx
-            .job
-            .payload
-            .get("hold_ms")
-            .and_then(serde_json::Value::as_u64)
-            .map(std::time::Duration::from_millis)
-            .unwrap_or_default()
-            .min(MAX_PING_HOLD);
+impl TypedHandler<Ping> for PingHandler {
+    async fn handle(&self, ping: Ping, ctx: &JobContext) -> std::result::Result<Pong, JobError> {
+        let hold = std::time::Duration::from_millis(ping.hold_ms).min(MAX_PING_HOLD);
         if !hold.is_zero() {
             tokio::select! {
                 () = tokio::time::sleep(hold) => {}
                 () = ctx.stop.cancelled() => return Err(JobError::Stopped),
             }
         }
-        Ok(Some(serde_json::json!({
-            "pong": true,
-            "worker": self.worker_id,
-            "attempt": ctx.delivery.attempt,
-            "held_ms": hold.as_millis() as u64,
-        })))
+        Ok(Pong {
+            pong: true,
+            worker: self.worker_id.clone(),
+            attempt: ctx.delivery.attempt,
+            held_ms: hold.as_millis() as u64,
+        })
     }
 }

@@ -27,7 +27,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub use handler::{Handlers, JobContext, JobError, JobHandler, JobResult, PingHandler, StopReason};
+pub use handler::{
+    Handlers, JobContext, JobError, JobHandler, JobResult, Ping, PingHandler, Pong, StopReason,
+    TypedHandler,
+};
 
 /// The lock that keeps exactly one cleanup worker active across the cluster.
 pub const CLEANUP_LOCK: &str = "worker:cleanup";

@@ -11,19 +11,20 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use futures::TryStreamExt;
 use hivesync_core::domain::{Job, JobId, JobState, Platform, ProjectId};
 use hivesync_core::ports::{ObjectKey, RateDecision};
+use hivesync_core::preview_files::PreviewFiles;
 use hivesync_core::preview_token::{PreviewClaims, PreviewGrant, TOKEN_VERSION, validate_ref};
 use hivesync_core::{ApiErrorCode, Error};
-use hivesync_preview::builder::{PREVIEW_JOB_KIND, log_key};
+use hivesync_preview::job::{BuildCache, PREVIEW_JOB_KIND, PreviewBuilt, PreviewRequest};
 use hivesync_preview::request::BuildOrder;
 use hivesync_preview::runtime::{ClientRuntime, Runtime};
 use hivesync_preview::toolchain::{Toolchain, toolchain};
+use hivesync_queue::jobs::JobRecord;
 use poem::{Body, Request};
 use poem_openapi::auth::Bearer;
 use poem_openapi::param::{Header, Path, Query};
@@ -238,16 +239,9 @@ impl From<Runtime> for RuntimeView {
     }
 }
 
-/// The runtime a successful build recorded (builds from before runtimes were recorded have none).
-fn runtime_of(job: &Job) -> Option<Runtime> {
-    job.result
-        .as_ref()
-        .and_then(|r| r.get("runtime"))
-        .and_then(|r| serde_json::from_value(r.clone()).ok())
-}
-
-/// `409 RUNTIME_MISMATCH` when the client described by `described` cannot run `job`'s bundle.
-fn check_runtime(job: &Job, described: Option<&str>) -> Result<(), ApiError> {
+/// `409 RUNTIME_MISMATCH` when the client described by `described` cannot run `built`'s bundle
+/// (builds from before runtimes were recorded have none, and are not checked).
+fn check_runtime(built: &PreviewBuilt, described: Option<&str>) -> Result<(), ApiError> {
     let Some(described) = described.filter(|d| !d.trim().is_empty()) else {
         return Ok(());
     };
@@ -255,7 +249,7 @@ fn check_runtime(job: &Job, described: Option<&str>) -> Result<(), ApiError> {
         Error::validation(format!("invalid runtime description: {why}"))
             .with_context("field", "runtime")
     })?;
-    let Some(runtime) = runtime_of(job) else {
+    let Some(runtime) = &built.runtime else {
         return Ok(());
     };
     let differences = runtime.differences(&client);
@@ -275,10 +269,7 @@ fn check_runtime(job: &Job, described: Option<&str>) -> Result<(), ApiError> {
             "differences",
             serde_json::to_value(&differences).unwrap_or_default(),
         )
-        .with_detail(
-            "runtime",
-            serde_json::to_value(&runtime).unwrap_or_default(),
-        );
+        .with_detail("runtime", serde_json::to_value(runtime).unwrap_or_default());
     Err(ApiError::Conflict(Json(body)))
 }
 
@@ -526,8 +517,8 @@ impl PreviewApi {
         auth: PreviewOrMemberAuth,
         job_id: Path<Uuid>,
     ) -> Result<Json<StatusView>, ApiError> {
-        let job = self.readable_job(&auth.0, job_id.0).await?;
-        Ok(Json(status_view(&job)))
+        let build = self.readable_build(&auth.0, job_id.0).await?;
+        Ok(Json(status_view(&build)))
     }
 
     /// Download a bundle
@@ -558,9 +549,14 @@ impl PreviewApi {
         runtime: Query<Option<String>>,
     ) -> Result<DownloadResponse, ApiError> {
         let state = &self.state;
-        let job = self.readable_job(&auth.0, job_id.0).await?;
-        let bundle = Bundle::of(&job)?;
-        check_runtime(&job, runtime_header.0.as_deref().or(runtime.0.as_deref()))?;
+        let build = self.readable_build(&auth.0, job_id.0).await?;
+        let built = build.bundle()?;
+        check_runtime(built, runtime_header.0.as_deref().or(runtime.0.as_deref()))?;
+        let bundle = Bundle {
+            key: built.bundle_key.clone(),
+            bytes: built.bytes,
+            sha256: built.sha256.clone(),
+        };
         let etag = format!("\"{}\"", bundle.sha256);
         // Weak comparison (RFC 9110 §13.1.2): `W/"x"` matches `"x"`.
         if if_none_match.0.is_some_and(|tags| {
@@ -608,7 +604,7 @@ impl PreviewApi {
                 etag,
                 length,
                 "bytes".to_owned(),
-                format!("attachment; filename=\"preview-{}.zip\"", job.id),
+                format!("attachment; filename=\"preview-{}.zip\"", build.job.id),
             ),
         })
     }
@@ -624,32 +620,16 @@ impl PreviewApi {
         job_id: Path<Uuid>,
     ) -> Result<PlainText<String>, ApiError> {
         let state = &self.state;
-        let job = self.readable_job(&auth.0, job_id.0).await?;
-        let builder = built_by(&job).unwrap_or_else(|| job.id.to_string());
-        let data_dir = &state.config.data_dir;
-        let kept = data_dir.join("previews").join(&builder).join("build.log");
-        let live = data_dir
-            .join("tmp")
-            .join(format!("preview-job-{builder}"))
-            .join("logs/build.log");
-        // While a build runs (a retry included), its live log; afterwards the kept copy.
-        let candidates: [PathBuf; 2] = if job.state.is_terminal() {
-            [kept, live]
-        } else {
-            [live, kept]
-        };
-        for path in candidates {
-            if let Ok(bytes) = tokio::fs::read(&path).await {
-                return Ok(PlainText(String::from_utf8_lossy(&bytes).into_owned()));
-            }
-        }
-        if let Some(project) = job.project_id {
-            let key = ObjectKey::new(log_key(project, &builder))?;
-            if state.objects.head(&key).await?.is_some() {
-                use hivesync_core::ports::ObjectStoreExt;
-                let bytes = state.objects.get_bytes(&key).await?;
-                return Ok(PlainText(String::from_utf8_lossy(&bytes).into_owned()));
-            }
+        let build = self.readable_build(&auth.0, job_id.0).await?;
+        let job = &build.job;
+        // The object the worker keeps up to date while the build runs: every server reads the same
+        // log, whether or not it shares a disk with the worker.
+        let builder = build.built.as_ref().map_or(job.id, |b| b.builder(job.id));
+        let key = PreviewFiles::log_object(build.request.project_id, builder)?;
+        if state.objects.head(&key).await?.is_some() {
+            use hivesync_core::ports::ObjectStoreExt;
+            let bytes = state.objects.get_bytes(&key).await?;
+            return Ok(PlainText(String::from_utf8_lossy(&bytes).into_owned()));
         }
         Err(ApiError::not_found(if job.state == JobState::Queued {
             "the build has not started; it has no log yet"
@@ -660,9 +640,9 @@ impl PreviewApi {
 }
 
 impl PreviewApi {
-    /// The preview job `id`, if `caller` may read it; `404` otherwise. One read: the job joined
+    /// The preview build `id`, if `caller` may read it; `404` otherwise. One read: the job joined
     /// to the caller's membership of its project.
-    async fn readable_job(&self, caller: &PreviewCaller, id: Uuid) -> Result<Arc<Job>, ApiError> {
+    async fn readable_build(&self, caller: &PreviewCaller, id: Uuid) -> Result<Build, ApiError> {
         let hidden = || ApiError::not_found("no such preview build");
         let user = match caller {
             PreviewCaller::Member(caller) => caller.user_id,
@@ -675,55 +655,31 @@ impl PreviewApi {
             .await?
             .filter(|job| job.kind == PREVIEW_JOB_KIND)
             .ok_or_else(hidden)?;
+        let build = Build::of(job)?;
         if let PreviewCaller::Token(claims) = caller {
-            let requested = job
-                .payload
-                .get("requested_ref")
-                .or_else(|| job.payload.get("git_ref"))
-                .and_then(|v| v.as_str());
             // A token pinned to a ref reads only builds of that ref.
             let pinned_elsewhere = claims
                 .git_ref
                 .as_deref()
-                .is_some_and(|pinned| requested != Some(pinned));
-            if job.project_id != Some(claims.project_id)
-                || platform_of(&job) != Some(claims.platform)
+                .is_some_and(|pinned| build.request.asked_ref() != pinned);
+            if build.job.project_id != Some(claims.project_id)
+                || build.request.platform != claims.platform
                 || pinned_elsewhere
             {
                 return Err(hidden());
             }
         }
-        Ok(job)
+        Ok(build)
     }
 
+    /// The bundle's bytes in `span`, from the object store (the filesystem store in embedded
+    /// mode), never from a worker's disk.
     async fn bundle_body(
         &self,
         bundle: &Bundle,
         key: &ObjectKey,
         span: Range<u64>,
     ) -> Result<Body, ApiError> {
-        use tokio::io::{AsyncReadExt, AsyncSeekExt};
-
-        // The worker's own copy, when this server shares its DATA_DIR, saves a round trip.
-        let local = self
-            .state
-            .config
-            .data_dir
-            .join("previews")
-            .join(&bundle.built_by)
-            .join("bundle.zip");
-        if let Ok(mut file) = tokio::fs::File::open(&local).await
-            && file.metadata().await.is_ok_and(|m| m.len() == bundle.bytes)
-            && file
-                .seek(std::io::SeekFrom::Start(span.start))
-                .await
-                .is_ok()
-        {
-            let reader = file.take(span.end - span.start);
-            return Ok(Body::from_bytes_stream(tokio_util::io::ReaderStream::new(
-                reader,
-            )));
-        }
         let stored = if span.start == 0 && span.end == bundle.bytes {
             self.state.objects.get(key, None).await?
         } else {
@@ -735,79 +691,56 @@ impl PreviewApi {
     }
 }
 
-/// A finished build's bundle, from its result.
+/// A preview build's record, read as one.
+struct Build {
+    job: Arc<Job>,
+    request: PreviewRequest,
+    /// The result, once the build succeeded.
+    built: Option<PreviewBuilt>,
+}
+
+impl Build {
+    fn of(job: Arc<Job>) -> Result<Build, ApiError> {
+        let request = job.payload_as::<PreviewRequest>()?;
+        let built = job.output_as::<PreviewRequest>()?;
+        Ok(Build {
+            job,
+            request,
+            built,
+        })
+    }
+
+    /// The result of a successful build; `409` for any other.
+    fn bundle(&self) -> Result<&PreviewBuilt, ApiError> {
+        if self.job.state != JobState::Success {
+            return Err(Error::conflict(format!(
+                "the build is {}; only a successful build has a bundle",
+                self.job.state
+            ))
+            .with_context("status", self.job.state)
+            .into());
+        }
+        self.built
+            .as_ref()
+            .ok_or_else(|| Error::internal("a successful build without a bundle").into())
+    }
+}
+
+/// The bundle a download serves.
 struct Bundle {
     key: String,
     bytes: u64,
     sha256: String,
-    /// The job that built it (itself, or the earlier build it reused).
-    built_by: String,
 }
 
-impl Bundle {
-    fn of(job: &Job) -> Result<Bundle, ApiError> {
-        if job.state != JobState::Success {
-            return Err(Error::conflict(format!(
-                "the build is {}; only a successful build has a bundle",
-                job.state
-            ))
-            .with_context("status", job.state)
-            .into());
-        }
-        let result = job.result.as_ref();
-        let field = |name: &str| result.and_then(|r| r.get(name));
-        match (
-            field("bundle_key").and_then(|v| v.as_str()),
-            field("bytes").and_then(serde_json::Value::as_u64),
-            field("sha256").and_then(|v| v.as_str()),
-        ) {
-            (Some(key), Some(bytes), Some(sha256)) => Ok(Bundle {
-                key: key.to_owned(),
-                bytes,
-                sha256: sha256.to_owned(),
-                built_by: built_by(job).unwrap_or_else(|| job.id.to_string()),
-            }),
-            _ => Err(Error::internal("a successful build without a bundle").into()),
-        }
-    }
-}
-
-fn built_by(job: &Job) -> Option<String> {
-    job.result
-        .as_ref()
-        .and_then(|r| r.get("built_by"))
-        .and_then(|v| v.as_str())
-        .and_then(|id| Uuid::parse_str(id).ok())
-        .map(|id| id.to_string())
-}
-
-fn platform_of(job: &Job) -> Option<Platform> {
-    job.payload
-        .get("platform")
-        .and_then(|v| v.as_str())
-        .and_then(|p| p.parse().ok())
-}
-
-fn status_view(job: &Job) -> StatusView {
-    let result = job.result.as_ref();
-    let field = |name: &str| result.and_then(|r| r.get(name));
-    let text = |name: &str| field(name).and_then(|v| v.as_str()).map(str::to_owned);
-    let cache = field("cache").map(|cache| CacheView {
-        build: cache
-            .get("build")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned),
-        dependencies: cache
-            .get("dependencies")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned),
-        metro_warm: cache.get("metro_warm").and_then(serde_json::Value::as_bool),
-    });
+fn status_view(build: &Build) -> StatusView {
+    let (job, request) = (&build.job, &build.request);
+    let built = build.built.as_ref();
     let id = job.id.to_string();
     StatusView {
         job_id: job.id.as_uuid(),
         project_id: job.project_id.map(|p| p.as_uuid()).unwrap_or_default(),
-        platform: platform_of(job).map(PlatformView::from),
+        platform: Some(request.platform.into()),
         status: job.state.to_string(),
         progress: job.progress,
         phase: job.phase.clone(),
@@ -822,36 +755,30 @@ fn status_view(job: &Job) -> StatusView {
             },
             code,
         }),
-        cache,
-        git_ref: job
-            .payload
-            .get("requested_ref")
-            .or_else(|| job.payload.get("git_ref"))
-            .and_then(|v| v.as_str())
-            .map(str::to_owned),
-        commit: text("commit").or_else(|| {
-            job.payload
-                .get("git_ref")
-                .and_then(|v| v.as_str())
-                .filter(|r| r.len() == 40)
-                .map(str::to_owned)
+        cache: built.map(|b| CacheView {
+            build: b.cache.build.map(|c| {
+                match c {
+                    BuildCache::Hit => "hit",
+                    BuildCache::Miss => "miss",
+                }
+                .to_owned()
+            }),
+            dependencies: b.cache.dependencies.clone(),
+            metro_warm: b.cache.metro_warm,
         }),
-        bytes: field("bytes").and_then(serde_json::Value::as_u64),
-        sha256: text("sha256"),
-        bundler: text("bundler"),
-        bundler_version: text("bundler_version"),
-        runtime: runtime_of(job).map(RuntimeView::from),
-        package_manager: text("package_manager"),
-        lockfile: text("lockfile"),
-        warnings: field("warnings")
-            .and_then(|w| w.as_array())
-            .map(|w| {
-                w.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        built_by: text("built_by"),
+        git_ref: Some(request.asked_ref().to_owned()),
+        commit: built
+            .and_then(|b| b.commit.clone())
+            .or_else(|| request.pinned_commit().map(str::to_owned)),
+        bytes: built.map(|b| b.bytes),
+        sha256: built.map(|b| b.sha256.clone()),
+        bundler: built.and_then(|b| b.bundler.clone()),
+        bundler_version: built.and_then(|b| b.bundler_version.clone()),
+        runtime: built.and_then(|b| b.runtime.clone()).map(RuntimeView::from),
+        package_manager: built.and_then(|b| b.package_manager.clone()),
+        lockfile: built.and_then(|b| b.lockfile.clone()),
+        warnings: built.map(|b| b.warnings.clone()).unwrap_or_default(),
+        built_by: built.and_then(|b| b.built_by).map(|id| id.to_string()),
         download_url: (job.state == JobState::Success)
             .then(|| format!("{}/preview/download/{id}", super::API_PREFIX)),
         logs_url: format!("{}/preview/logs/{id}", super::API_PREFIX),
