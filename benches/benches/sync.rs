@@ -12,8 +12,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
+use hivesync_core::client::Client;
+use hivesync_core::client::sync::sync_folder;
 use hivesync_core::config::Config;
-use hivesync_server::client::{ServerArgs, sync_folder};
 use hivesync_server::state::AppState;
 use serde_json::{Value, json};
 
@@ -129,16 +130,21 @@ async fn main() {
         .await
         .unwrap();
     let project: uuid::Uuid = project["id"].as_str().unwrap().parse().unwrap();
-    let args = ServerArgs {
-        url: Some(base.clone()),
-        token: Some(token),
-    };
+    let client = Client::new(&base, Some(token)).unwrap();
 
     println!("project: {files} files");
     let started = Instant::now();
-    let full = sync_folder(&args, &synced, project, "main", Some("full"), false, &cache)
-        .await
-        .unwrap();
+    let full = sync_folder(
+        &client,
+        &synced,
+        project,
+        "main",
+        Some("full"),
+        false,
+        &cache,
+    )
+    .await
+    .unwrap();
     let full_sync = started.elapsed();
     assert_eq!(full.sent.len(), full.files);
     let full_git = git(&local, "git init -q && git add -A && git commit -q -m full");
@@ -166,9 +172,17 @@ async fn main() {
         std::fs::write(local.join(&path), &content).unwrap();
 
         let started = Instant::now();
-        let report = sync_folder(&args, &synced, project, "main", Some("edit"), false, &cache)
-            .await
-            .unwrap();
+        let report = sync_folder(
+            &client,
+            &synced,
+            project,
+            "main",
+            Some("edit"),
+            false,
+            &cache,
+        )
+        .await
+        .unwrap();
         delta.push(started.elapsed());
         parts.push((report.scan_time, report.plan_time, report.commit_time));
         assert_eq!(report.sent, vec![path.clone()], "one file sent");

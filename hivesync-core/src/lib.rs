@@ -28,6 +28,8 @@
 
 pub mod adapters;
 pub mod auth;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod domain;

@@ -3,6 +3,7 @@
 //!
 //! - [`request`]: asking for a build — the whole-build cache in front of the queue.
 //! - [`job`]: the `preview_build` job's payload and result, for everything that writes or reads it.
+//! - [`client`] (feature `client`): previews from a client, over HTTP.
 //! - [`builder`]: the `preview_build` job handler that runs all of it.
 //! - [`bundler`]: Metro and Expo runs.
 //! - [`detect`]: Expo or bare React Native, and the entry file.
@@ -19,6 +20,8 @@
 
 pub mod builder;
 pub mod bundler;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod deps;
 pub mod detect;
 pub mod job;

@@ -870,6 +870,19 @@ async fn an_api_server_without_the_workers_disk_serves_the_same_build() {
     let token = preview_token(&api, &owner, &project, "android", None).await;
     let built = build_and_download(&api, &token, json!({})).await;
     let job = built.status["job_id"].as_str().unwrap().to_owned();
+    // The client library reads the status into the types the builder wrote.
+    let typed: hivesync_preview::client::PreviewStatus =
+        serde_json::from_value(built.status.clone()).unwrap();
+    assert_eq!(typed.sha256.as_deref(), built.status["sha256"].as_str());
+    assert_eq!(typed.bytes, Some(built.zip.len() as u64));
+    assert_eq!(
+        typed.runtime.as_ref().map(|r| r.fingerprint.as_str()),
+        built.status["runtime"]["fingerprint"].as_str()
+    );
+    assert_eq!(
+        typed.cache.and_then(|c| c.build),
+        Some(hivesync_preview::job::BuildCache::Miss)
+    );
     // Nothing of the build is on the API server's disk.
     for sub in ["previews", "tmp"] {
         assert_eq!(

@@ -177,7 +177,7 @@ impl CommitRequest {
 }
 
 /// The result of a sync.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncOutcome {
     pub branch: String,
     /// The branch head after the sync: the new commit, or the unchanged head.
