@@ -15,7 +15,7 @@ use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation, decode, encode}
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OnceCell, Semaphore};
 
-use crate::config::JwtConfig;
+use crate::config::{JwtConfig, SigningKeys};
 use crate::domain::UserId;
 use crate::error::{Error, ErrorKind, Result};
 use crate::secret::Secret;
@@ -195,8 +195,9 @@ impl JwtIssuer {
         }
     }
 
-    pub fn from_config(config: &JwtConfig) -> Self {
-        Self::new(&config.secret, config.ttl)
+    /// The issuer of `config`'s tokens, signed with `keys.jwt`.
+    pub fn from_config(config: &JwtConfig, keys: &SigningKeys) -> Self {
+        Self::new(&keys.jwt, config.ttl)
     }
 
     /// How long issued tokens live.

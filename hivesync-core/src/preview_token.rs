@@ -21,7 +21,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::config::{PreviewConfig, PreviewKey};
+use crate::config::{PreviewConfig, PreviewKey, SigningKeys};
 use crate::domain::{Platform, ProjectId, UserId};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -110,8 +110,9 @@ impl PreviewTokenSigner {
         })
     }
 
-    pub fn from_config(config: &PreviewConfig) -> Result<Self> {
-        Self::new(&config.signing_key, &config.previous_keys)
+    /// The signer of `config`'s tokens: `keys.preview` signs, the previous keys still verify.
+    pub fn from_config(config: &PreviewConfig, keys: &SigningKeys) -> Result<Self> {
+        Self::new(&keys.preview, &config.previous_keys)
     }
 
     /// The id of the key that signs new tokens.

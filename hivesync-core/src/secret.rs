@@ -66,7 +66,7 @@ pub fn load_or_generate(path: &Path) -> Result<Secret> {
     }
 }
 
-fn read_stored(path: &Path) -> Result<Option<Secret>> {
+pub(crate) fn read_stored(path: &Path) -> Result<Option<Secret>> {
     match std::fs::read_to_string(path) {
         Ok(stored) => {
             let value = stored.trim();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use hivesync_core::clock::system_clock;
-use hivesync_core::config::{self, Config};
+use hivesync_core::config::{self, Config, SigningKeys};
 use hivesync_core::domain::{Email, JobState, JobUpdate};
 use hivesync_core::ports::{Queue, WorkerRole};
 use hivesync_core::{Error, ErrorKind, Result};
@@ -289,11 +289,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Opens the backends without migrating (only `serve` and `migrate` change the schema).
+/// Opens the backends without migrating (only `serve` and `migrate` change the schema), for a
+/// command that issues no tokens: no secret is generated for it.
 async fn open_state(config: Config) -> Result<Arc<AppState>> {
     config::prepare_data_dir(&config)?;
+    let keys = SigningKeys::without_storing(&config)?;
     let backends = Backends::open(&config, system_clock(), false).await?;
-    AppState::new(config, backends, None)
+    AppState::with_keys(config, &keys, backends, None)
 }
 
 async fn migrate(config: Config) -> Result<ExitCode> {

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use hivesync_core::Result;
 use hivesync_core::auth::{JwtIssuer, PasswordHasher};
 use hivesync_core::clock::{SharedClock, system_clock};
-use hivesync_core::config::{self, Config};
+use hivesync_core::config::{self, Config, SigningKeys};
 use hivesync_core::job_cache::MemberJobCache;
 use hivesync_core::ports::{
     JobQueue, Locks, ObjectStore, Quota, RateLimiter, Store, WorkerRegistry,
@@ -117,9 +117,22 @@ impl AppState {
         Self::new(config, backends, None)
     }
 
-    /// Assembles a state from opened backends (tests, embedders).
+    /// Assembles a state from opened backends (tests, embedders), with the signing keys
+    /// [`SigningKeys::prepare`] loads (generating the embedded mode's on first use).
     pub fn new(
         config: Config,
+        backends: Backends,
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<Arc<Self>> {
+        let keys = SigningKeys::prepare(&config)?;
+        Self::with_keys(config, &keys, backends, metrics)
+    }
+
+    /// Assembles a state with `keys` (a command that signs nothing passes
+    /// [`SigningKeys::without_storing`]).
+    pub fn with_keys(
+        config: Config,
+        keys: &SigningKeys,
         backends: Backends,
         metrics: Option<PrometheusHandle>,
     ) -> Result<Arc<Self>> {
@@ -131,8 +144,8 @@ impl AppState {
         let background = CancellationToken::new();
         watch_changes(&config, &job_cache, &background);
         Ok(Arc::new(AppState {
-            jwt: JwtIssuer::from_config(&config.jwt),
-            preview_tokens: PreviewTokenSigner::from_config(&config.preview)?,
+            jwt: JwtIssuer::from_config(&config.jwt, keys),
+            preview_tokens: PreviewTokenSigner::from_config(&config.preview, keys)?,
             login_quota: Quota::per_minute(config.http.login_attempts_per_minute)?,
             build_quota: Quota::per_minute(config.preview.builds_per_minute)?,
             previews: Previews {

@@ -362,6 +362,27 @@ fn health_exits_non_zero_when_the_database_is_down() {
     assert_eq!(report["status"], "down");
 }
 
+#[test]
+fn health_on_the_embedded_defaults_generates_no_secret() {
+    let data = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(BINARY)
+            .args(args)
+            .env_clear()
+            .env("DATA_DIR", data.path())
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["migrate"]).status.success());
+    let output = run(&["health", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_ne!(report["status"], "down", "{report}");
+    assert!(
+        !data.path().join("secrets").exists(),
+        "only a command that signs tokens generates their keys"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_grant_and_revoke() {
     let deployment = Deployment::embedded();
