@@ -7,27 +7,28 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 
+use hivesync_core::adapters::sql::Backend;
 pub(crate) use hivesync_core::adapters::sql::db_error;
 
+mod backend;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
+
+pub use backend::SqlBackend;
 
 /// Expired leases of a queue are looked for at most this often (by the backend's clock).
 pub(crate) const RECLAIM_EVERY: Duration = Duration::from_secs(1);
 /// Workers silent for this long are dropped from the registry.
 pub(crate) const WORKER_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
-/// The statements where the two databases differ.
-#[derive(Debug)]
-pub(crate) struct Dialect {
+/// The statements of the SQL queue where the two databases differ.
+pub trait QueueBackend: Backend {
     /// Leases the oldest due job of a queue (`$1` queue, `$2` now, `$3` token, `$4` expiry,
     /// `$5` worker). PostgreSQL skips rows other workers are leasing at this instant.
-    pub(crate) reserve: &'static str,
-    /// Starts a transaction that will write (SQLite takes the write lock up front).
-    pub(crate) begin_write: &'static str,
+    const RESERVE: &'static str;
     /// Reads a lease's cancellation flag (`$1` job, `$2` token), locking the row on PostgreSQL.
-    pub(crate) lock_lease: &'static str,
+    const LOCK_LEASE: &'static str;
 }
 
 pub(crate) fn to_ms(time: DateTime<Utc>) -> i64 {

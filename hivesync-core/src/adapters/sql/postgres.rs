@@ -1,56 +1,27 @@
 //! The PostgreSQL `Store`.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
-use sqlx::SqlSafeStr;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::PgPoolOptions;
+use sqlx::Postgres;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgPoolOptions, PgQueryResult};
 
-use super::Dialect;
+use super::Backend;
 use crate::error::{Error, Result};
 
-type Db = sqlx::Postgres;
+/// The `Store` on PostgreSQL.
+pub type SqlStore = super::SqlStore<Postgres>;
 
-const DIALECT: Dialect = Dialect {
-    begin_write: "BEGIN",
-    lock_project: "SELECT id FROM projects WHERE id = $1 FOR UPDATE",
-};
+impl Backend for Postgres {
+    const BEGIN_WRITE: &'static str = "BEGIN";
+    const LOCK_PROJECT: &'static str = "SELECT id FROM projects WHERE id = $1 FOR UPDATE";
+    // The whole directory rather than a list, so that no migration can be left out of it.
+    const MIGRATOR: &'static Migrator = &sqlx::migrate!("./migrations/postgres");
 
-static MIGRATIONS: std::sync::LazyLock<Migrator> = std::sync::LazyLock::new(|| {
-    Migrator::with_migrations(vec![
-        Migration::new(
-            1,
-            Cow::Borrowed("init"),
-            MigrationType::Simple,
-            include_str!("../../../migrations/postgres/0001_init.sql").into_sql_str(),
-            false,
-        ),
-        Migration::new(
-            2,
-            Cow::Borrowed("queue"),
-            MigrationType::Simple,
-            include_str!("../../../migrations/postgres/0002_queue.sql").into_sql_str(),
-            false,
-        ),
-        Migration::new(
-            3,
-            Cow::Borrowed("job_keys"),
-            MigrationType::Simple,
-            include_str!("../../../migrations/postgres/0003_job_keys.sql").into_sql_str(),
-            false,
-        ),
-        Migration::new(
-            4,
-            Cow::Borrowed("change_feed"),
-            MigrationType::Simple,
-            include_str!("../../../migrations/postgres/0004_change_feed.sql").into_sql_str(),
-            false,
-        ),
-    ])
-});
-
-include!("store_impl.rs");
+    fn rows_affected(result: &PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
 
 impl SqlStore {
     /// Connects to a `postgres://` URL with a pool of `max_connections`.
@@ -134,13 +105,19 @@ pub async fn watch_changes(
                             }
                             // The connection was lost: what was said meanwhile is unknown.
                             Ok(None) | Err(_) => {
-                                tracing::warn!("the change feed was interrupted; status reads bypass the cache until it is back");
+                                tracing::warn!(
+                                    "the change feed was interrupted; \
+                                     status reads bypass the cache until it is back"
+                                );
                                 break;
                             }
                         },
                         _ = tick.tick() => {
                             if sent > seen {
-                                tracing::warn!("the change feed stopped delivering; status reads bypass the cache until it is back");
+                                tracing::warn!(
+                                    "the change feed stopped delivering; \
+                                     status reads bypass the cache until it is back"
+                                );
                                 break;
                             }
                             sent += 1;

@@ -1,50 +1,31 @@
 //! The SQLite `Store`: the embedded default, one file in `DATA_DIR`.
 
-use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::SqlSafeStr;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-
-use super::Dialect;
-use crate::error::{Error, ErrorKind, Result};
-
-type Db = sqlx::Sqlite;
-
-const DIALECT: Dialect = Dialect {
-    begin_write: "BEGIN IMMEDIATE",
-    lock_project: "SELECT id FROM projects WHERE id = $1",
+use sqlx::Sqlite;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult,
+    SqliteSynchronous,
 };
 
-static MIGRATIONS: std::sync::LazyLock<Migrator> = std::sync::LazyLock::new(|| {
-    Migrator::with_migrations(vec![
-        Migration::new(
-            1,
-            Cow::Borrowed("init"),
-            MigrationType::Simple,
-            include_str!("../../../migrations/sqlite/0001_init.sql").into_sql_str(),
-            false,
-        ),
-        Migration::new(
-            2,
-            Cow::Borrowed("queue"),
-            MigrationType::Simple,
-            include_str!("../../../migrations/sqlite/0002_queue.sql").into_sql_str(),
-            false,
-        ),
-        Migration::new(
-            3,
-            Cow::Borrowed("job_keys"),
-            MigrationType::Simple,
-            include_str!("../../../migrations/sqlite/0003_job_keys.sql").into_sql_str(),
-            false,
-        ),
-    ])
-});
+use super::Backend;
+use crate::error::{Error, ErrorKind, Result};
 
-include!("store_impl.rs");
+/// The `Store` on SQLite.
+pub type SqlStore = super::SqlStore<Sqlite>;
+
+impl Backend for Sqlite {
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    const LOCK_PROJECT: &'static str = "SELECT id FROM projects WHERE id = $1";
+    // The whole directory rather than a list, so that no migration can be left out of it.
+    const MIGRATOR: &'static Migrator = &sqlx::migrate!("./migrations/sqlite");
+
+    fn rows_affected(result: &SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
 
 impl SqlStore {
     /// Opens (creating if needed) the database at a `sqlite://` URL, in WAL mode with foreign keys

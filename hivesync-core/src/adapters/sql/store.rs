@@ -1,147 +1,184 @@
-// The `Store` implementation shared by the SQLite and PostgreSQL adapters.
-//
-// This file is `include!`d by `sqlite.rs` and `postgres.rs`, each of which defines `Db` (the sqlx
-// database type), `DIALECT`, `MIGRATIONS` and the `Error`/`Result` imports first. Code generic over `sqlx::Database` would
-// need a dozen higher-ranked bounds on every function; compiling the same text once per backend
-// keeps it plain Rust, and the two schemas are kept column-for-column identical so that every
-// statement below runs unchanged on both.
+//! The `Store` on SQL, written once for SQLite and PostgreSQL.
+//!
+//! Every statement here runs unchanged on both databases because their schemas are kept column
+//! for column identical (`migrations/{sqlite,postgres}`); the few that cannot be shared come from
+//! [`Backend`]. The `where` clauses spell out what sqlx does not promise for every database (that
+//! a connection runs queries, that a Rust type fits a column): rustc does not carry such bounds
+//! over from a trait to the code that uses it, so each generic `impl` block repeats them.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::{Pool, Row};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, Pool, Row, Type};
 use uuid::Uuid;
 
-use crate::adapters::sql::{db_error, now};
+use super::{Backend, ColumnType, db_error, now};
 use crate::domain::{
     Credentials, Email, Job, JobCount, JobFilter, JobId, JobState, JobUpdate, Member, NewJob,
     NewNotification, NewProject, NewUser, Notification, NotificationId, Page, Project, ProjectId,
     ProjectPatch, ProjectWithRole, Role, User, UserId, UserPatch,
 };
+use crate::error::{Error, ErrorKind, Result};
 use crate::ports::Store;
 
-type DbRow = <Db as sqlx::Database>::Row;
-
-/// A `Store` on a sqlx connection pool.
-#[derive(Debug, Clone)]
-pub struct SqlStore {
-    pool: Pool<Db>,
+/// A `Store` on a sqlx connection pool: [`SqliteStore`](crate::adapters::SqliteStore) or
+/// [`PostgresStore`](crate::adapters::PostgresStore).
+#[derive(Debug)]
+pub struct SqlStore<DB: Database> {
+    pool: Pool<DB>,
 }
 
-impl SqlStore {
+// Not derived: the derive would require `DB: Clone`, which sqlx's database types are not.
+impl<DB: Database> Clone for SqlStore<DB> {
+    fn clone(&self) -> Self {
+        SqlStore {
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+impl<DB: Database> SqlStore<DB> {
     /// Wraps an existing pool (migrations are not run; call [`Store::migrate`]).
-    pub fn from_pool(pool: Pool<Db>) -> Self {
+    pub fn from_pool(pool: Pool<DB>) -> Self {
         SqlStore { pool }
     }
 
     /// The underlying pool, for adapters that share the database (the SQL-backed job queue).
-    pub fn pool(&self) -> &Pool<Db> {
+    pub fn pool(&self) -> &Pool<DB> {
         &self.pool
     }
+}
 
+const MEMBER_SELECT: &str = "SELECT m.project_id, m.user_id, u.email, u.display_name, \
+    m.role, m.added_at \
+    FROM project_members m JOIN users u ON u.id = m.user_id \
+    WHERE m.project_id = $1 AND m.user_id = $2";
+
+impl<DB> SqlStore<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: Type<DB> + Encode<'a, DB> + Decode<'a, DB> + ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'a> Option<&'a str>: Encode<'a, DB>,
+    for<'a> Json<&'a Value>: Type<DB> + Encode<'a, DB>,
+    Uuid: ColumnType<DB>,
+    Option<Uuid>: ColumnType<DB>,
+    String: ColumnType<DB>,
+    Option<String>: ColumnType<DB>,
+    Json<Value>: ColumnType<DB>,
+    Option<Json<Value>>: ColumnType<DB>,
+    DateTime<Utc>: ColumnType<DB>,
+    bool: ColumnType<DB>,
+    i32: ColumnType<DB>,
+    Option<i32>: ColumnType<DB>,
+    i64: ColumnType<DB>,
+    f64: ColumnType<DB>,
+{
     pub fn into_dyn(self) -> Arc<dyn Store> {
         Arc::new(self)
     }
-}
 
-fn user_from_row(row: &DbRow) -> Result<User> {
-    Ok(User {
-        id: UserId::from_uuid(row.try_get("id").map_err(db_error)?),
-        email: Email::parse(row.try_get::<&str, _>("email").map_err(db_error)?)?,
-        display_name: row.try_get("display_name").map_err(db_error)?,
-        preferences: row.try_get::<Json<Value>, _>("preferences").map_err(db_error)?.0,
-        is_admin: row.try_get("is_admin").map_err(db_error)?,
-        created_at: row.try_get("created_at").map_err(db_error)?,
-        updated_at: row.try_get("updated_at").map_err(db_error)?,
-    })
-}
+    fn user_from_row(row: &DB::Row) -> Result<User> {
+        Ok(User {
+            id: UserId::from_uuid(row.try_get("id").map_err(db_error)?),
+            email: Email::parse(row.try_get::<&str, _>("email").map_err(db_error)?)?,
+            display_name: row.try_get("display_name").map_err(db_error)?,
+            preferences: row
+                .try_get::<Json<Value>, _>("preferences")
+                .map_err(db_error)?
+                .0,
+            is_admin: row.try_get("is_admin").map_err(db_error)?,
+            created_at: row.try_get("created_at").map_err(db_error)?,
+            updated_at: row.try_get("updated_at").map_err(db_error)?,
+        })
+    }
 
-fn project_from_row(row: &DbRow) -> Result<Project> {
-    Ok(Project {
-        id: ProjectId::from_uuid(row.try_get("id").map_err(db_error)?),
-        name: row.try_get("name").map_err(db_error)?,
-        description: row.try_get("description").map_err(db_error)?,
-        created_by: UserId::from_uuid(row.try_get("created_by").map_err(db_error)?),
-        created_at: row.try_get("created_at").map_err(db_error)?,
-        updated_at: row.try_get("updated_at").map_err(db_error)?,
-    })
-}
+    fn project_from_row(row: &DB::Row) -> Result<Project> {
+        Ok(Project {
+            id: ProjectId::from_uuid(row.try_get("id").map_err(db_error)?),
+            name: row.try_get("name").map_err(db_error)?,
+            description: row.try_get("description").map_err(db_error)?,
+            created_by: UserId::from_uuid(row.try_get("created_by").map_err(db_error)?),
+            created_at: row.try_get("created_at").map_err(db_error)?,
+            updated_at: row.try_get("updated_at").map_err(db_error)?,
+        })
+    }
 
-fn role_from_row(row: &DbRow) -> Result<Role> {
-    row.try_get::<&str, _>("role").map_err(db_error)?.parse()
-}
+    fn role_from_row(row: &DB::Row) -> Result<Role> {
+        row.try_get::<&str, _>("role").map_err(db_error)?.parse()
+    }
 
-fn member_from_row(row: &DbRow) -> Result<Member> {
-    Ok(Member {
-        project_id: ProjectId::from_uuid(row.try_get("project_id").map_err(db_error)?),
-        user_id: UserId::from_uuid(row.try_get("user_id").map_err(db_error)?),
-        email: Email::parse(row.try_get::<&str, _>("email").map_err(db_error)?)?,
-        display_name: row.try_get("display_name").map_err(db_error)?,
-        role: role_from_row(row)?,
-        added_at: row.try_get("added_at").map_err(db_error)?,
-    })
-}
+    fn member_from_row(row: &DB::Row) -> Result<Member> {
+        Ok(Member {
+            project_id: ProjectId::from_uuid(row.try_get("project_id").map_err(db_error)?),
+            user_id: UserId::from_uuid(row.try_get("user_id").map_err(db_error)?),
+            email: Email::parse(row.try_get::<&str, _>("email").map_err(db_error)?)?,
+            display_name: row.try_get("display_name").map_err(db_error)?,
+            role: Self::role_from_row(row)?,
+            added_at: row.try_get("added_at").map_err(db_error)?,
+        })
+    }
 
-fn job_from_row(row: &DbRow) -> Result<Job> {
-    let attempts: i32 = row.try_get("attempts").map_err(db_error)?;
-    Ok(Job {
-        id: JobId::from_uuid(row.try_get("id").map_err(db_error)?),
-        kind: row.try_get("kind").map_err(db_error)?,
-        queue: row.try_get("queue").map_err(db_error)?,
-        project_id: row
-            .try_get::<Option<Uuid>, _>("project_id")
-            .map_err(db_error)?
-            .map(ProjectId::from_uuid),
-        user_id: row
-            .try_get::<Option<Uuid>, _>("user_id")
-            .map_err(db_error)?
-            .map(UserId::from_uuid),
-        state: row.try_get::<&str, _>("state").map_err(db_error)?.parse()?,
-        progress: row.try_get("progress").map_err(db_error)?,
-        phase: row.try_get("phase").map_err(db_error)?,
-        attempts: attempts.max(0) as u32,
-        error_code: row.try_get("error_code").map_err(db_error)?,
-        error_message: row.try_get("error_message").map_err(db_error)?,
-        payload: row.try_get::<Json<Value>, _>("payload").map_err(db_error)?.0,
-        result: row
-            .try_get::<Option<Json<Value>>, _>("result")
-            .map_err(db_error)?
-            .map(|j| j.0),
-        dedup_key: row.try_get("dedup_key").map_err(db_error)?,
-        created_at: row.try_get("created_at").map_err(db_error)?,
-        updated_at: row.try_get("updated_at").map_err(db_error)?,
-        started_at: row.try_get("started_at").map_err(db_error)?,
-        finished_at: row.try_get("finished_at").map_err(db_error)?,
-    })
-}
+    fn job_from_row(row: &DB::Row) -> Result<Job> {
+        let attempts: i32 = row.try_get("attempts").map_err(db_error)?;
+        Ok(Job {
+            id: JobId::from_uuid(row.try_get("id").map_err(db_error)?),
+            kind: row.try_get("kind").map_err(db_error)?,
+            queue: row.try_get("queue").map_err(db_error)?,
+            project_id: row
+                .try_get::<Option<Uuid>, _>("project_id")
+                .map_err(db_error)?
+                .map(ProjectId::from_uuid),
+            user_id: row
+                .try_get::<Option<Uuid>, _>("user_id")
+                .map_err(db_error)?
+                .map(UserId::from_uuid),
+            state: row.try_get::<&str, _>("state").map_err(db_error)?.parse()?,
+            progress: row.try_get("progress").map_err(db_error)?,
+            phase: row.try_get("phase").map_err(db_error)?,
+            attempts: attempts.max(0) as u32,
+            error_code: row.try_get("error_code").map_err(db_error)?,
+            error_message: row.try_get("error_message").map_err(db_error)?,
+            payload: row
+                .try_get::<Json<Value>, _>("payload")
+                .map_err(db_error)?
+                .0,
+            result: row
+                .try_get::<Option<Json<Value>>, _>("result")
+                .map_err(db_error)?
+                .map(|j| j.0),
+            dedup_key: row.try_get("dedup_key").map_err(db_error)?,
+            created_at: row.try_get("created_at").map_err(db_error)?,
+            updated_at: row.try_get("updated_at").map_err(db_error)?,
+            started_at: row.try_get("started_at").map_err(db_error)?,
+            finished_at: row.try_get("finished_at").map_err(db_error)?,
+        })
+    }
 
-fn notification_from_row(row: &DbRow) -> Result<Notification> {
-    Ok(Notification {
-        id: NotificationId::from_uuid(row.try_get("id").map_err(db_error)?),
-        user_id: UserId::from_uuid(row.try_get("user_id").map_err(db_error)?),
-        kind: row.try_get("kind").map_err(db_error)?,
-        title: row.try_get("title").map_err(db_error)?,
-        body: row.try_get("body").map_err(db_error)?,
-        data: row.try_get::<Json<Value>, _>("data").map_err(db_error)?.0,
-        created_at: row.try_get("created_at").map_err(db_error)?,
-        read_at: row.try_get("read_at").map_err(db_error)?,
-    })
-}
+    fn notification_from_row(row: &DB::Row) -> Result<Notification> {
+        Ok(Notification {
+            id: NotificationId::from_uuid(row.try_get("id").map_err(db_error)?),
+            user_id: UserId::from_uuid(row.try_get("user_id").map_err(db_error)?),
+            kind: row.try_get("kind").map_err(db_error)?,
+            title: row.try_get("title").map_err(db_error)?,
+            body: row.try_get("body").map_err(db_error)?,
+            data: row.try_get::<Json<Value>, _>("data").map_err(db_error)?.0,
+            created_at: row.try_get("created_at").map_err(db_error)?,
+            read_at: row.try_get("read_at").map_err(db_error)?,
+        })
+    }
 
-const MEMBER_SELECT: &str = "SELECT m.project_id, m.user_id, u.email, u.display_name, m.role, m.added_at \
-     FROM project_members m JOIN users u ON u.id = m.user_id \
-     WHERE m.project_id = $1 AND m.user_id = $2";
-
-impl SqlStore {
-    /// Fails with `NotFound` unless the project exists; under `DIALECT.lock_project` this also
+    /// Fails with `NotFound` unless the project exists; under `DB::LOCK_PROJECT` this also
     /// serialises membership changes of one project.
     async fn lock_project(
-        tx: &mut sqlx::Transaction<'static, Db>,
+        tx: &mut sqlx::Transaction<'static, DB>,
         project: ProjectId,
     ) -> Result<()> {
-        let found = sqlx::query(DIALECT.lock_project)
+        let found = sqlx::query(DB::LOCK_PROJECT)
             .bind(project.as_uuid())
             .fetch_optional(&mut **tx)
             .await
@@ -153,7 +190,7 @@ impl SqlStore {
     }
 
     async fn member_in_tx(
-        tx: &mut sqlx::Transaction<'static, Db>,
+        tx: &mut sqlx::Transaction<'static, DB>,
         project: ProjectId,
         user: UserId,
     ) -> Result<Option<Member>> {
@@ -164,18 +201,19 @@ impl SqlStore {
             .await
             .map_err(db_error)?
             .as_ref()
-            .map(member_from_row)
+            .map(Self::member_from_row)
             .transpose()
     }
 
     /// Fails with `Conflict` if `user` is the project's only owner.
     async fn ensure_not_last_owner(
-        tx: &mut sqlx::Transaction<'static, Db>,
+        tx: &mut sqlx::Transaction<'static, DB>,
         project: ProjectId,
         user: UserId,
     ) -> Result<()> {
         let others: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM project_members WHERE project_id = $1 AND role = 'owner' AND user_id <> $2",
+            "SELECT COUNT(*) FROM project_members WHERE project_id = $1 AND role = 'owner' \
+             AND user_id <> $2",
         )
         .bind(project.as_uuid())
         .bind(user.as_uuid())
@@ -199,9 +237,29 @@ macro_rules! job_columns {
 }
 
 #[async_trait]
-impl Store for SqlStore {
+impl<DB> Store for SqlStore<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: Type<DB> + Encode<'a, DB> + Decode<'a, DB> + ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'a> Option<&'a str>: Encode<'a, DB>,
+    for<'a> Json<&'a Value>: Type<DB> + Encode<'a, DB>,
+    Uuid: ColumnType<DB>,
+    Option<Uuid>: ColumnType<DB>,
+    String: ColumnType<DB>,
+    Option<String>: ColumnType<DB>,
+    Json<Value>: ColumnType<DB>,
+    Option<Json<Value>>: ColumnType<DB>,
+    DateTime<Utc>: ColumnType<DB>,
+    bool: ColumnType<DB>,
+    i32: ColumnType<DB>,
+    Option<i32>: ColumnType<DB>,
+    i64: ColumnType<DB>,
+    f64: ColumnType<DB>,
+{
     async fn migrate(&self) -> Result<()> {
-        MIGRATIONS
+        DB::MIGRATOR
             .run(&self.pool)
             .await
             .map_err(|e| Error::unavailable("database migration failed").with_source(e))
@@ -218,7 +276,8 @@ impl Store for SqlStore {
     async fn create_user(&self, user: NewUser) -> Result<User> {
         let now = now();
         let row = sqlx::query(
-            "INSERT INTO users (id, email, display_name, password_hash, preferences, is_admin, created_at, updated_at) \
+            "INSERT INTO users (id, email, display_name, password_hash, preferences, is_admin, \
+             created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, FALSE, $6, $6) \
              RETURNING id, email, display_name, preferences, is_admin, created_at, updated_at",
         )
@@ -231,38 +290,40 @@ impl Store for SqlStore {
         .fetch_one(&self.pool)
         .await
         .map_err(|e| match db_error(e) {
-            err if err.kind() == crate::error::ErrorKind::Conflict => {
+            err if err.kind() == ErrorKind::Conflict => {
                 Error::conflict("an account with this email already exists")
                     .with_context("field", "email")
             }
             err => err,
         })?;
-        user_from_row(&row)
+        Self::user_from_row(&row)
     }
 
     async fn get_user(&self, id: UserId) -> Result<Option<User>> {
         sqlx::query(
-            "SELECT id, email, display_name, preferences, is_admin, created_at, updated_at FROM users WHERE id = $1",
+            "SELECT id, email, display_name, preferences, is_admin, created_at, updated_at \
+             FROM users WHERE id = $1",
         )
         .bind(id.as_uuid())
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error)?
         .as_ref()
-        .map(user_from_row)
+        .map(Self::user_from_row)
         .transpose()
     }
 
     async fn get_user_by_email(&self, email: &Email) -> Result<Option<User>> {
         sqlx::query(
-            "SELECT id, email, display_name, preferences, is_admin, created_at, updated_at FROM users WHERE email = $1",
+            "SELECT id, email, display_name, preferences, is_admin, created_at, updated_at \
+             FROM users WHERE email = $1",
         )
         .bind(email.as_str())
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error)?
         .as_ref()
-        .map(user_from_row)
+        .map(Self::user_from_row)
         .transpose()
     }
 
@@ -295,7 +356,7 @@ impl Store for SqlStore {
         .await
         .map_err(db_error)?
         .as_ref()
-        .map(user_from_row)
+        .map(Self::user_from_row)
         .transpose()?
         .ok_or_else(|| Error::not_found("no such user").with_context("user_id", id))
     }
@@ -308,7 +369,7 @@ impl Store for SqlStore {
             .execute(&self.pool)
             .await
             .map_err(db_error)?;
-        if done.rows_affected() == 0 {
+        if DB::rows_affected(&done) == 0 {
             return Err(Error::not_found("no such user").with_context("user_id", id));
         }
         Ok(())
@@ -317,7 +378,11 @@ impl Store for SqlStore {
     async fn create_project(&self, project: NewProject) -> Result<Project> {
         let now = now();
         let id = ProjectId::new();
-        let mut tx = self.pool.begin_with(DIALECT.begin_write).await.map_err(db_error)?;
+        let mut tx = self
+            .pool
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(db_error)?;
         let row = sqlx::query(
             "INSERT INTO projects (id, name, description, created_by, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $5) \
@@ -331,13 +396,14 @@ impl Store for SqlStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| match db_error(e) {
-            err if err.kind() == crate::error::ErrorKind::Validation => {
+            err if err.kind() == ErrorKind::Validation => {
                 Error::not_found("no such user").with_context("user_id", project.owner)
             }
             err => err,
         })?;
         sqlx::query(
-            "INSERT INTO project_members (project_id, user_id, role, added_at) VALUES ($1, $2, 'owner', $3)",
+            "INSERT INTO project_members (project_id, user_id, role, added_at) \
+             VALUES ($1, $2, 'owner', $3)",
         )
         .bind(id.as_uuid())
         .bind(project.owner.as_uuid())
@@ -346,19 +412,20 @@ impl Store for SqlStore {
         .await
         .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
-        project_from_row(&row)
+        Self::project_from_row(&row)
     }
 
     async fn get_project(&self, id: ProjectId) -> Result<Option<Project>> {
         sqlx::query(
-            "SELECT id, name, description, created_by, created_at, updated_at FROM projects WHERE id = $1",
+            "SELECT id, name, description, created_by, created_at, updated_at FROM projects \
+             WHERE id = $1",
         )
         .bind(id.as_uuid())
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error)?
         .as_ref()
-        .map(project_from_row)
+        .map(Self::project_from_row)
         .transpose()
     }
 
@@ -382,8 +449,8 @@ impl Store for SqlStore {
         rows.iter()
             .map(|row| {
                 Ok(ProjectWithRole {
-                    project: project_from_row(row)?,
-                    role: role_from_row(row)?,
+                    project: Self::project_from_row(row)?,
+                    role: Self::role_from_row(row)?,
                 })
             })
             .collect()
@@ -391,7 +458,8 @@ impl Store for SqlStore {
 
     async fn update_project(&self, id: ProjectId, patch: ProjectPatch) -> Result<Project> {
         sqlx::query(
-            "UPDATE projects SET name = COALESCE($2, name), description = COALESCE($3, description), \
+            "UPDATE projects SET name = COALESCE($2, name), \
+             description = COALESCE($3, description), \
              updated_at = $4 WHERE id = $1 \
              RETURNING id, name, description, created_by, created_at, updated_at",
         )
@@ -403,7 +471,7 @@ impl Store for SqlStore {
         .await
         .map_err(db_error)?
         .as_ref()
-        .map(project_from_row)
+        .map(Self::project_from_row)
         .transpose()?
         .ok_or_else(|| Error::not_found("no such project").with_context("project_id", id))
     }
@@ -414,7 +482,7 @@ impl Store for SqlStore {
             .execute(&self.pool)
             .await
             .map_err(db_error)?;
-        if done.rows_affected() == 0 {
+        if DB::rows_affected(&done) == 0 {
             return Err(Error::not_found("no such project").with_context("project_id", id));
         }
         Ok(())
@@ -428,7 +496,7 @@ impl Store for SqlStore {
             .await
             .map_err(db_error)?
             .as_ref()
-            .map(role_from_row)
+            .map(Self::role_from_row)
             .transpose()
     }
 
@@ -442,11 +510,15 @@ impl Store for SqlStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        rows.iter().map(member_from_row).collect()
+        rows.iter().map(Self::member_from_row).collect()
     }
 
     async fn add_member(&self, project: ProjectId, user: UserId, role: Role) -> Result<Member> {
-        let mut tx = self.pool.begin_with(DIALECT.begin_write).await.map_err(db_error)?;
+        let mut tx = self
+            .pool
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(db_error)?;
         Self::lock_project(&mut tx, project).await?;
         let user_exists = sqlx::query("SELECT 1 FROM users WHERE id = $1")
             .bind(user.as_uuid())
@@ -458,7 +530,8 @@ impl Store for SqlStore {
             return Err(Error::not_found("no such user").with_context("user_id", user));
         }
         sqlx::query(
-            "INSERT INTO project_members (project_id, user_id, role, added_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO project_members (project_id, user_id, role, added_at) \
+             VALUES ($1, $2, $3, $4)",
         )
         .bind(project.as_uuid())
         .bind(user.as_uuid())
@@ -467,7 +540,7 @@ impl Store for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| match db_error(e) {
-            err if err.kind() == crate::error::ErrorKind::Conflict => {
+            err if err.kind() == ErrorKind::Conflict => {
                 Error::conflict("the user is already a member of this project")
                     .with_context("user_id", user)
             }
@@ -480,8 +553,17 @@ impl Store for SqlStore {
         Ok(member)
     }
 
-    async fn set_member_role(&self, project: ProjectId, user: UserId, role: Role) -> Result<Member> {
-        let mut tx = self.pool.begin_with(DIALECT.begin_write).await.map_err(db_error)?;
+    async fn set_member_role(
+        &self,
+        project: ProjectId,
+        user: UserId,
+        role: Role,
+    ) -> Result<Member> {
+        let mut tx = self
+            .pool
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(db_error)?;
         Self::lock_project(&mut tx, project).await?;
         let current = Self::member_in_tx(&mut tx, project, user)
             .await?
@@ -504,7 +586,11 @@ impl Store for SqlStore {
     }
 
     async fn remove_member(&self, project: ProjectId, user: UserId) -> Result<()> {
-        let mut tx = self.pool.begin_with(DIALECT.begin_write).await.map_err(db_error)?;
+        let mut tx = self
+            .pool
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(db_error)?;
         Self::lock_project(&mut tx, project).await?;
         let current = Self::member_in_tx(&mut tx, project, user)
             .await?
@@ -526,11 +612,13 @@ impl Store for SqlStore {
         // A conflict on the dedup index means an unfinished twin exists: return it. It may finish
         // between the failed insert and the lookup, hence one more round.
         for _ in 0..2 {
-            let inserted = sqlx::query(
-                concat!("INSERT INTO jobs (id, kind, queue, project_id, user_id, state, progress, attempts, payload, dedup_key, created_at, updated_at) \
+            let inserted = sqlx::query(concat!(
+                "INSERT INTO jobs (id, kind, queue, project_id, user_id, state, progress, \
+                 attempts, payload, dedup_key, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, 'queued', 0, 0, $6, $7, $8, $8) \
-                 RETURNING ", job_columns!()),
-            )
+                 RETURNING ",
+                job_columns!()
+            ))
             .bind(job.id.as_uuid())
             .bind(&job.kind)
             .bind(&job.queue)
@@ -543,59 +631,67 @@ impl Store for SqlStore {
             .await
             .map_err(db_error);
             let err = match inserted {
-                Ok(row) => return job_from_row(&row),
+                Ok(row) => return Self::job_from_row(&row),
                 Err(err) => err,
             };
-            let Some(key) = job.dedup_key.as_deref().filter(|_| err.kind() == crate::error::ErrorKind::Conflict) else {
+            let Some(key) = job
+                .dedup_key
+                .as_deref()
+                .filter(|_| err.kind() == ErrorKind::Conflict)
+            else {
                 return Err(err);
             };
-            let twin = sqlx::query(
-                concat!("SELECT ", job_columns!(), " \
+            let twin = sqlx::query(concat!(
+                "SELECT ",
+                job_columns!(),
+                " \
                  FROM jobs WHERE queue = $1 AND dedup_key = $2 \
-                 AND state NOT IN ('success', 'failed', 'cancelled')"),
-            )
+                 AND state NOT IN ('success', 'failed', 'cancelled')"
+            ))
             .bind(&job.queue)
             .bind(key)
             .fetch_optional(&self.pool)
             .await
             .map_err(db_error)?;
             if let Some(row) = twin {
-                return job_from_row(&row);
+                return Self::job_from_row(&row);
             }
         }
-        Err(Error::conflict("a job with this dedup key keeps appearing and finishing; try again"))
+        Err(Error::conflict(
+            "a job with this dedup key keeps appearing and finishing; try again",
+        ))
     }
 
     async fn get_job(&self, id: JobId) -> Result<Option<Job>> {
-        sqlx::query(
-            concat!("SELECT ", job_columns!(), " \
-             FROM jobs WHERE id = $1"),
-        )
+        sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " \
+             FROM jobs WHERE id = $1"
+        ))
         .bind(id.as_uuid())
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error)?
         .as_ref()
-        .map(job_from_row)
+        .map(Self::job_from_row)
         .transpose()
     }
 
     async fn get_member_job(&self, id: JobId, user: UserId) -> Result<Option<Job>> {
-        sqlx::query(
-            concat!(
-                "SELECT ",
-                job_columns!(),
-                " FROM jobs WHERE id = $1 AND EXISTS (SELECT 1 FROM project_members m \
+        sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE id = $1 AND EXISTS (SELECT 1 FROM project_members m \
                  WHERE m.project_id = jobs.project_id AND m.user_id = $2)"
-            ),
-        )
+        ))
         .bind(id.as_uuid())
         .bind(user.as_uuid())
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error)?
         .as_ref()
-        .map(job_from_row)
+        .map(Self::job_from_row)
         .transpose()
     }
 
@@ -608,16 +704,17 @@ impl Store for SqlStore {
         let terminal = update.state.is_terminal();
         let started = update.state != JobState::Queued;
         // The WHERE clause refuses to touch a finished job, atomically with the update.
-        let row = sqlx::query(
-            concat!("UPDATE jobs SET state = $2, progress = $3, phase = $4, \
+        let row = sqlx::query(concat!(
+            "UPDATE jobs SET state = $2, progress = $3, phase = $4, \
              attempts = attempts + $5, error_code = $6, error_message = $7, \
              result = COALESCE($8, result), updated_at = $9, \
              started_at = CASE WHEN $10 AND started_at IS NULL THEN $9 ELSE started_at END, \
              finished_at = CASE WHEN $11 THEN $9 ELSE finished_at END \
              WHERE id = $1 AND state NOT IN ('success', 'failed', 'cancelled') \
              AND ($12 IS NULL OR attempts = $12) \
-             RETURNING ", job_columns!()),
-        )
+             RETURNING ",
+            job_columns!()
+        ))
         .bind(id.as_uuid())
         .bind(update.state.as_str())
         .bind(update.progress)
@@ -634,56 +731,66 @@ impl Store for SqlStore {
         .await
         .map_err(db_error)?;
         match row {
-            Some(row) => job_from_row(&row),
+            Some(row) => Self::job_from_row(&row),
             None => match self.get_job(id).await? {
-                Some(job) if job.state.is_terminal() => Err(Error::conflict("the job has already finished")
-                    .with_context("job_id", id)
-                    .with_context("state", job.state)),
-                Some(job) => Err(Error::conflict("a later attempt of the job superseded this one")
-                    .with_context("job_id", id)
-                    .with_context("attempts", job.attempts)),
+                Some(job) if job.state.is_terminal() => {
+                    Err(Error::conflict("the job has already finished")
+                        .with_context("job_id", id)
+                        .with_context("state", job.state))
+                }
+                Some(job) => Err(
+                    Error::conflict("a later attempt of the job superseded this one")
+                        .with_context("job_id", id)
+                        .with_context("attempts", job.attempts),
+                ),
                 None => Err(Error::not_found("no such job").with_context("job_id", id)),
             },
         }
     }
 
     async fn reset_job(&self, id: JobId) -> Result<Job> {
-        let row = sqlx::query(
-            concat!("UPDATE jobs SET state = 'queued', progress = 0, phase = 'retried', error_code = NULL, \
+        let row = sqlx::query(concat!(
+            "UPDATE jobs SET state = 'queued', progress = 0, phase = 'retried', error_code = NULL, \
              error_message = NULL, result = NULL, finished_at = NULL, updated_at = $2 \
              WHERE id = $1 AND state IN ('failed', 'cancelled') \
-             RETURNING ", job_columns!()),
-        )
+             RETURNING ",
+            job_columns!()
+        ))
         .bind(id.as_uuid())
         .bind(now())
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| match db_error(e) {
             // Another unfinished job took its dedup key meanwhile.
-            err if err.kind() == crate::error::ErrorKind::Conflict => {
-                Error::conflict("an unfinished job with the same dedup key exists").with_context("job_id", id)
+            err if err.kind() == ErrorKind::Conflict => {
+                Error::conflict("an unfinished job with the same dedup key exists")
+                    .with_context("job_id", id)
             }
             err => err,
         })?;
         match row {
-            Some(row) => job_from_row(&row),
+            Some(row) => Self::job_from_row(&row),
             None => match self.get_job(id).await? {
-                Some(job) => Err(Error::conflict("only failed or cancelled jobs can be reset")
-                    .with_context("job_id", id)
-                    .with_context("state", job.state)),
+                Some(job) => Err(
+                    Error::conflict("only failed or cancelled jobs can be reset")
+                        .with_context("job_id", id)
+                        .with_context("state", job.state),
+                ),
                 None => Err(Error::not_found("no such job").with_context("job_id", id)),
             },
         }
     }
 
     async fn list_jobs(&self, filter: &JobFilter, page: Page<JobId>) -> Result<Vec<Job>> {
-        let rows = sqlx::query(
-            concat!("SELECT ", job_columns!(), " \
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " \
              FROM jobs WHERE ($1 IS NULL OR queue = $1) AND ($2 IS NULL OR state = $2) \
              AND ($3 IS NULL OR project_id = $3) AND ($4 IS NULL OR kind = $4) \
              AND ($5 IS NULL OR dedup_key = $5) \
-             AND ($6 IS NULL OR id < $6) ORDER BY id DESC LIMIT $7"),
-        )
+             AND ($6 IS NULL OR id < $6) ORDER BY id DESC LIMIT $7"
+        ))
         .bind(filter.queue.as_deref())
         .bind(filter.state.map(JobState::as_str))
         .bind(filter.project_id.map(|id| id.as_uuid()))
@@ -694,12 +801,13 @@ impl Store for SqlStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        rows.iter().map(job_from_row).collect()
+        rows.iter().map(Self::job_from_row).collect()
     }
 
     async fn count_jobs(&self) -> Result<Vec<JobCount>> {
         let rows = sqlx::query(
-            "SELECT queue, state, COUNT(*) AS n FROM jobs GROUP BY queue, state ORDER BY queue, state",
+            "SELECT queue, state, COUNT(*) AS n FROM jobs GROUP BY queue, state \
+             ORDER BY queue, state",
         )
         .fetch_all(&self.pool)
         .await
@@ -731,12 +839,12 @@ impl Store for SqlStore {
         .fetch_one(&self.pool)
         .await
         .map_err(|e| match db_error(e) {
-            err if err.kind() == crate::error::ErrorKind::Validation => {
+            err if err.kind() == ErrorKind::Validation => {
                 Error::not_found("no such user").with_context("user_id", notification.user_id)
             }
             err => err,
         })?;
-        notification_from_row(&row)
+        Self::notification_from_row(&row)
     }
 
     async fn list_notifications(
@@ -757,24 +865,29 @@ impl Store for SqlStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        rows.iter().map(notification_from_row).collect()
+        rows.iter().map(Self::notification_from_row).collect()
     }
 
     async fn mark_notifications_read(&self, user: UserId, ids: &[NotificationId]) -> Result<u64> {
         let now = now();
-        let mut tx = self.pool.begin_with(DIALECT.begin_write).await.map_err(db_error)?;
+        let mut tx = self
+            .pool
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(db_error)?;
         let mut changed = 0;
         for id in ids {
-            changed += sqlx::query(
-                "UPDATE notifications SET read_at = $3 WHERE id = $1 AND user_id = $2 AND read_at IS NULL",
+            let done = sqlx::query(
+                "UPDATE notifications SET read_at = $3 \
+                 WHERE id = $1 AND user_id = $2 AND read_at IS NULL",
             )
             .bind(id.as_uuid())
             .bind(user.as_uuid())
             .bind(now)
             .execute(&mut *tx)
             .await
-            .map_err(db_error)?
-            .rows_affected();
+            .map_err(db_error)?;
+            changed += DB::rows_affected(&done);
         }
         tx.commit().await.map_err(db_error)?;
         Ok(changed)

@@ -1,8 +1,11 @@
-// The SQL `JobQueue`, `WorkerRegistry` and `Locks`, shared by SQLite and PostgreSQL.
-//
-// `include!`d by `sqlite.rs` and `postgres.rs`, which define `Db`, `DIALECT` and the imports
-// first, for the same reason as the SQL `Store` (see hivesync-core/src/adapters/sql): one text,
-// compiled per backend, over identical tables (hivesync-core/migrations/*/0002_queue.sql).
+//! The SQL `JobQueue`, `WorkerRegistry` and `Locks`, written once for SQLite and PostgreSQL.
+//!
+//! Like the SQL `Store` (`hivesync_core::adapters::sql`), this is generic over the sqlx database
+//! and runs the same statements on both, over tables that are identical on both
+//! (`hivesync-core/migrations/*/0002_queue.sql`); what differs comes from [`QueueBackend`].
+//! Each `impl` block's `where` clause lists what its statements need and sqlx does not promise
+//! for every database (a connection that runs queries, Rust types that fit the columns): rustc
+//! does not carry such bounds over from a trait to its users, so they cannot be stated once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,27 +13,27 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use hivesync_core::adapters::sql::ColumnType;
 use hivesync_core::clock::SharedClock;
 use hivesync_core::domain::JobId;
 use hivesync_core::ports::{
     CancelOutcome, DeadLetter, Delivery, Enqueued, FailOutcome, Failure, JobQueue, LeaseRef,
-    LeaseStatus, Locks, NewQueuedJob, Queue, QueueStats, ReleaseOutcome, WorkerRegistry, WorkerStatus,
+    LeaseStatus, Locks, NewQueuedJob, Queue, QueueStats, ReleaseOutcome, WorkerRegistry,
+    WorkerStatus,
 };
 use hivesync_core::{Error, ErrorKind, Result};
 use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::{Pool, Row};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, Pool, Row, Type};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::sql::{db_error, from_ms, lease_token, to_ms, RECLAIM_EVERY, WORKER_RETENTION};
+use super::{QueueBackend, RECLAIM_EVERY, WORKER_RETENTION, db_error, from_ms, lease_token, to_ms};
 
-type DbRow = <Db as sqlx::Database>::Row;
-
-/// The job queue, worker registry and locks on a sqlx pool.
-#[derive(Clone)]
-pub struct SqlBackend {
-    pool: Pool<Db>,
+/// The job queue, worker registry and locks on a sqlx pool:
+/// [`SqliteBackend`](crate::SqliteBackend) or `PostgresBackend`.
+pub struct SqlBackend<DB: Database> {
+    pool: Pool<DB>,
     clock: SharedClock,
     /// Wakes this process's waiting workers when this process adds work; workers in other
     /// processes find it at their next poll.
@@ -39,15 +42,27 @@ pub struct SqlBackend {
     last_reclaim: Arc<Mutex<HashMap<Queue, DateTime<Utc>>>>,
 }
 
-impl std::fmt::Debug for SqlBackend {
+// Not derived: the derive would require `DB: Clone`, which sqlx's database types are not.
+impl<DB: Database> Clone for SqlBackend<DB> {
+    fn clone(&self) -> Self {
+        SqlBackend {
+            pool: self.pool.clone(),
+            clock: self.clock.clone(),
+            work_added: self.work_added.clone(),
+            last_reclaim: self.last_reclaim.clone(),
+        }
+    }
+}
+
+impl<DB: Database> std::fmt::Debug for SqlBackend<DB> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqlBackend").finish_non_exhaustive()
     }
 }
 
-impl SqlBackend {
+impl<DB: Database> SqlBackend<DB> {
     /// A backend on `pool`, whose tables the `Store` migrations created.
-    pub fn new(pool: Pool<Db>, clock: SharedClock) -> Self {
+    pub fn new(pool: Pool<DB>, clock: SharedClock) -> Self {
         SqlBackend {
             pool,
             clock,
@@ -59,7 +74,20 @@ impl SqlBackend {
     fn now_ms(&self) -> i64 {
         to_ms(self.clock.now())
     }
+}
 
+impl<DB> SqlBackend<DB>
+where
+    DB: QueueBackend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: Type<DB> + Encode<'a, DB> + Decode<'a, DB> + ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    Json<Value>: ColumnType<DB>,
+    Uuid: ColumnType<DB>,
+    String: ColumnType<DB>,
+    i32: ColumnType<DB>,
+    i64: ColumnType<DB>,
+{
     /// Makes expired leases deliverable again (or dead, or gone), at most once per
     /// [`RECLAIM_EVERY`] per queue: every `reserve` would otherwise pay three extra statements.
     async fn reclaim_expired(&self, queue: Queue, now_ms: i64) -> Result<()> {
@@ -67,7 +95,12 @@ impl SqlBackend {
         {
             let mut last = self.last_reclaim.lock().unwrap_or_else(|e| e.into_inner());
             match last.get(&queue) {
-                Some(at) if now.signed_duration_since(*at).to_std().is_ok_and(|d| d < RECLAIM_EVERY) => {
+                Some(at)
+                    if now
+                        .signed_duration_since(*at)
+                        .to_std()
+                        .is_ok_and(|d| d < RECLAIM_EVERY) =>
+                {
                     return Ok(());
                 }
                 _ => {
@@ -77,7 +110,8 @@ impl SqlBackend {
         }
         // Cancelled while running, and its worker is gone: drop it.
         sqlx::query(
-            "DELETE FROM queue_entries WHERE queue = $1 AND status = 'leased' AND lease_expires_at <= $2 \
+            "DELETE FROM queue_entries WHERE queue = $1 AND status = 'leased' \
+             AND lease_expires_at <= $2 \
              AND cancel_requested",
         )
         .bind(queue.as_str())
@@ -87,10 +121,12 @@ impl SqlBackend {
         .map_err(db_error)?;
         // Out of attempts: dead letter.
         sqlx::query(
-            "UPDATE queue_entries SET status = 'dead', died_at = $2, dedup_key = NULL, lease_token = NULL, \
-             lease_expires_at = NULL, worker_id = NULL, error_code = 'LEASE_EXPIRED', \
+            "UPDATE queue_entries SET status = 'dead', died_at = $2, dedup_key = NULL, \
+             lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, \
+             error_code = 'LEASE_EXPIRED', \
              error_message = 'the worker stopped renewing its lease on the last attempt' \
-             WHERE queue = $1 AND status = 'leased' AND lease_expires_at <= $2 AND attempt >= max_attempts",
+             WHERE queue = $1 AND status = 'leased' AND lease_expires_at <= $2 \
+             AND attempt >= max_attempts",
         )
         .bind(queue.as_str())
         .bind(now_ms)
@@ -106,8 +142,8 @@ impl SqlBackend {
         .bind(now_ms)
         .execute(&self.pool)
         .await
-        .map_err(db_error)?
-        .rows_affected();
+        .map_err(db_error)?;
+        let requeued = DB::rows_affected(&requeued);
         if requeued > 0 {
             tracing::info!(queue = %queue, jobs = requeued, "re-queued jobs whose lease expired");
         }
@@ -115,70 +151,109 @@ impl SqlBackend {
     }
 
     async fn job_with_key(&self, queue: Queue, key: &str) -> Result<Option<JobId>> {
-        let id: Option<Uuid> =
-            sqlx::query_scalar("SELECT job_id FROM queue_entries WHERE queue = $1 AND dedup_key = $2")
-                .bind(queue.as_str())
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_error)?;
+        let id: Option<Uuid> = sqlx::query_scalar(
+            "SELECT job_id FROM queue_entries WHERE queue = $1 AND dedup_key = $2",
+        )
+        .bind(queue.as_str())
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
         Ok(id.map(JobId::from_uuid))
+    }
+
+    fn delivery_from_row(row: &DB::Row, queue: Queue) -> Result<Delivery> {
+        let attempt: i32 = row.try_get("attempt").map_err(db_error)?;
+        let max_attempts: i32 = row.try_get("max_attempts").map_err(db_error)?;
+        let expires: i64 = row.try_get("lease_expires_at").map_err(db_error)?;
+        let enqueued: i64 = row.try_get("enqueued_at").map_err(db_error)?;
+        Ok(Delivery {
+            lease: LeaseRef {
+                job_id: JobId::from_uuid(row.try_get("job_id").map_err(db_error)?),
+                queue,
+                token: row.try_get("lease_token").map_err(db_error)?,
+            },
+            kind: row.try_get("kind").map_err(db_error)?,
+            payload: row
+                .try_get::<Json<Value>, _>("payload")
+                .map_err(db_error)?
+                .0,
+            attempt: attempt.max(0) as u32,
+            max_attempts: max_attempts.max(0) as u32,
+            enqueued_at: from_ms(enqueued),
+            lease_expires_at: from_ms(expires),
+        })
+    }
+
+    fn dead_letter_from_row(row: &DB::Row) -> Result<DeadLetter> {
+        let attempts: i32 = row.try_get("attempt").map_err(db_error)?;
+        Ok(DeadLetter {
+            job_id: JobId::from_uuid(row.try_get("job_id").map_err(db_error)?),
+            queue: row.try_get::<&str, _>("queue").map_err(db_error)?.parse()?,
+            kind: row.try_get("kind").map_err(db_error)?,
+            payload: row
+                .try_get::<Json<Value>, _>("payload")
+                .map_err(db_error)?
+                .0,
+            attempts: attempts.max(0) as u32,
+            error_code: row
+                .try_get::<Option<String>, _>("error_code")
+                .map_err(db_error)?
+                .unwrap_or_default(),
+            error_message: row
+                .try_get::<Option<String>, _>("error_message")
+                .map_err(db_error)?
+                .unwrap_or_default(),
+            died_at: from_ms(
+                row.try_get::<Option<i64>, _>("died_at")
+                    .map_err(db_error)?
+                    .unwrap_or(0),
+            ),
+        })
     }
 }
 
-fn delivery_from_row(row: &DbRow, queue: Queue) -> Result<Delivery> {
-    let attempt: i32 = row.try_get("attempt").map_err(db_error)?;
-    let max_attempts: i32 = row.try_get("max_attempts").map_err(db_error)?;
-    let expires: i64 = row.try_get("lease_expires_at").map_err(db_error)?;
-    let enqueued: i64 = row.try_get("enqueued_at").map_err(db_error)?;
-    Ok(Delivery {
-        lease: LeaseRef {
-            job_id: JobId::from_uuid(row.try_get("job_id").map_err(db_error)?),
-            queue,
-            token: row.try_get("lease_token").map_err(db_error)?,
-        },
-        kind: row.try_get("kind").map_err(db_error)?,
-        payload: row.try_get::<Json<Value>, _>("payload").map_err(db_error)?.0,
-        attempt: attempt.max(0) as u32,
-        max_attempts: max_attempts.max(0) as u32,
-        enqueued_at: from_ms(enqueued),
-        lease_expires_at: from_ms(expires),
-    })
-}
-
-fn dead_letter_from_row(row: &DbRow) -> Result<DeadLetter> {
-    let attempts: i32 = row.try_get("attempt").map_err(db_error)?;
-    Ok(DeadLetter {
-        job_id: JobId::from_uuid(row.try_get("job_id").map_err(db_error)?),
-        queue: row.try_get::<&str, _>("queue").map_err(db_error)?.parse()?,
-        kind: row.try_get("kind").map_err(db_error)?,
-        payload: row.try_get::<Json<Value>, _>("payload").map_err(db_error)?.0,
-        attempts: attempts.max(0) as u32,
-        error_code: row.try_get::<Option<String>, _>("error_code").map_err(db_error)?.unwrap_or_default(),
-        error_message: row.try_get::<Option<String>, _>("error_message").map_err(db_error)?.unwrap_or_default(),
-        died_at: from_ms(row.try_get::<Option<i64>, _>("died_at").map_err(db_error)?.unwrap_or(0)),
-    })
-}
-
 #[async_trait]
-impl JobQueue for SqlBackend {
+impl<DB> JobQueue for SqlBackend<DB>
+where
+    DB: QueueBackend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: Type<DB> + Encode<'a, DB> + Decode<'a, DB> + ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'a> Option<&'a str>: Encode<'a, DB>,
+    for<'a> Json<&'a Value>: Type<DB> + Encode<'a, DB>,
+    Json<Value>: ColumnType<DB>,
+    Uuid: ColumnType<DB>,
+    Option<Uuid>: ColumnType<DB>,
+    String: ColumnType<DB>,
+    bool: ColumnType<DB>,
+    i32: ColumnType<DB>,
+    i64: ColumnType<DB>,
+{
     fn name(&self) -> &'static str {
         "sql"
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db_error)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
         Ok(())
     }
 
     async fn enqueue(&self, job: NewQueuedJob) -> Result<Enqueued> {
         let now = self.now_ms();
         let run_at = now + job.delay.map_or(0, |d| d.as_millis() as i64);
-        let max_attempts = job.max_attempts.unwrap_or(job.queue.policy().max_attempts).max(1);
+        let max_attempts = job
+            .max_attempts
+            .unwrap_or(job.queue.policy().max_attempts)
+            .max(1);
         for _ in 0..2 {
             let inserted = sqlx::query(
-                "INSERT INTO queue_entries (job_id, queue, kind, payload, status, attempt, max_attempts, \
-                 dedup_key, enqueued_at, run_at) VALUES ($1, $2, $3, $4, 'waiting', 0, $5, $6, $7, $8)",
+                "INSERT INTO queue_entries (job_id, queue, kind, payload, status, attempt, \
+                 max_attempts, dedup_key, enqueued_at, run_at) \
+                 VALUES ($1, $2, $3, $4, 'waiting', 0, $5, $6, $7, $8)",
             )
             .bind(job.job_id.as_uuid())
             .bind(job.queue.as_str())
@@ -210,13 +285,20 @@ impl JobQueue for SqlBackend {
                 Err(err) => return Err(err),
             }
         }
-        Err(Error::conflict("a job with this dedup key keeps appearing and finishing; try again"))
+        Err(Error::conflict(
+            "a job with this dedup key keeps appearing and finishing; try again",
+        ))
     }
 
-    async fn reserve(&self, queue: Queue, worker: &str, lease: Duration) -> Result<Option<Delivery>> {
+    async fn reserve(
+        &self,
+        queue: Queue,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Option<Delivery>> {
         let now = self.now_ms();
         self.reclaim_expired(queue, now).await?;
-        let row = sqlx::query(DIALECT.reserve)
+        let row = sqlx::query(DB::RESERVE)
             .bind(queue.as_str())
             .bind(now)
             .bind(lease_token())
@@ -225,14 +307,16 @@ impl JobQueue for SqlBackend {
             .fetch_optional(&self.pool)
             .await
             .map_err(db_error)?;
-        row.map(|row| delivery_from_row(&row, queue)).transpose()
+        row.map(|row| Self::delivery_from_row(&row, queue))
+            .transpose()
     }
 
     async fn renew(&self, lease: &LeaseRef, duration: Duration) -> Result<LeaseStatus> {
         let expires = self.now_ms() + duration.as_millis() as i64;
         let cancel_requested: Option<bool> = sqlx::query_scalar(
             "UPDATE queue_entries SET lease_expires_at = $3 \
-             WHERE job_id = $1 AND status = 'leased' AND lease_token = $2 RETURNING cancel_requested",
+             WHERE job_id = $1 AND status = 'leased' AND lease_token = $2 \
+             RETURNING cancel_requested",
         )
         .bind(lease.job_id.as_uuid())
         .bind(&lease.token)
@@ -249,14 +333,15 @@ impl JobQueue for SqlBackend {
 
     async fn complete(&self, lease: &LeaseRef) -> Result<bool> {
         let done = sqlx::query(
-            "DELETE FROM queue_entries WHERE job_id = $1 AND status = 'leased' AND lease_token = $2",
+            "DELETE FROM queue_entries WHERE job_id = $1 AND status = 'leased' \
+             AND lease_token = $2",
         )
         .bind(lease.job_id.as_uuid())
         .bind(&lease.token)
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
-        Ok(done.rows_affected() == 1)
+        Ok(DB::rows_affected(&done) == 1)
     }
 
     async fn fail(&self, lease: &LeaseRef, failure: Failure) -> Result<FailOutcome> {
@@ -266,11 +351,16 @@ impl JobQueue for SqlBackend {
         // concurrent reclaim cannot slip in between.
         let status: Option<String> = sqlx::query_scalar(
             "UPDATE queue_entries SET \
-             status = CASE WHEN $3 AND attempt < max_attempts AND NOT cancel_requested THEN 'waiting' ELSE 'dead' END, \
-             run_at = CASE WHEN $3 AND attempt < max_attempts AND NOT cancel_requested THEN $4 ELSE run_at END, \
-             died_at = CASE WHEN $3 AND attempt < max_attempts AND NOT cancel_requested THEN NULL ELSE $5 END, \
-             dedup_key = CASE WHEN $3 AND attempt < max_attempts AND NOT cancel_requested THEN dedup_key ELSE NULL END, \
-             error_code = $6, error_message = $7, lease_token = NULL, lease_expires_at = NULL, worker_id = NULL \
+             status = CASE WHEN $3 AND attempt < max_attempts AND NOT cancel_requested \
+                 THEN 'waiting' ELSE 'dead' END, \
+             run_at = CASE WHEN $3 AND attempt < max_attempts AND NOT cancel_requested \
+                 THEN $4 ELSE run_at END, \
+             died_at = CASE WHEN $3 AND attempt < max_attempts AND NOT cancel_requested \
+                 THEN NULL ELSE $5 END, \
+             dedup_key = CASE WHEN $3 AND attempt < max_attempts AND NOT cancel_requested \
+                 THEN dedup_key ELSE NULL END, \
+             error_code = $6, error_message = $7, \
+             lease_token = NULL, lease_expires_at = NULL, worker_id = NULL \
              WHERE job_id = $1 AND status = 'leased' AND lease_token = $2 RETURNING status",
         )
         .bind(lease.job_id.as_uuid())
@@ -287,7 +377,9 @@ impl JobQueue for SqlBackend {
             None => FailOutcome::LeaseLost,
             Some("waiting") => {
                 self.work_added.notify_one();
-                FailOutcome::Retrying { at: from_ms(retry_at) }
+                FailOutcome::Retrying {
+                    at: from_ms(retry_at),
+                }
             }
             Some(_) => FailOutcome::DeadLettered,
         })
@@ -296,8 +388,12 @@ impl JobQueue for SqlBackend {
     async fn release(&self, lease: &LeaseRef) -> Result<ReleaseOutcome> {
         // One transaction: a cancellation arriving between reading the flag and acting on it
         // must not leave a released job that is flagged as cancelled.
-        let mut tx = self.pool.begin_with(DIALECT.begin_write).await.map_err(db_error)?;
-        let cancel_requested: Option<bool> = sqlx::query_scalar(DIALECT.lock_lease)
+        let mut tx = self
+            .pool
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(db_error)?;
+        let cancel_requested: Option<bool> = sqlx::query_scalar(DB::LOCK_LEASE)
             .bind(lease.job_id.as_uuid())
             .bind(&lease.token)
             .fetch_optional(&mut *tx)
@@ -316,8 +412,10 @@ impl JobQueue for SqlBackend {
             Some(false) => {
                 // Back to the front: it becomes due as of when it was first enqueued.
                 sqlx::query(
-                    "UPDATE queue_entries SET status = 'waiting', attempt = attempt - 1, run_at = enqueued_at, \
-                     lease_token = NULL, lease_expires_at = NULL, worker_id = NULL WHERE job_id = $1",
+                    "UPDATE queue_entries SET status = 'waiting', attempt = attempt - 1, \
+                     run_at = enqueued_at, lease_token = NULL, lease_expires_at = NULL, \
+                     worker_id = NULL \
+                     WHERE job_id = $1",
                 )
                 .bind(lease.job_id.as_uuid())
                 .execute(&mut *tx)
@@ -341,17 +439,18 @@ impl JobQueue for SqlBackend {
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
-        if removed.rows_affected() == 1 {
+        if DB::rows_affected(&removed) == 1 {
             return Ok(CancelOutcome::Removed);
         }
         let requested = sqlx::query(
-            "UPDATE queue_entries SET cancel_requested = TRUE WHERE job_id = $1 AND status = 'leased'",
+            "UPDATE queue_entries SET cancel_requested = TRUE WHERE job_id = $1 \
+             AND status = 'leased'",
         )
         .bind(job.as_uuid())
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
-        Ok(if requested.rows_affected() == 1 {
+        Ok(if DB::rows_affected(&requested) == 1 {
             CancelOutcome::Requested
         } else {
             CancelOutcome::NotFound
@@ -371,8 +470,10 @@ impl JobQueue for SqlBackend {
         let now = self.now_ms();
         let row = sqlx::query(
             "SELECT \
-             COALESCE(SUM(CASE WHEN status = 'waiting' AND run_at <= $2 THEN 1 ELSE 0 END), 0) AS ready, \
-             COALESCE(SUM(CASE WHEN status = 'waiting' AND run_at > $2 THEN 1 ELSE 0 END), 0) AS delayed, \
+             COALESCE(SUM(CASE WHEN status = 'waiting' AND run_at <= $2 THEN 1 ELSE 0 END), 0) \
+                 AS ready, \
+             COALESCE(SUM(CASE WHEN status = 'waiting' AND run_at > $2 THEN 1 ELSE 0 END), 0) \
+                 AS delayed, \
              COALESCE(SUM(CASE WHEN status = 'leased' THEN 1 ELSE 0 END), 0) AS running, \
              COALESCE(SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END), 0) AS dead, \
              MIN(CASE WHEN status = 'waiting' AND run_at <= $2 THEN run_at END) AS oldest \
@@ -398,7 +499,8 @@ impl JobQueue for SqlBackend {
 
     async fn dead_letters(&self, queue: Queue, limit: u32) -> Result<Vec<DeadLetter>> {
         let rows = sqlx::query(
-            "SELECT job_id, queue, kind, payload, attempt, error_code, error_message, died_at FROM queue_entries \
+            "SELECT job_id, queue, kind, payload, attempt, error_code, error_message, died_at \
+             FROM queue_entries \
              WHERE queue = $1 AND status = 'dead' ORDER BY died_at, job_id LIMIT $2",
         )
         .bind(queue.as_str())
@@ -406,12 +508,13 @@ impl JobQueue for SqlBackend {
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        rows.iter().map(dead_letter_from_row).collect()
+        rows.iter().map(Self::dead_letter_from_row).collect()
     }
 
     async fn find_dead(&self, job: JobId) -> Result<Option<DeadLetter>> {
         sqlx::query(
-            "SELECT job_id, queue, kind, payload, attempt, error_code, error_message, died_at FROM queue_entries \
+            "SELECT job_id, queue, kind, payload, attempt, error_code, error_message, died_at \
+             FROM queue_entries \
              WHERE job_id = $1 AND status = 'dead'",
         )
         .bind(job.as_uuid())
@@ -419,14 +522,14 @@ impl JobQueue for SqlBackend {
         .await
         .map_err(db_error)?
         .as_ref()
-        .map(dead_letter_from_row)
+        .map(Self::dead_letter_from_row)
         .transpose()
     }
 
     async fn retry_dead(&self, job: JobId) -> Result<bool> {
         let revived = sqlx::query(
-            "UPDATE queue_entries SET status = 'waiting', attempt = 0, run_at = $2, died_at = NULL, \
-             error_code = NULL, error_message = NULL, cancel_requested = FALSE \
+            "UPDATE queue_entries SET status = 'waiting', attempt = 0, run_at = $2, \
+             died_at = NULL, error_code = NULL, error_message = NULL, cancel_requested = FALSE \
              WHERE job_id = $1 AND status = 'dead'",
         )
         .bind(job.as_uuid())
@@ -434,22 +537,23 @@ impl JobQueue for SqlBackend {
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
-        if revived.rows_affected() == 1 {
+        if DB::rows_affected(&revived) == 1 {
             self.work_added.notify_one();
         }
-        Ok(revived.rows_affected() == 1)
+        Ok(DB::rows_affected(&revived) == 1)
     }
 
     async fn purge_dead(&self, queue: Queue, job: Option<JobId>) -> Result<u64> {
         let purged = sqlx::query(
-            "DELETE FROM queue_entries WHERE queue = $1 AND status = 'dead' AND ($2 IS NULL OR job_id = $2)",
+            "DELETE FROM queue_entries \
+             WHERE queue = $1 AND status = 'dead' AND ($2 IS NULL OR job_id = $2)",
         )
         .bind(queue.as_str())
         .bind(job.map(|id| id.as_uuid()))
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
-        Ok(purged.rows_affected())
+        Ok(DB::rows_affected(&purged))
     }
 
     async fn wait_for_work(&self, _queues: &[Queue], timeout: Duration) -> Result<()> {
@@ -459,11 +563,22 @@ impl JobQueue for SqlBackend {
 }
 
 #[async_trait]
-impl WorkerRegistry for SqlBackend {
+impl<DB> WorkerRegistry for SqlBackend<DB>
+where
+    DB: QueueBackend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: Type<DB> + Encode<'a, DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'a> Json<&'a WorkerStatus>: Type<DB> + Encode<'a, DB>,
+    Json<WorkerStatus>: ColumnType<DB>,
+    String: ColumnType<DB>,
+    i64: ColumnType<DB>,
+{
     async fn heartbeat(&self, status: &WorkerStatus) -> Result<()> {
         sqlx::query(
             "INSERT INTO workers (id, status, heartbeat_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (id) DO UPDATE SET status = excluded.status, heartbeat_at = excluded.heartbeat_at",
+             ON CONFLICT (id) DO UPDATE SET status = excluded.status, \
+             heartbeat_at = excluded.heartbeat_at",
         )
         .bind(&status.id)
         .bind(Json(status))
@@ -500,12 +615,21 @@ impl WorkerRegistry for SqlBackend {
 }
 
 #[async_trait]
-impl Locks for SqlBackend {
+impl<DB> Locks for SqlBackend<DB>
+where
+    DB: QueueBackend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: Type<DB> + Encode<'a, DB>,
+    usize: ColumnIndex<DB::Row>,
+    String: ColumnType<DB>,
+    i64: ColumnType<DB>,
+{
     async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool> {
         let now = self.now_ms();
         let taken = sqlx::query(
             "INSERT INTO locks (name, owner, expires_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at \
+             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
+             expires_at = excluded.expires_at \
              WHERE locks.owner = excluded.owner OR locks.expires_at <= $4",
         )
         .bind(name)
@@ -515,7 +639,7 @@ impl Locks for SqlBackend {
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
-        Ok(taken.rows_affected() == 1)
+        Ok(DB::rows_affected(&taken) == 1)
     }
 
     async fn release(&self, name: &str, owner: &str) -> Result<bool> {
@@ -525,7 +649,7 @@ impl Locks for SqlBackend {
             .execute(&self.pool)
             .await
             .map_err(db_error)?;
-        Ok(released.rows_affected() == 1)
+        Ok(DB::rows_affected(&released) == 1)
     }
 
     async fn holder(&self, name: &str) -> Result<Option<String>> {
