@@ -514,10 +514,19 @@ impl Worker {
         }
     }
 
-    /// Records the outcome. Every `Store` write is fenced to this delivery's attempt, so a worker
-    /// whose job went to another worker meanwhile cannot overwrite that worker's record. Returns
-    /// a label for metrics and, after a success while not shutting down, the next job (taken in
-    /// the same round trip as the acknowledgement).
+    /// Records the outcome of a delivery, and returns a label for metrics and, after a success
+    /// while not shutting down, the next job (taken in the same round trip as the
+    /// acknowledgement). Every `Store` write is fenced to this delivery's attempt, so a worker
+    /// whose job went to another worker meanwhile cannot overwrite that worker's record.
+    ///
+    /// Which of the two is written first depends on who decides what happens next:
+    /// - the worker decides a success or a cancellation: the `Store` first, then the queue. A
+    ///   crash in between re-delivers a job whose record is finished, and the next delivery only
+    ///   acknowledges it, so a job completes exactly once;
+    /// - the queue decides after a failure (a retry while attempts remain, else a dead letter) and
+    ///   at shutdown (back to the queue, or dropped when cancelled meanwhile): the queue first,
+    ///   then the record follows what it decided. A crash in between is repaired by the next
+    ///   delivery (a retry) or by the reconciler (a dead letter, or a release).
     async fn record_outcome(
         &self,
         delivery: &Delivery,
@@ -525,81 +534,40 @@ impl Worker {
         outcome: JobResult,
         shutdown: &CancellationToken,
     ) -> (&'static str, Option<Delivery>) {
-        let job_id = delivery.job_id();
         let attempt = ctx.job.attempts;
-        let result = match (outcome, ctx.stop_reason()) {
-            // A success counts whatever happened around it: if this delivery was superseded the
-            // fenced write is refused; otherwise the work is done and recorded.
-            (Ok(result), _) => result,
-            (Err(_), Some(StopReason::LeaseLost)) => {
+        match Outcome::of(outcome, ctx.stop_reason()) {
+            Outcome::Succeeded(result) => {
+                self.record_success(delivery, attempt, result, shutdown)
+                    .await
+            }
+            Outcome::LeaseLost => {
                 tracing::warn!("the lease was lost; another worker owns the job now");
-                return ("lease_lost", None);
+                ("lease_lost", None)
             }
-            (Err(_), Some(StopReason::Cancelled)) => {
-                let cancelled = JobUpdate::cancelled(ctx.job.progress, "cancelled while running")
-                    .for_attempt(attempt);
-                let _ = self.deps.store.update_job(job_id, cancelled).await;
-                self.acknowledge(delivery).await;
-                tracing::info!("job cancelled");
-                return ("cancelled", None);
-            }
-            (Err(_), Some(StopReason::Shutdown)) => {
-                // The queue first: it says whether the job comes back or was cancelled meanwhile.
-                let update = match self.deps.queue.release(&delivery.lease).await {
-                    Ok(ReleaseOutcome::Released) => {
-                        JobUpdate::progress(JobState::Queued, 0.0, "released at shutdown")
-                    }
-                    Ok(ReleaseOutcome::Dropped) => {
-                        JobUpdate::cancelled(ctx.job.progress, "cancelled while running")
-                    }
-                    Ok(ReleaseOutcome::LeaseLost) => return ("lease_lost", None),
-                    Err(err) => {
-                        tracing::warn!(error = %err, "cannot give the job back; its lease will expire");
-                        return ("error", None);
-                    }
-                };
-                let _ = self
-                    .deps
-                    .store
-                    .update_job(job_id, update.for_attempt(attempt))
-                    .await;
-                tracing::info!("job given back to its queue at shutdown");
-                return ("released", None);
-            }
-            (Err(JobError::Stopped), None) => {
-                let message = "the handler stopped without being asked to";
-                let label = self
-                    .finish_failed(
-                        delivery,
-                        attempt,
-                        ApiErrorCode::InternalError.as_str(),
-                        message,
-                        true,
-                    )
-                    .await;
-                return (label, None);
-            }
-            (Err(JobError::Retryable { code, message }), None) => {
-                return (
-                    self.finish_failed(delivery, attempt, &code, &message, true)
-                        .await,
-                    None,
-                );
-            }
-            (Err(JobError::Permanent { code, message }), None) => {
-                return (
-                    self.finish_failed(delivery, attempt, &code, &message, false)
-                        .await,
-                    None,
-                );
-            }
-        };
-        match self
-            .deps
-            .store
-            .update_job(job_id, JobUpdate::success(result).for_attempt(attempt))
-            .await
-        {
+            Outcome::Cancelled => (self.record_cancelled(delivery, ctx).await, None),
+            Outcome::Interrupted => (self.release_at_shutdown(delivery, ctx).await, None),
+            Outcome::Failed {
+                code,
+                message,
+                retryable,
+            } => (
+                self.finish_failed(delivery, attempt, &code, &message, retryable)
+                    .await,
+                None,
+            ),
+        }
+    }
+
+    /// Records a success, then acknowledges it (taking the next job in the same round trip).
+    async fn record_success(
+        &self,
+        delivery: &Delivery,
+        attempt: u32,
+        result: Option<serde_json::Value>,
+        shutdown: &CancellationToken,
+    ) -> (&'static str, Option<Delivery>) {
+        let update = JobUpdate::success(result).for_attempt(attempt);
+        match self.deps.store.update_job(delivery.job_id(), update).await {
             Ok(_) => tracing::info!("job succeeded"),
             Err(err) if err.kind() == ErrorKind::Conflict => {
                 // Finished or taken over elsewhere: that delivery owns the record now.
@@ -632,6 +600,45 @@ impl Worker {
                 ("success", None)
             }
         }
+    }
+
+    /// Records a cancellation that stopped the handler, then acknowledges the delivery.
+    async fn record_cancelled(&self, delivery: &Delivery, ctx: &JobContext) -> &'static str {
+        let cancelled = JobUpdate::cancelled(ctx.job.progress, "cancelled while running")
+            .for_attempt(ctx.job.attempts);
+        let _ = self
+            .deps
+            .store
+            .update_job(delivery.job_id(), cancelled)
+            .await;
+        self.acknowledge(delivery).await;
+        tracing::info!("job cancelled");
+        "cancelled"
+    }
+
+    /// Gives a job stopped by shutdown back to its queue without counting the attempt; the
+    /// record follows the queue's answer.
+    async fn release_at_shutdown(&self, delivery: &Delivery, ctx: &JobContext) -> &'static str {
+        let update = match self.deps.queue.release(&delivery.lease).await {
+            Ok(ReleaseOutcome::Released) => {
+                JobUpdate::progress(JobState::Queued, 0.0, "released at shutdown")
+            }
+            Ok(ReleaseOutcome::Dropped) => {
+                JobUpdate::cancelled(ctx.job.progress, "cancelled while running")
+            }
+            Ok(ReleaseOutcome::LeaseLost) => return "lease_lost",
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot give the job back; its lease will expire");
+                return "error";
+            }
+        };
+        let _ = self
+            .deps
+            .store
+            .update_job(delivery.job_id(), update.for_attempt(ctx.job.attempts))
+            .await;
+        tracing::info!("job given back to its queue at shutdown");
+        "released"
     }
 
     /// Records a failure. The queue decides first — a retry while attempts remain (and no
@@ -694,6 +701,51 @@ impl Worker {
     async fn acknowledge(&self, delivery: &Delivery) {
         if let Err(err) = self.deps.queue.complete(&delivery.lease).await {
             tracing::warn!(error = %err, "cannot acknowledge the job; it may be delivered again");
+        }
+    }
+}
+
+/// What a delivery came to, from the handler's answer and why (if at all) it was asked to stop.
+#[derive(Debug)]
+enum Outcome {
+    /// A success counts whatever happened around it: if the delivery was superseded, the fenced
+    /// write is refused; otherwise the work is done.
+    Succeeded(Option<serde_json::Value>),
+    /// The job went to another worker: this one touches nothing.
+    LeaseLost,
+    /// Someone cancelled the job.
+    Cancelled,
+    /// Stopped by this worker's shutdown.
+    Interrupted,
+    Failed {
+        code: String,
+        message: String,
+        retryable: bool,
+    },
+}
+
+impl Outcome {
+    fn of(answer: JobResult, stop: Option<StopReason>) -> Outcome {
+        match (answer, stop) {
+            (Ok(result), _) => Outcome::Succeeded(result),
+            (Err(_), Some(StopReason::LeaseLost)) => Outcome::LeaseLost,
+            (Err(_), Some(StopReason::Cancelled)) => Outcome::Cancelled,
+            (Err(_), Some(StopReason::Shutdown)) => Outcome::Interrupted,
+            (Err(JobError::Stopped), None) => Outcome::Failed {
+                code: ApiErrorCode::InternalError.as_str().to_owned(),
+                message: "the handler stopped without being asked to".to_owned(),
+                retryable: true,
+            },
+            (Err(JobError::Retryable { code, message }), None) => Outcome::Failed {
+                code,
+                message,
+                retryable: true,
+            },
+            (Err(JobError::Permanent { code, message }), None) => Outcome::Failed {
+                code,
+                message,
+                retryable: false,
+            },
         }
     }
 }
