@@ -127,11 +127,7 @@ fn metro_cache_key(
     for (key, value) in &request.env {
         hasher.update(format!("\0env\0{key}={value}").as_bytes());
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(hasher.finalize())
 }
 
 #[async_trait]

@@ -269,10 +269,6 @@ pub struct DepsStore {
     turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl DepsStore {
     /// A store under `root` using the `npm` program; `toolchain` names the Node and npm versions.
     pub fn new(root: PathBuf, npm: impl Into<OsString>, toolchain: impl Into<String>) -> Self {
@@ -314,7 +310,7 @@ impl DepsStore {
         }
         hasher.update(format!("\0manager\0{}", plan.manager.describe()).as_bytes());
         hasher.update(format!("\0toolchain\0{}", self.toolchain).as_bytes());
-        Ok((hex(&hasher.finalize()), plan))
+        Ok((hex::encode(hasher.finalize()), plan))
     }
 
     fn turn(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {

@@ -71,7 +71,7 @@ pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
         total += read as u64;
     }
     let digest = hasher.finalize();
-    Ok((digest.iter().map(|b| format!("{b:02x}")).collect(), total))
+    Ok((hex::encode(digest), total))
 }
 
 /// Every file under `dir`, relative, sorted (so equal outputs make equal zips).
@@ -106,10 +106,15 @@ pub fn package(
 ) -> std::io::Result<Packaged> {
     let dir = zip_path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let staging = dir.join(format!(".bundle-{}.zip", uuid::Uuid::new_v4().simple()));
-    let result = (|| -> std::io::Result<()> {
-        let file = std::fs::File::create(&staging)?;
-        let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
+    // Written beside its place and renamed in, so `zip_path` is whole or absent; the staging
+    // file goes away with `staging` if anything fails.
+    let staging = tempfile::Builder::new()
+        .prefix(".bundle-")
+        .suffix(".zip")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .tempfile_in(dir)?;
+    {
+        let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(staging.as_file()));
         let options = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated)
             .unix_permissions(0o644);
@@ -132,12 +137,8 @@ pub fn package(
             .into_inner()
             .map_err(|e| e.into_error())?
             .sync_all()?;
-        std::fs::rename(&staging, zip_path)
-    })();
-    if let Err(err) = result {
-        let _ = std::fs::remove_file(&staging);
-        return Err(err);
     }
+    staging.persist(zip_path).map_err(|err| err.error)?;
     let (sha256, bytes) = sha256_file(zip_path)?;
     Ok(Packaged {
         path: zip_path.to_path_buf(),

@@ -114,8 +114,7 @@ pub fn build_key(
         hasher.update(value.as_bytes());
     }
     let digest = hasher.finalize();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("preview:{hex}")
+    format!("preview:{}", hex::encode(digest))
 }
 
 /// A request for a build, as a verified preview token and the request body describe it.

@@ -171,11 +171,7 @@ impl Runtime {
         for (name, version) in &self.native_modules {
             part(name, version);
         }
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex::encode(hasher.finalize())
     }
 
     /// What keeps a client described by `client` from running this bundle; empty when nothing.

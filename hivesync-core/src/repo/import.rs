@@ -531,12 +531,10 @@ fn place(source: &Path, target: &Path) -> Result<()> {
     if std::fs::rename(source, target).is_ok() {
         return Ok(());
     }
-    let staging = target.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
-    std::fs::copy(source, &staging)?;
-    std::fs::File::open(&staging)?.sync_all()?;
-    std::fs::rename(&staging, target).inspect_err(|_| {
-        let _ = std::fs::remove_file(&staging);
-    })?;
+    let mut staging = tempfile::NamedTempFile::new_in(target.parent().unwrap_or(Path::new(".")))?;
+    std::io::copy(&mut std::fs::File::open(source)?, &mut staging)?;
+    staging.as_file().sync_all()?;
+    staging.persist(target).map_err(|err| err.error)?;
     Ok(())
 }
 

@@ -43,5 +43,5 @@ pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
 pub(crate) fn lease_token() -> String {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }

@@ -18,6 +18,7 @@ use crate::state::AppState;
 
 pub mod admin;
 pub mod auth;
+mod conditional;
 mod dashboard;
 pub mod error;
 pub mod health;

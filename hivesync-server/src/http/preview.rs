@@ -558,12 +558,7 @@ impl PreviewApi {
             sha256: built.sha256.clone(),
         };
         let etag = format!("\"{}\"", bundle.sha256);
-        // Weak comparison (RFC 9110 §13.1.2): `W/"x"` matches `"x"`.
-        if if_none_match.0.is_some_and(|tags| {
-            tags.split(',')
-                .map(str::trim)
-                .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
-        }) {
+        if super::conditional::not_modified(if_none_match.0.as_deref(), &etag) {
             return Ok(DownloadResponse::NotModified(etag));
         }
         let key = ObjectKey::new(&bundle.key)?;
@@ -790,7 +785,8 @@ fn status_view(build: &Build) -> StatusView {
     }
 }
 
-/// A `Range` header against a bundle of `len` bytes: `Ok(None)` for the whole bundle (no header,
+/// A `Range` header against a bundle of `len` bytes (not `headers::Range`: 0.4 drops a suffix range
+/// longer than the body, which RFC 9110 §14.1.2 serves whole): `Ok(None)` for the whole bundle (no header,
 /// or one this server does not serve partially, like several ranges), `Ok(Some(range))` for a
 /// satisfiable single range, `Err(())` for one outside the bundle.
 fn parse_range(header: Option<&str>, len: u64) -> Result<Option<Range<u64>>, ()> {

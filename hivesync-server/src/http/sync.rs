@@ -742,9 +742,7 @@ async fn read_file(
     let rev = reference.unwrap_or_else(|| "main".to_owned());
     let file = blocking(move || repos.read_file(project, &rev, &path)).await?;
     let etag = format!("\"{}\"", file.id);
-    if if_none_match
-        .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
-    {
+    if super::conditional::not_modified(if_none_match.as_deref(), &etag) {
         return Ok(FileResponse::NotModified(etag));
     }
     Ok(FileResponse::Content(

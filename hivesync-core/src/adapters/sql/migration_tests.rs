@@ -68,17 +68,19 @@ const RELEASED_POSTGRES: &[(i64, &str, &str)] = &[
     ),
 ];
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Version, description and checksum of each migration, as sqlx sees them.
 type Listing = Vec<(i64, String, String)>;
 
 fn embedded(migrator: &Migrator) -> Listing {
     migrator
         .iter()
-        .map(|m| (m.version, m.description.to_string(), hex(&m.checksum)))
+        .map(|m| {
+            (
+                m.version,
+                m.description.to_string(),
+                hex::encode(&*m.checksum),
+            )
+        })
         .collect()
 }
 
@@ -121,7 +123,7 @@ fn directory(dir: &str) -> Listing {
         listing.push((
             migration.version,
             migration.description.to_string(),
-            hex(&migration.checksum),
+            hex::encode(&*migration.checksum),
         ));
     }
     listing.sort();
@@ -142,7 +144,7 @@ fn assert_released_unchanged(migrator: &Migrator, released: &[(i64, &str, &str)]
     for &(version, _, checksum) in released {
         let migration = migrator.iter().find(|m| m.version == version);
         assert_eq!(
-            migration.map(|m| hex(&m.checksum)).as_deref(),
+            migration.map(|m| hex::encode(&*m.checksum)).as_deref(),
             Some(checksum),
             "migrations/{dir} version {version} has shipped and must not change or go: databases \
              that applied it would refuse to start; put the change in a new migration"
