@@ -15,6 +15,8 @@ use hivesync_core::config::{S3Config, S3Provider};
 use hivesync_core::domain::JobState;
 use hivesync_core::ports::{ObjectKey, ObjectStore, ObjectStoreExt};
 use hivesync_core::secret::Secret;
+use hivesync_preview::job::PreviewRequest;
+use hivesync_queue::jobs::JobRecord;
 
 /// Processes whose command line mentions a path in `data` (builds run in slots there).
 fn processes_under(data: &std::path::Path) -> Vec<String> {
@@ -100,8 +102,8 @@ async fn builds_succeed_fail_with_the_right_code_and_never_touch_the_repository(
         // Unconfined, the probe does read it: the check above is a real one.
         assert!(log.contains("PROBE read probe-secret-value"), "{log}");
     }
-    let result = job.result.clone().unwrap();
-    let key = result["bundle_key"].as_str().unwrap();
+    let result = job.output_as::<PreviewRequest>().unwrap().unwrap();
+    let key = result.bundle_key.as_str();
     assert_eq!(
         key,
         format!("previews/{}/{}/bundle.zip", env.project, job.id)

@@ -16,6 +16,8 @@ use std::time::Duration;
 use common::{Env, env};
 use hivesync_core::domain::{Job, JobState};
 use hivesync_preview::bundler::Platform;
+use hivesync_preview::job::{PreviewBuilt, PreviewRequest};
+use hivesync_queue::jobs::JobRecord;
 
 /// A bundle as a client receives it: every file of `bundle.zip` but the per-job ones.
 fn shipped(env: &Env, job: &Job) -> BTreeMap<String, Vec<u8>> {
@@ -47,8 +49,12 @@ fn bundle_of(files: &BTreeMap<String, Vec<u8>>) -> (&str, &[u8]) {
         .expect("a bundle in the zip")
 }
 
+fn built_of(job: &Job) -> PreviewBuilt {
+    job.output_as::<PreviewRequest>().unwrap().unwrap()
+}
+
 fn metro_warm(job: &Job) -> bool {
-    job.result.as_ref().unwrap()["cache"]["metro_warm"] == true
+    built_of(job).cache.metro_warm == Some(true)
 }
 
 async fn built(env: &Env, branch: &str, platform: Platform) -> Job {
@@ -167,16 +173,17 @@ fn installed_version(env: &Env, package: &str) -> String {
 /// build must install what the lockfile says, with the project's own package manager.
 async fn installs_from_its_lockfile(app: &str, manager: &str, lockfile: &str) {
     let (env, warm) = warm_equals_cold(app, "src/App.js", &["HiveSync"]).await;
-    let result = warm.result.as_ref().unwrap();
+    let result = built_of(&warm);
     assert!(
-        result["package_manager"]
-            .as_str()
+        result
+            .package_manager
+            .as_deref()
             .unwrap()
             .starts_with(manager),
-        "{result}"
+        "{result:?}"
     );
-    assert_eq!(result["lockfile"], lockfile);
-    assert_eq!(result["warnings"], serde_json::json!([]));
+    assert_eq!(result.lockfile.as_deref(), Some(lockfile));
+    assert_eq!(result.warnings, Vec::<String>::new());
     assert_eq!(installed_version(&env, "left-pad"), "1.1.3");
     assert!(
         env.log_of(&warm).contains(&format!(
@@ -252,7 +259,7 @@ async fn a_monorepo_builds_its_app_with_the_workspace_package() {
     .await;
     let log = env.log_of(&warm);
     assert!(log.contains("app: apps/mobile in a workspace"), "{log}");
-    assert_eq!(warm.result.as_ref().unwrap()["lockfile"], "yarn.lock");
+    assert_eq!(built_of(&warm).lockfile.as_deref(), Some("yarn.lock"));
     let store = env.data().join("cache/preview_deps");
     let entry = std::fs::read_dir(&store)
         .unwrap()

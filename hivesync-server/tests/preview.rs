@@ -922,3 +922,70 @@ async fn an_api_server_without_the_workers_disk_serves_the_same_build() {
         worker.await.unwrap();
     }
 }
+
+/// A build recorded by an earlier version (before runtimes, package managers, app folders and
+/// pinned commits were recorded) still reads through the API.
+#[tokio::test]
+async fn a_build_recorded_by_an_earlier_version_still_reads() {
+    use hivesync_core::domain::{JobId, JobUpdate, NewJob};
+    let app = TestApp::new().await;
+    let owner = app.register("owner").await;
+    let project = app.create_project(&owner, "old").await;
+    let project_id: ProjectId = project.parse().unwrap();
+    let id = JobId::new();
+    let commit = "c".repeat(40);
+    app.state
+        .store
+        .create_job(NewJob {
+            id,
+            kind: "preview_build".to_owned(),
+            queue: "preview_build".to_owned(),
+            project_id: Some(project_id),
+            user_id: None,
+            payload: json!({
+                "project_id": project_id,
+                "platform": "android",
+                "git_ref": "main",
+                "token_version": 1,
+            }),
+            dedup_key: None,
+        })
+        .await
+        .unwrap();
+    app.state
+        .store
+        .update_job(
+            id,
+            JobUpdate::success(Some(json!({
+                "bundle_key": format!("previews/{project_id}/{id}/bundle.zip"),
+                "bytes": 1234,
+                "sha256": "ab".repeat(32),
+                "commit": commit,
+                "tree": "t".repeat(40),
+                "platform": "android",
+                "bundler": "metro",
+                "bundler_version": "0.83.3",
+                "bundle_sha256": "cd".repeat(32),
+                "cache": {"dependencies": "installed", "metro_warm": false},
+            }))),
+        )
+        .await
+        .unwrap();
+    let answer = status(&app, &owner.token, &id.to_string()).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let body = &answer.body;
+    assert_eq!(body["status"], "success");
+    assert_eq!(body["platform"], "android");
+    assert_eq!(body["ref"], "main");
+    assert_eq!(body["commit"], commit.as_str());
+    assert_eq!(body["bytes"], 1234);
+    assert_eq!(body["cache"]["dependencies"], "installed");
+    assert_eq!(body["cache"]["metro_warm"], false);
+    assert!(body["runtime"].is_null() && body["lockfile"].is_null());
+    assert_eq!(body["warnings"], json!([]));
+    // Its bundle is gone from the store: a download says so instead of failing to read the record.
+    let download = app
+        .get(&format!("/api/v1/preview/download/{id}"), Some(&owner.token))
+        .await;
+    assert_eq!(download.status, StatusCode::NOT_FOUND, "{}", download.text);
+}
