@@ -985,7 +985,10 @@ async fn a_build_recorded_by_an_earlier_version_still_reads() {
     assert_eq!(body["warnings"], json!([]));
     // Its bundle is gone from the store: a download says so instead of failing to read the record.
     let download = app
-        .get(&format!("/api/v1/preview/download/{id}"), Some(&owner.token))
+        .get(
+            &format!("/api/v1/preview/download/{id}"),
+            Some(&owner.token),
+        )
         .await;
     assert_eq!(download.status, StatusCode::NOT_FOUND, "{}", download.text);
 }
