@@ -286,7 +286,10 @@ SELECT gen_random_uuid(), 'preview_build', 'preview_build',
        (ARRAY[0.0, 0.5, 1.0, 1.0])[i % 4 + 1],
        (ARRAY['queued', 'bundling', 'done', 'failed'])[i % 4 + 1],
        CASE WHEN i % 4 = 3 THEN 'PREVIEW_BUILD_FAILED' END,
-       jsonb_build_object('platform', 'ios', 'git_ref', 'main'), now(), now()
+       jsonb_build_object(
+           'project_id', '00000000-0000-0000-0001-' || lpad(to_hex(i % 100 + 1), 12, '0'),
+           'platform', 'ios', 'git_ref', 'main', 'token_version', 1),
+       now(), now()
 FROM generate_series(0, 9999) AS i;
 ANALYZE;
 ";
