@@ -31,6 +31,8 @@ use crate::workspace;
 
 /// How many times an upload is tried (spec §7.8).
 const UPLOAD_ATTEMPTS: u32 = 3;
+/// The longest a copy of the build log may wait for the object store.
+const LOG_PUT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds previews.
 #[derive(Clone)]
@@ -218,10 +220,17 @@ impl PreviewBuilder {
         log: &BuildLog,
         deadline: Instant,
     ) -> Result<PreviewBuilt, JobError> {
+        // The log so far goes to the object store at every step, for GET /preview/logs on any
+        // server while the build runs; a store that failed once is not waited on again.
+        let live_log = std::sync::atomic::AtomicBool::new(true);
+        let live_log = &live_log;
         let progress = |state, value, phase: &'static str| async move {
             log.line(format_args!("{phase} ({:.0}%)", value * 100.0));
-            // The log so far, for GET /preview/logs on any server while the build runs.
-            self.store_log(request, job, log).await;
+            if live_log.load(std::sync::atomic::Ordering::Relaxed)
+                && !self.store_log(request, job, log).await
+            {
+                live_log.store(false, std::sync::atomic::Ordering::Relaxed);
+            }
             ctx.progress(state, value, phase)
                 .await
                 .map_err(JobError::from)
@@ -444,19 +453,31 @@ impl PreviewBuilder {
     }
 
     /// Stores the build log so far in the object store, beside the bundle, where the API reads
-    /// it. Best effort: a store that is down fails the upload of the bundle, and this worker keeps
-    /// its copy.
-    async fn store_log(&self, request: &PreviewRequest, job: JobId, log: &BuildLog) {
+    /// it; whether it did. Best effort, and never longer than [`LOG_PUT_TIMEOUT`]: a store that is
+    /// down or silent fails the upload of the bundle, and this worker keeps its copy.
+    async fn store_log(&self, request: &PreviewRequest, job: JobId, log: &BuildLog) -> bool {
         let Ok(key) = PreviewFiles::log_object(request.project_id, job) else {
-            return;
+            return false;
         };
-        match tokio::fs::read(log.path()).await {
-            Ok(bytes) => {
-                if let Err(err) = self.objects.put_bytes(&key, bytes.into()).await {
-                    tracing::warn!(job_id = %job, error = %err, "the build log was not stored");
-                }
+        let bytes = match tokio::fs::read(log.path()).await {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                tracing::warn!(job_id = %job, error = %err, "cannot read the build log");
+                return false;
             }
-            Err(err) => tracing::warn!(job_id = %job, error = %err, "cannot read the build log"),
+        };
+        match tokio::time::timeout(LOG_PUT_TIMEOUT, self.objects.put_bytes(&key, bytes.into()))
+            .await
+        {
+            Ok(Ok(_)) => true,
+            Ok(Err(err)) => {
+                tracing::warn!(job_id = %job, error = %err, "the build log was not stored");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(job_id = %job, "the object store did not answer; the build log was not stored");
+                false
+            }
         }
     }
 

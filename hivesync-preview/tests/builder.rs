@@ -220,6 +220,45 @@ async fn builds_succeed_fail_with_the_right_code_and_never_touch_the_repository(
     );
     assert_eq!(env.log_of(&job).matches("upload attempt").count(), 3);
 
+    // The object store takes connections and never answers: the build does not wait on it past
+    // its deadline (the copies of the log give up on their own, the upload at the deadline).
+    let silent_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", silent_listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for connection in silent_listener.incoming().flatten() {
+            held.push(connection);
+        }
+    });
+    let silent: Arc<dyn ObjectStore> = Arc::new(
+        S3ObjectStore::connect(&S3Config {
+            provider: S3Provider::Minio,
+            endpoint: Some(endpoint),
+            region: "us-east-1".into(),
+            credentials: Some(("key".into(), Secret::new("secret-secret".to_owned()))),
+            bucket: "previews".into(),
+            prefix: String::new(),
+        })
+        .await
+        .unwrap(),
+    );
+    let job = env
+        .build(env.builder(silent, Duration::from_secs(60)), "main")
+        .await;
+    assert_eq!(
+        job.error_code.as_deref(),
+        Some("PREVIEW_TIMEOUT"),
+        "{:?}\n{}",
+        job.error_message,
+        env.log_of(&job)
+    );
+    assert!(
+        env.log_of(&job)
+            .contains("the build ran out of time while uploading"),
+        "{}",
+        env.log_of(&job)
+    );
+
     // Out of time while Metro runs: PREVIEW_TIMEOUT, nothing of the build left running.
     std::fs::remove_dir_all(env.data().join("cache/metro")).unwrap();
     let job = env
