@@ -16,6 +16,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::Result;
+use crate::config::DataSubdir;
 use crate::domain::{JobId, ProjectId};
 use crate::ports::ObjectKey;
 
@@ -40,7 +41,7 @@ impl PreviewFiles {
     /// `DATA_DIR/tmp/preview-job-<job>`: the build's work directory.
     pub fn work_dir(&self, job: JobId) -> PathBuf {
         self.data_dir
-            .join("tmp")
+            .join(DataSubdir::Tmp.as_str())
             .join(format!("{WORK_DIR_PREFIX}{job}"))
     }
 
@@ -51,7 +52,9 @@ impl PreviewFiles {
 
     /// `DATA_DIR/previews/<job>`: what the worker keeps of a finished build.
     pub fn kept_dir(&self, job: JobId) -> PathBuf {
-        self.data_dir.join("previews").join(job.to_string())
+        self.data_dir
+            .join(DataSubdir::Previews.as_str())
+            .join(job.to_string())
     }
 
     pub fn kept_bundle(&self, job: JobId) -> PathBuf {

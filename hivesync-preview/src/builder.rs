@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use hivesync_core::domain::{JobId, JobState};
+use hivesync_core::domain::{JobId, JobState, ProjectId};
 use hivesync_core::ports::{ByteStream, ObjectKey, ObjectStore, ObjectStoreExt};
 use hivesync_core::preview_files::PreviewFiles;
 use hivesync_core::repo::Repos;
@@ -33,6 +33,8 @@ use crate::workspace;
 const UPLOAD_ATTEMPTS: u32 = 3;
 /// The longest a copy of the build log may wait for the object store.
 const LOG_PUT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a running build's log is copied to the object store (when it grew).
+const LIVE_LOG_EVERY: Duration = Duration::from_secs(2);
 
 /// Builds previews.
 #[derive(Clone)]
@@ -176,7 +178,15 @@ impl TypedHandler<PreviewRequest> for PreviewBuilder {
             request.git_ref,
             slot.index()
         ));
-        let outcome = self.build(ctx, &request, job, &slot, &log, deadline).await;
+        let outcome = self
+            .with_live_log(
+                self.build(ctx, &request, job, &slot, &log, deadline),
+                request.project_id,
+                job,
+                log.path(),
+                &ctx.stop,
+            )
+            .await;
         let elapsed = started.elapsed();
         match &outcome {
             Ok(_) => {
@@ -199,7 +209,7 @@ impl TypedHandler<PreviewRequest> for PreviewBuilder {
             let _ = std::fs::copy(log.path(), self.files().kept_log(job));
         }
         if !matches!(outcome, Err(JobError::Stopped)) {
-            self.store_log(&request, job, &log).await;
+            self.store_log(request.project_id, job, log.path()).await;
         }
         outcome
     }
@@ -220,17 +230,8 @@ impl PreviewBuilder {
         log: &BuildLog,
         deadline: Instant,
     ) -> Result<PreviewBuilt, JobError> {
-        // The log so far goes to the object store at every step, for GET /preview/logs on any
-        // server while the build runs; a store that failed once is not waited on again.
-        let live_log = std::sync::atomic::AtomicBool::new(true);
-        let live_log = &live_log;
         let progress = |state, value, phase: &'static str| async move {
             log.line(format_args!("{phase} ({:.0}%)", value * 100.0));
-            if live_log.load(std::sync::atomic::Ordering::Relaxed)
-                && !self.store_log(request, job, log).await
-            {
-                live_log.store(false, std::sync::atomic::Ordering::Relaxed);
-            }
             ctx.progress(state, value, phase)
                 .await
                 .map_err(JobError::from)
@@ -452,14 +453,14 @@ impl PreviewBuilder {
         })
     }
 
-    /// Stores the build log so far in the object store, beside the bundle, where the API reads
-    /// it; whether it did. Best effort, and never longer than [`LOG_PUT_TIMEOUT`]: a store that is
-    /// down or silent fails the upload of the bundle, and this worker keeps its copy.
-    async fn store_log(&self, request: &PreviewRequest, job: JobId, log: &BuildLog) -> bool {
-        let Ok(key) = PreviewFiles::log_object(request.project_id, job) else {
+    /// Stores the build log at `path` in the object store, beside the bundle, where the API
+    /// reads it; whether it did. Best effort, and never longer than [`LOG_PUT_TIMEOUT`]: a store
+    /// that is down or silent fails the upload of the bundle, and this worker keeps its copy.
+    async fn store_log(&self, project: ProjectId, job: JobId, path: &Path) -> bool {
+        let Ok(key) = PreviewFiles::log_object(project, job) else {
             return false;
         };
-        let bytes = match tokio::fs::read(log.path()).await {
+        let bytes = match tokio::fs::read(path).await {
             Ok(bytes) => bytes,
             Err(err) => {
                 tracing::warn!(job_id = %job, error = %err, "cannot read the build log");
@@ -479,6 +480,52 @@ impl PreviewBuilder {
                 false
             }
         }
+    }
+
+    /// Runs `build` while copying its log (at `path`) to the object store every
+    /// [`LIVE_LOG_EVERY`] when it grew, so `GET /preview/logs` follows the build on any server.
+    /// Copies run beside the build, never holding it up; a store that failed one is not asked
+    /// again for this build. No copy is left in flight on return (one is cut short if the build
+    /// was asked to stop), so a later copy of the whole log cannot be overwritten by an older one.
+    async fn with_live_log<T>(
+        &self,
+        build: impl std::future::Future<Output = T>,
+        project: ProjectId,
+        job: JobId,
+        path: &Path,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> T {
+        tokio::pin!(build);
+        let mut tick = tokio::time::interval(LIVE_LOG_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut copied = None;
+        let mut copying: Option<tokio::task::JoinHandle<bool>> = None;
+        let mut live = true;
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut build => break outcome,
+                _ = tick.tick() => {
+                    if let Some(done) = copying.take_if(|copy| copy.is_finished()) {
+                        live &= done.await.unwrap_or(false);
+                    }
+                    let size = std::fs::metadata(path).map(|m| m.len()).ok();
+                    if live && copying.is_none() && size.is_some() && size != copied {
+                        copied = size;
+                        let (builder, path) = (self.clone(), path.to_path_buf());
+                        copying = Some(tokio::spawn(async move {
+                            builder.store_log(project, job, &path).await
+                        }));
+                    }
+                }
+            }
+        };
+        if let Some(copy) = copying {
+            if stop.is_cancelled() {
+                copy.abort();
+            }
+            let _ = copy.await;
+        }
+        outcome
     }
 
     /// Uploads the bundle, retrying transient failures while the build's deadline allows and no

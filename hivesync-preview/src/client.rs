@@ -65,7 +65,8 @@ pub struct BuildRequest {
 #[derive(Debug, Clone, Deserialize)]
 pub struct BuildAccepted {
     pub job_id: Uuid,
-    pub status: JobState,
+    /// `queued`, `success` (reused) or the running state of the build it joined.
+    pub status: String,
     /// The commit being built.
     pub commit: String,
     /// An identical earlier build's bundle answers the request.
@@ -89,7 +90,9 @@ pub struct PreviewStatus {
     pub project_id: Uuid,
     #[serde(default)]
     pub platform: Option<Platform>,
-    pub status: JobState,
+    /// `queued`, `building`, `bundling`, `uploading`, `success`, `failed` or `cancelled`; kept as
+    /// the server's word, so a client still reads the status of a newer server ([`Self::state`]).
+    pub status: String,
     pub progress: f64,
     #[serde(default)]
     pub phase: Option<String>,
@@ -132,6 +135,18 @@ pub struct PreviewStatus {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+impl PreviewStatus {
+    /// The status as a job state, when it is one this client knows.
+    pub fn state(&self) -> Option<JobState> {
+        self.status.parse().ok()
+    }
+
+    /// Whether the build is over (for any reason).
+    pub fn is_finished(&self) -> bool {
+        self.state().is_some_and(JobState::is_terminal)
+    }
+}
+
 /// A preview token for `request`, asked for with a member's client.
 pub async fn issue_token(member: &Client, request: &TokenRequest) -> Result<IssuedToken> {
     member.post("/preview/token", request).await
@@ -156,7 +171,7 @@ pub async fn follow(
     loop {
         let current = status(client, job).await?;
         seen(&current);
-        if current.status.is_terminal() {
+        if current.is_finished() {
             return Ok(current);
         }
         tokio::time::sleep(POLL_EVERY).await;
@@ -193,6 +208,7 @@ pub async fn download(
         .unwrap_or(Path::new("."));
     let mut staging = tempfile::Builder::new()
         .prefix(".hivesync-download-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .tempfile_in(dir)?;
     let mut written = 0u64;
     let mut body = response.bytes_stream();

@@ -68,6 +68,9 @@ impl JobKind for PreviewRequest {
 pub enum BuildCache {
     Hit,
     Miss,
+    /// A value a newer version wrote.
+    #[serde(other)]
+    Other,
 }
 
 /// Which caches a build hit.

@@ -219,12 +219,9 @@ impl Previews {
             });
         }
 
-        let submission = Submission {
-            project_id: Some(order.project_id),
-            user_id: Some(order.user_id),
-            dedup_key: Some(key.clone()),
-            ..Submission::of(&self.payload(&order, &revision, &key))?
-        };
+        let submission = Submission::of(&self.payload(&order, &revision, &key))?
+            .with_owner(Some(order.project_id), Some(order.user_id))
+            .with_dedup_key(key.clone());
         let job = submit(self.store.as_ref(), self.queue.as_ref(), submission).await?;
         let asked_by = job.payload_as::<PreviewRequest>().ok().map(|p| p.token_id);
         let shared = job.user_id != Some(order.user_id) || asked_by != Some(order.token_id.clone());
@@ -305,13 +302,10 @@ impl Previews {
         mut result: PreviewBuilt,
     ) -> Result<Job> {
         let id = JobId::new();
-        let record = Submission {
-            project_id: Some(order.project_id),
-            user_id: Some(order.user_id),
-            dedup_key: Some(key.to_owned()),
-            ..Submission::of(&self.payload(order, revision, key))?
-        }
-        .record(id);
+        let record = Submission::of(&self.payload(order, revision, key))?
+            .with_owner(Some(order.project_id), Some(order.user_id))
+            .with_dedup_key(key)
+            .record(id);
         let job = self.store.create_job(record).await?;
         if job.id != id {
             return Ok(job);

@@ -521,10 +521,7 @@ pub async fn schedule(
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let periodic = match Submission::of(&CleanupJob::default()) {
-        Ok(submission) => Submission {
-            dedup_key: Some("periodic".to_owned()),
-            ..submission
-        },
+        Ok(submission) => submission.with_dedup_key("periodic"),
         Err(err) => {
             tracing::error!(error = %err, "cannot schedule cleanups");
             return;

@@ -95,17 +95,17 @@ pub(crate) fn encode<T: Serialize>(kind: &str, what: &str, value: &T) -> Result<
         .map_err(|err| Error::internal(format!("cannot encode a {kind} {what}")).with_source(err))
 }
 
-/// A job to run.
+/// A job to run: made from its typed payload ([`Submission::of`]), which fixes its kind, queue
+/// and payload; who it is for, its dedup key and its delay are set with the `with_*` methods.
 #[derive(Debug, Clone)]
 pub struct Submission {
-    pub queue: Queue,
-    pub kind: String,
-    pub payload: serde_json::Value,
-    pub project_id: Option<ProjectId>,
-    pub user_id: Option<UserId>,
-    /// While an unfinished job of the same queue has this key, submitting returns that job.
-    pub dedup_key: Option<String>,
-    pub delay: Option<Duration>,
+    queue: Queue,
+    kind: String,
+    payload: serde_json::Value,
+    project_id: Option<ProjectId>,
+    user_id: Option<UserId>,
+    dedup_key: Option<String>,
+    delay: Option<Duration>,
 }
 
 impl Submission {
@@ -116,6 +116,25 @@ impl Submission {
             J::KIND,
             encode(J::KIND, "payload", payload)?,
         ))
+    }
+
+    /// The project and user the job is for (the admin views and status reads go by them).
+    pub fn with_owner(mut self, project: Option<ProjectId>, user: Option<UserId>) -> Self {
+        self.project_id = project;
+        self.user_id = user;
+        self
+    }
+
+    /// While an unfinished job with this key is on the same queue, submitting returns that job.
+    pub fn with_dedup_key(mut self, key: impl Into<String>) -> Self {
+        self.dedup_key = Some(key.into());
+        self
+    }
+
+    /// Runs the job no sooner than `delay` from now.
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
     }
 
     /// The record of this job, as the `Store` keeps it, under `id`.

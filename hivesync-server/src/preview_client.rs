@@ -109,7 +109,7 @@ pub async fn build(args: ServerArgs, target: Target, options: BuildOptions) -> R
     let mut stderr = std::io::stderr();
     let status = preview::follow(&member, job, |status| draw_progress(&mut stderr, status)).await?;
     let _ = writeln!(stderr);
-    if status.status != JobState::Success {
+    if status.state() != Some(JobState::Success) {
         let log_text = preview::log(&member, job).await.unwrap_or_default();
         let tail: Vec<&str> = log_text.lines().rev().take(30).collect();
         for line in tail.into_iter().rev() {
@@ -146,14 +146,13 @@ pub async fn build(args: ServerArgs, target: Target, options: BuildOptions) -> R
 fn draw_progress(stderr: &mut std::io::Stderr, status: &PreviewStatus) {
     let progress = status.progress.clamp(0.0, 1.0);
     let filled = (progress * 30.0).round() as usize;
-    let state = status.status.to_string();
     let _ = write!(
         stderr,
         "\r[{}{}] {:>3.0}% {:<12}",
         "#".repeat(filled),
         "-".repeat(30 - filled),
         progress * 100.0,
-        status.phase.as_deref().unwrap_or(&state)
+        status.phase.as_deref().unwrap_or(&status.status)
     );
     let _ = stderr.flush();
 }

@@ -917,6 +917,35 @@ async fn an_api_server_without_the_workers_disk_serves_the_same_build() {
         assert_eq!(log.status, StatusCode::OK, "{which}");
         assert!(log.text.contains("success after"), "{which}: {}", log.text);
     }
+
+    // While a build runs, the API server (which never sees the worker's files) serves its log
+    // so far. Another environment is another build.
+    let accepted = build(&api, &token, json!({"env": {"EXPO_PUBLIC_FLAVOR": "live"}})).await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.text);
+    let job = accepted.body["job_id"].as_str().unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    let mut live_log = None;
+    loop {
+        let now = status(&api, &token, &job).await;
+        if ["success", "failed", "cancelled"].contains(&now.body["status"].as_str().unwrap()) {
+            assert_eq!(now.body["status"], "success", "{}", now.text);
+            break;
+        }
+        let log = api
+            .get(&format!("/api/v1/preview/logs/{job}"), Some(&token))
+            .await;
+        if log.status == StatusCode::OK {
+            live_log = Some(log.text);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "build stuck");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let live_log = live_log.expect("the running build's log was readable on the API server");
+    assert!(
+        live_log.contains(&format!("preview build {job}")),
+        "{live_log}"
+    );
+    assert!(!live_log.contains("success after"), "{live_log}");
     shutdown.cancel();
     for worker in workers {
         worker.await.unwrap();

@@ -532,7 +532,12 @@ fn place(source: &Path, target: &Path) -> Result<()> {
         return Ok(());
     }
     let mut staging = tempfile::NamedTempFile::new_in(target.parent().unwrap_or(Path::new(".")))?;
-    std::io::copy(&mut std::fs::File::open(source)?, &mut staging)?;
+    let mut original = std::fs::File::open(source)?;
+    std::io::copy(&mut original, &mut staging)?;
+    // Git writes its objects and packs read-only; the copy keeps the original's mode.
+    staging
+        .as_file()
+        .set_permissions(original.metadata()?.permissions())?;
     staging.as_file().sync_all()?;
     staging.persist(target).map_err(|err| err.error)?;
     Ok(())

@@ -607,7 +607,7 @@ impl PreviewApi {
     /// A build's log
     ///
     /// `build.log`: every step with its timings, and the bundler's own words when it failed.
-    /// While the build runs, the log so far.
+    /// While the build runs, the log so far (copied from the worker every two seconds).
     #[oai(path = "/logs/:job_id", method = "get", operation_id = "previewLogs")]
     async fn logs(
         &self,
@@ -628,6 +628,8 @@ impl PreviewApi {
         }
         Err(ApiError::not_found(if job.state == JobState::Queued {
             "the build has not started; it has no log yet"
+        } else if !job.state.is_terminal() {
+            "the build has no log yet; try again in a moment"
         } else {
             "this build's log is no longer kept"
         }))
@@ -650,6 +652,11 @@ impl PreviewApi {
             .await?
             .filter(|job| job.kind == PREVIEW_JOB_KIND)
             .ok_or_else(hidden)?;
+        if let PreviewCaller::Token(claims) = caller
+            && job.project_id != Some(claims.project_id)
+        {
+            return Err(hidden());
+        }
         let build = Build::of(job)?;
         if let PreviewCaller::Token(claims) = caller {
             // A token pinned to a ref reads only builds of that ref.
@@ -695,9 +702,17 @@ struct Build {
 }
 
 impl Build {
+    /// The record read as a preview build. A payload that does not read is the server's fault
+    /// (`500`, logged); a result that does not read leaves the status without it.
     fn of(job: Arc<Job>) -> Result<Build, ApiError> {
-        let request = job.payload_as::<PreviewRequest>()?;
-        let built = job.output_as::<PreviewRequest>()?;
+        let request = job.payload_as::<PreviewRequest>().map_err(|err| {
+            tracing::error!(job_id = %job.id, error = %err, "a preview build record does not read");
+            Error::internal("this build's record does not read")
+        })?;
+        let built = job.output_as::<PreviewRequest>().unwrap_or_else(|err| {
+            tracing::error!(job_id = %job.id, error = %err, "a preview build's result does not read");
+            None
+        });
         Ok(Build {
             job,
             request,
@@ -755,6 +770,7 @@ fn status_view(build: &Build) -> StatusView {
                 match c {
                     BuildCache::Hit => "hit",
                     BuildCache::Miss => "miss",
+                    BuildCache::Other => "other",
                 }
                 .to_owned()
             }),
