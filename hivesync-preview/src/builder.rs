@@ -251,6 +251,18 @@ impl PreviewBuilder {
                 .map_err(|err| internal("the checkout failed", err))?
         }
         .map_err(|err| match err.kind() {
+            // The API resolved this commit in its repository before queueing the build: if this
+            // worker's copy lacks it, the deployment is at fault (a worker that does not see the
+            // server's repositories), not the project, and another worker may succeed.
+            ErrorKind::NotFound if request.pinned_commit().is_some() => JobError::retryable(
+                ApiErrorCode::InternalError,
+                format!(
+                    "this worker cannot find commit {} of project {} ({}); its repositories are not the server's",
+                    request.git_ref,
+                    request.project_id,
+                    err.message()
+                ),
+            ),
             ErrorKind::NotFound | ErrorKind::Validation | ErrorKind::PayloadTooLarge => permanent(
                 ApiErrorCode::InvalidProjectStructure,
                 format!("cannot check out {}: {}", request.git_ref, err.message()),

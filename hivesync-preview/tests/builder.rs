@@ -33,6 +33,50 @@ fn processes_under(data: &std::path::Path) -> Vec<String> {
     found
 }
 
+/// A commit the API resolved but this worker's repositories lack is the deployment's fault (a
+/// worker that does not see the server's repositories), not the project's: retried, and never
+/// reported as `INVALID_PROJECT_STRUCTURE`. A ref the project lacks stays the project's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_the_worker_cannot_see_is_retried_as_a_server_fault() {
+    let env = env().await;
+    let long = Duration::from_secs(600);
+    let pinned = PreviewRequest {
+        project_id: env.project,
+        platform: hivesync_preview::bundler::Platform::Android,
+        git_ref: "0123456789abcdef0123456789abcdef01234567".to_owned(),
+        requested_ref: Some("main".to_owned()),
+        app_dir: None,
+        env: Default::default(),
+        token_version: 1,
+        token_id: None,
+        build_key: None,
+    };
+    let job = env
+        .run(env.builder(env.objects.clone(), long), &pinned)
+        .await;
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.error_code.as_deref(), Some("INTERNAL_ERROR"));
+    assert_eq!(job.attempts, 2, "retried: another worker may see it");
+    assert!(
+        job.error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("this worker cannot find commit")),
+        "{:?}",
+        job.error_message
+    );
+
+    let unpinned = PreviewRequest {
+        git_ref: "no-such-branch".to_owned(),
+        requested_ref: None,
+        ..pinned
+    };
+    let job = env
+        .run(env.builder(env.objects.clone(), long), &unpinned)
+        .await;
+    assert_eq!(job.error_code.as_deref(), Some("INVALID_PROJECT_STRUCTURE"));
+    assert_eq!(job.attempts, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builds_succeed_fail_with_the_right_code_and_never_touch_the_repository() {
     let env = env().await;

@@ -155,10 +155,15 @@ impl Env {
             token_id: None,
             build_key: None,
         };
+        self.run(builder, &request).await
+    }
+
+    /// Submits `request` and runs a worker with `builder` until the job is finished.
+    pub(crate) async fn run(&self, builder: PreviewBuilder, request: &PreviewRequest) -> Job {
         let id = submit(
             &*self.store,
             &self.backend,
-            Submission::of(&request).unwrap(),
+            Submission::of(request).unwrap(),
         )
         .await
         .unwrap()
