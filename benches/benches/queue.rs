@@ -11,7 +11,9 @@
 //!   the SQL queue on SQLite);
 //! - job records: the full path a HiveSync job takes — `submit` (a `Store` record, then the
 //!   queue) and the worker runtime (read the record, mark it running, run the handler, record
-//!   success, acknowledge) — with records in SQLite.
+//!   success, acknowledge) — with records in SQLite, and with `DATABASE_URL` (PostgreSQL, a
+//!   throwaway database per scenario) in PostgreSQL too, the production setting; and the SQL
+//!   queue on PostgreSQL.
 //!
 //! Goal: the Redis queue layer ≥ 50 % of the raw round-trip rate.
 
@@ -19,13 +21,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use hivesync_core::adapters::SqliteStore;
+use hivesync_core::adapters::{PostgresStore, SqliteStore};
 use hivesync_core::clock::system_clock;
 use hivesync_core::domain::{JobId, JobState};
 use hivesync_core::ports::{JobQueue, NewQueuedJob, Queue, Store, WorkerRole};
+use hivesync_core::testkit::postgres::TestDatabase;
 use hivesync_queue::jobs::{Submission, submit};
 use hivesync_queue::worker::{Handlers, Ping, PingHandler, Worker, WorkerConfig, WorkerDeps};
-use hivesync_queue::{RedisBackend, SqliteBackend};
+use hivesync_queue::{PostgresBackend, RedisBackend, SqliteBackend};
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
@@ -248,6 +251,17 @@ async fn sqlite(dir: &tempfile::TempDir, name: &str) -> (Arc<dyn Store>, SqliteB
     (Arc::new(store), backend)
 }
 
+/// A store and SQL queue on a fresh PostgreSQL database (dropped by the caller).
+async fn postgres(admin_url: &str) -> (TestDatabase, Arc<dyn Store>, PostgresBackend) {
+    let database = TestDatabase::create(admin_url).await.unwrap();
+    let store = PostgresStore::connect_postgres(database.url(), 16)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let backend = PostgresBackend::new(store.pool().clone(), system_clock());
+    (database, Arc::new(store), backend)
+}
+
 fn report(what: &str, rate: f64, baseline: Option<(&str, f64)>) {
     match baseline {
         Some((name, base)) => println!(
@@ -314,5 +328,41 @@ async fn main() {
             sql_records,
             Some(("raw", raw)),
         );
+
+        let Some(admin_url) = std::env::var("DATABASE_URL")
+            .ok()
+            .filter(|url| url.starts_with("postgres"))
+        else {
+            println!("no PostgreSQL scenarios: set DATABASE_URL=postgres://… to run them");
+            continue;
+        };
+        let redis = RedisBackend::connect(&url, &prefix, system_clock())
+            .await
+            .unwrap();
+        let (database, store, _) = postgres(&admin_url).await;
+        let records = with_records(store, Arc::new(redis.clone()), jobs_for("sql"), workers).await;
+        report(
+            &format!("Redis queue with PostgreSQL job records, {workers} workers"),
+            records,
+            Some(("raw", raw)),
+        );
+        redis.clear_namespace().await.unwrap();
+        database.drop_database().await.unwrap();
+        let (database, _, sql) = postgres(&admin_url).await;
+        let sql_layer = queue_layer(Arc::new(sql), jobs_for("sql"), workers).await;
+        report(
+            &format!("SQL (PostgreSQL) queue layer, {workers} workers"),
+            sql_layer,
+            Some(("raw", raw)),
+        );
+        database.drop_database().await.unwrap();
+        let (database, store, sql) = postgres(&admin_url).await;
+        let sql_records = with_records(store, Arc::new(sql), jobs_for("sql"), workers).await;
+        report(
+            &format!("SQL (PostgreSQL) queue with job records, {workers} workers"),
+            sql_records,
+            Some(("raw", raw)),
+        );
+        database.drop_database().await.unwrap();
     }
 }
