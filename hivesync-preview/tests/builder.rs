@@ -33,6 +33,22 @@ fn processes_under(data: &std::path::Path) -> Vec<String> {
     found
 }
 
+/// An S3 store at `endpoint`, for object stores that misbehave (nothing listening, no answer).
+async fn s3_store_at(endpoint: String) -> Arc<dyn ObjectStore> {
+    Arc::new(
+        S3ObjectStore::connect(&S3Config {
+            provider: S3Provider::Minio,
+            endpoint: Some(endpoint),
+            region: "us-east-1".into(),
+            credentials: Some(("key".into(), Secret::new("secret-secret".to_owned()))),
+            bucket: "previews".into(),
+            prefix: String::new(),
+        })
+        .await
+        .unwrap(),
+    )
+}
+
 /// A commit the API resolved but this worker's repositories lack is the deployment's fault (a
 /// worker that does not see the server's repositories), not the project's: retried, and never
 /// reported as `INVALID_PROJECT_STRUCTURE`. A ref the project lacks stays the project's.
@@ -243,18 +259,7 @@ async fn builds_succeed_fail_with_the_right_code_and_never_touch_the_repository(
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let down: Arc<dyn ObjectStore> = Arc::new(
-        S3ObjectStore::connect(&S3Config {
-            provider: S3Provider::Minio,
-            endpoint: Some(endpoint),
-            region: "us-east-1".into(),
-            credentials: Some(("key".into(), Secret::new("secret-secret".to_owned()))),
-            bucket: "previews".into(),
-            prefix: String::new(),
-        })
-        .await
-        .unwrap(),
-    );
+    let down = s3_store_at(endpoint).await;
     let job = env.build(env.builder(down, long), "main").await;
     assert_eq!(
         job.error_code.as_deref(),
@@ -274,18 +279,7 @@ async fn builds_succeed_fail_with_the_right_code_and_never_touch_the_repository(
             held.push(connection);
         }
     });
-    let silent: Arc<dyn ObjectStore> = Arc::new(
-        S3ObjectStore::connect(&S3Config {
-            provider: S3Provider::Minio,
-            endpoint: Some(endpoint),
-            region: "us-east-1".into(),
-            credentials: Some(("key".into(), Secret::new("secret-secret".to_owned()))),
-            bucket: "previews".into(),
-            prefix: String::new(),
-        })
-        .await
-        .unwrap(),
-    );
+    let silent = s3_store_at(endpoint).await;
     let job = env
         .build(env.builder(silent, Duration::from_secs(60)), "main")
         .await;

@@ -46,31 +46,30 @@ pub trait JobRecord {
 
 impl JobRecord for Job {
     fn payload_as<J: JobKind>(&self) -> Result<J> {
-        if self.kind != J::KIND {
-            return Err(Error::validation(format!(
-                "job {} is a {} job, not {}",
-                self.id,
-                self.kind,
-                J::KIND
-            )));
-        }
-        decode(J::KIND, "payload", self.payload.clone())
+        check_kind::<J>(self)?;
+        decode(J::KIND, "payload", &self.payload)
     }
 
     fn output_as<J: JobKind>(&self) -> Result<Option<J::Output>> {
-        if self.kind != J::KIND {
-            return Err(Error::validation(format!(
-                "job {} is a {} job, not {}",
-                self.id,
-                self.kind,
-                J::KIND
-            )));
-        }
+        check_kind::<J>(self)?;
         self.result
-            .clone()
+            .as_ref()
             .map(|result| decode(J::KIND, "result", result))
             .transpose()
     }
+}
+
+/// A record of another kind is refused rather than misread.
+fn check_kind<J: JobKind>(job: &Job) -> Result<()> {
+    if job.kind == J::KIND {
+        return Ok(());
+    }
+    Err(Error::validation(format!(
+        "job {} is a {} job, not {}",
+        job.id,
+        job.kind,
+        J::KIND
+    )))
 }
 
 /// The update that finishes a job of kind `J` with `output`, for a job that is answered without
@@ -79,14 +78,13 @@ pub fn succeeded<J: JobKind>(output: &J::Output) -> Result<JobUpdate> {
     Ok(JobUpdate::success(Some(encode(J::KIND, "result", output)?)))
 }
 
-/// Decodes a stored payload or result.
+/// Decodes a stored payload or result, in place (status reads do this on every request).
 pub(crate) fn decode<T: DeserializeOwned>(
     kind: &str,
     what: &str,
-    value: serde_json::Value,
+    value: &serde_json::Value,
 ) -> Result<T> {
-    serde_json::from_value(value)
-        .map_err(|err| Error::validation(format!("invalid {kind} {what}: {err}")))
+    T::deserialize(value).map_err(|err| Error::validation(format!("invalid {kind} {what}: {err}")))
 }
 
 /// Encodes a payload or result for storage.

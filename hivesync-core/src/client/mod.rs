@@ -115,6 +115,14 @@ impl Client {
     /// Sends `request` and reads a successful answer as `T`; a refusal becomes an error with the
     /// server's code, message and details.
     pub async fn json<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
+        let bytes = self.successful_body(request).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|err| Error::internal(format!("the server's answer does not read: {err}")))
+    }
+
+    /// The body of a successful answer to `request`; a refusal becomes an error with the
+    /// server's code, message and details.
+    async fn successful_body(&self, request: reqwest::RequestBuilder) -> Result<bytes::Bytes> {
         let response = self.send(request).await?;
         let status = response.status().as_u16();
         let bytes = response
@@ -124,8 +132,7 @@ impl Client {
         if !(200..300).contains(&status) {
             return Err(refusal(status, &bytes));
         }
-        serde_json::from_slice(&bytes)
-            .map_err(|err| Error::internal(format!("the server's answer does not read: {err}")))
+        Ok(bytes)
     }
 
     /// `GET path`, read as `T`.
@@ -141,15 +148,9 @@ impl Client {
 
     /// `GET path` as text (a build log).
     pub async fn text(&self, path: &str) -> Result<String> {
-        let response = self.send(self.request(reqwest::Method::GET, path)).await?;
-        let status = response.status().as_u16();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|err| Error::unavailable(format!("cannot read the answer: {err}")))?;
-        if !(200..300).contains(&status) {
-            return Err(refusal(status, &bytes));
-        }
+        let bytes = self
+            .successful_body(self.request(reqwest::Method::GET, path))
+            .await?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 

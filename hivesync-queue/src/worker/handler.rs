@@ -130,7 +130,7 @@ impl<J: JobKind, H: TypedHandler<J>> JobHandler for Typed<J, H> {
     }
 
     async fn handle(&self, ctx: &JobContext) -> JobResult {
-        let job: J = decode(J::KIND, "payload", ctx.job.payload.clone())
+        let job: J = decode(J::KIND, "payload", &ctx.job.payload)
             .map_err(|err| JobError::permanent(ApiErrorCode::ValidationError, err.message()))?;
         let output = self.handler.handle(job, ctx).await?;
         encode(J::KIND, "result", &output)
