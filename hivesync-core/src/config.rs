@@ -34,6 +34,7 @@
 //! | `OBJECT_STORAGE_ACCESS_KEY` / `_SECRET_KEY` | unset (ambient AWS credentials) | set both or neither |
 //! | `OBJECT_STORAGE_BUCKET_PREVIEWS` | unset | bucket for preview bundles |
 //! | `OBJECT_STORAGE_PREFIX` | empty | key prefix inside the bucket |
+//! | `REPO_STORAGE` | `shared` with PostgreSQL and an S3 bucket, else `local` | `local`: project repositories on this node's disk; `shared`: branch heads in the database and git objects in the object store, `DATA_DIR/repos` a cache (several machines) |
 //! | `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `OPENAI_MODEL` | unset, `https://api.openai.com/v1`, `gpt-4o-mini` | |
 //! | `LOCAL_AI_ENABLED`, `LOCAL_AI_MODEL_PATH` | `false`, unset | |
 //! | `AUTOSCALER_ENABLED`, `_MIN_WORKERS`, `_MAX_WORKERS`, `_SCALE_OUT_THRESHOLD`, `_SCALE_IN_THRESHOLD`, `_POLL_INTERVAL_SECONDS` | `false`, 1, 4, 20, 5, 30 | |
@@ -81,6 +82,8 @@ pub struct Config {
     pub preview: PreviewConfig,
     pub worker_concurrency: usize,
     pub object_storage: ObjectStorageConfig,
+    /// Where project repositories live (`REPO_STORAGE`).
+    pub repo_storage: RepoStorage,
     pub openai: Option<OpenAiConfig>,
     pub local_ai: LocalAiConfig,
     pub autoscaler: AutoscalerConfig,
@@ -241,6 +244,37 @@ pub enum SandboxMode {
 pub struct PreviewKey {
     pub id: String,
     pub secret: Secret,
+}
+
+/// `REPO_STORAGE`: where project repositories live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoStorage {
+    /// On this node's disk, `DATA_DIR/repos`: one node serves them (the embedded default).
+    Local,
+    /// Branch heads in the database, git objects in the object store; `DATA_DIR/repos` is a cache
+    /// that may be lost. For any number of servers and workers.
+    Shared,
+}
+
+impl RepoStorage {
+    fn parse(
+        env: &Env<'_>,
+        database: DatabaseBackend,
+        objects: &ObjectStorageConfig,
+    ) -> Result<Self> {
+        let shared_backends =
+            database == DatabaseBackend::Postgres && matches!(objects, ObjectStorageConfig::S3(_));
+        match env.get("REPO_STORAGE").as_deref() {
+            None if shared_backends => Ok(RepoStorage::Shared),
+            None | Some("local") => Ok(RepoStorage::Local),
+            Some("shared") if database == DatabaseBackend::Sqlite => Err(invalid(
+                "REPO_STORAGE",
+                "shared repositories keep their branches in the database: set DATABASE_URL to PostgreSQL",
+            )),
+            Some("shared") => Ok(RepoStorage::Shared),
+            Some(_) => Err(invalid("REPO_STORAGE", "expected local or shared")),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -407,8 +441,10 @@ impl Config {
                 "must be longer than PREVIEW_MAX_TIMEOUT_MS, or cleanup could remove a running build's files",
             ));
         }
+        let object_storage = object_storage_config(&env, &data_dir)?;
         Ok(Config {
-            object_storage: object_storage_config(&env, &data_dir)?,
+            repo_storage: RepoStorage::parse(&env, database.backend, &object_storage)?,
+            object_storage,
             openai: OpenAiConfig::parse(&env)?,
             local_ai: LocalAiConfig::parse(&env)?,
             autoscaler: AutoscalerConfig::parse(&env)?,

@@ -605,6 +605,23 @@ pub struct JobCount {
     pub count: u64,
 }
 
+/// A reference of a project repository as the `Store` keeps it: `refs/heads/main` → a commit id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoRef {
+    pub name: String,
+    pub target: String,
+}
+
+/// What a compare-and-swap of a repository reference did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefUpdate {
+    Updated,
+    /// The reference was not at the expected value; nothing changed.
+    Moved {
+        current: Option<String>,
+    },
+}
+
 /// An in-app notification for one user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {

@@ -254,15 +254,14 @@ impl PreviewBuilder {
             // The API resolved this commit in its repository before queueing the build: if this
             // worker's copy lacks it, the deployment is at fault (a worker that does not see the
             // server's repositories), not the project, and another worker may succeed.
-            ErrorKind::NotFound if request.pinned_commit().is_some() => JobError::retryable(
-                ApiErrorCode::InternalError,
-                format!(
-                    "this worker cannot find commit {} of project {} ({}); its repositories are not the server's",
+            ErrorKind::NotFound if request.pinned_commit().is_some() => {
+                JobError::from(hivesync_core::Error::unavailable(format!(
+                    "this worker cannot find commit {} of project {} ({}); it does not share the server's repositories (REPO_STORAGE=shared)",
                     request.git_ref,
                     request.project_id,
                     err.message()
-                ),
-            ),
+                )))
+            }
             ErrorKind::NotFound | ErrorKind::Validation | ErrorKind::PayloadTooLarge => permanent(
                 ApiErrorCode::InvalidProjectStructure,
                 format!("cannot check out {}: {}", request.git_ref, err.message()),

@@ -5,13 +5,13 @@ use std::sync::{Arc, OnceLock};
 use hivesync_core::Result;
 use hivesync_core::auth::{JwtIssuer, PasswordHasher};
 use hivesync_core::clock::{SharedClock, system_clock};
-use hivesync_core::config::{self, Config, SigningKeys};
+use hivesync_core::config::{self, Config, RepoStorage, SigningKeys};
 use hivesync_core::job_cache::MemberJobCache;
 use hivesync_core::ports::{
     JobQueue, Locks, ObjectStore, Quota, RateLimiter, Store, WorkerRegistry,
 };
 use hivesync_core::preview_token::PreviewTokenSigner;
-use hivesync_core::repo::Repos;
+use hivesync_core::repo::{Repos, SharedRepos};
 use hivesync_preview::builder::PreviewBuilder;
 use hivesync_preview::deps::DepsStore;
 use hivesync_preview::request::Previews;
@@ -136,7 +136,14 @@ impl AppState {
         backends: Backends,
         metrics: Option<PrometheusHandle>,
     ) -> Result<Arc<Self>> {
-        let repos = Arc::new(Repos::from_config(&config));
+        let mut repos = Repos::from_config(&config);
+        if config.repo_storage == RepoStorage::Shared {
+            repos = repos.with_sharing(SharedRepos::new(
+                backends.store.clone(),
+                backends.objects.clone(),
+            )?);
+        }
+        let repos = Arc::new(repos);
         let job_cache = Arc::new(MemberJobCache::new(
             JOB_CACHE_MAX_AGE,
             JOB_CACHE_MAX_ENTRIES,

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use crate::domain::{
     Credentials, Email, Job, JobCount, JobFilter, JobId, JobUpdate, Member, NewJob,
     NewNotification, NewProject, NewUser, Notification, NotificationId, Page, Project, ProjectId,
-    ProjectPatch, ProjectWithRole, Role, User, UserId, UserPatch,
+    ProjectPatch, ProjectWithRole, RefUpdate, RepoRef, Role, User, UserId, UserPatch,
 };
 use crate::error::Result;
 
@@ -38,6 +38,12 @@ use crate::error::Result;
 ///   unknown ids).
 /// - `mark_notifications_read` only touches the given user's notifications and returns how many
 ///   changed from unread to read.
+/// - Repository references (the branch heads of repositories shared by several machines) move
+///   only by compare-and-swap: `swap_repo_ref` with `expected: None` creates the reference if it
+///   does not exist, with `Some(old)` moves it only while it still points at `old`; otherwise it
+///   changes nothing and answers [`RefUpdate::Moved`] with the current target. Concurrent swaps
+///   from one value: exactly one wins. A swap into an unknown project is `Validation`. References
+///   go with their project.
 /// - Backend failures are `Unavailable` (retryable); nothing is partially written.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -96,4 +102,16 @@ pub trait Store: Send + Sync + 'static {
         page: Page<NotificationId>,
     ) -> Result<Vec<Notification>>;
     async fn mark_notifications_read(&self, user: UserId, ids: &[NotificationId]) -> Result<u64>;
+
+    /// A project repository's references, ordered by name.
+    async fn list_repo_refs(&self, project: ProjectId) -> Result<Vec<RepoRef>>;
+    async fn get_repo_ref(&self, project: ProjectId, name: &str) -> Result<Option<String>>;
+    /// Moves reference `name` from `expected` (`None`: it must not exist) to `new`.
+    async fn swap_repo_ref(
+        &self,
+        project: ProjectId,
+        name: &str,
+        expected: Option<&str>,
+        new: &str,
+    ) -> Result<RefUpdate>;
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use gix::ObjectId;
 use gix::objs::tree::EntryKind;
 
-use super::{ProjectRepo, RepoPath, Repos, check_link_chains, git_error};
+use super::{Need, ProjectRepo, RepoPath, Repos, check_link_chains, git_error};
 use crate::domain::ProjectId;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -55,6 +55,7 @@ impl Repos {
     pub fn checkout(&self, project: ProjectId, rev: &str, dest: &Path) -> Result<Checkout> {
         let project_repo = self.open(project)?;
         let commit = project_repo.resolve(rev)?;
+        project_repo.ensure(commit, Need::Everything)?;
         checkout_commit(&project_repo, commit, dest)
     }
 }

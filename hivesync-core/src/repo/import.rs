@@ -302,10 +302,12 @@ pub(crate) fn import(
         })?,
         limits: project_repo.limits,
         files_cache: Default::default(),
+        remote: project_repo.remote.clone(),
     };
     if !fresh.repo.has_object(commit) {
         return Err(Error::internal("the imported objects did not arrive"));
     }
+    fresh.publish_history(commit, head)?;
     fresh
         .move_branch(
             &request.branch,

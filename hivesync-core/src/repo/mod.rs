@@ -24,12 +24,14 @@ mod archive;
 mod checkout;
 mod import;
 mod path;
+mod shared;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use gix::ObjectId;
 use gix::objs::tree::EntryKind;
@@ -41,6 +43,8 @@ pub use archive::ArchiveKind;
 pub use checkout::{Checkout, Revision};
 pub use import::{ImportOutcome, ImportPolicy, is_private};
 pub use path::{BranchName, RepoPath};
+use shared::Need;
+pub use shared::SharedRepos;
 
 use crate::config::{Config, DataSubdir, SyncConfig};
 use crate::domain::ProjectId;
@@ -305,13 +309,16 @@ pub struct FileContent {
     pub bytes: Vec<u8>,
 }
 
-/// The repositories of all projects.
+/// The repositories of all projects: on this node's disk alone (the embedded default), or shared
+/// by several machines through the Store and the object store ([`SharedRepos`]), with the disk a
+/// cache.
 #[derive(Debug, Clone)]
 pub struct Repos {
     root: PathBuf,
     tmp: PathBuf,
     limits: SyncLimits,
     import: ImportPolicy,
+    shared: Option<Arc<SharedRepos>>,
 }
 
 /// A tree as a flat map: path → (kind, blob id).
@@ -342,7 +349,20 @@ impl Repos {
             tmp,
             limits,
             import,
+            shared: None,
         }
+    }
+
+    /// Keeps branch heads in the Store and objects in the object store, with `DATA_DIR/repos` a
+    /// cache (see [`SharedRepos`]).
+    pub fn with_sharing(mut self, shared: SharedRepos) -> Self {
+        self.shared = Some(Arc::new(shared));
+        self
+    }
+
+    /// Whether repositories are shared with other nodes.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
     }
 
     pub fn from_config(config: &Config) -> Self {
@@ -418,11 +438,14 @@ impl Repos {
         let repo = gix::open(&path).map_err(|err| {
             Error::internal("cannot open the project repository").with_context("cause", err)
         })?;
-        Ok(ProjectRepo {
+        let project_repo = ProjectRepo {
             repo,
             limits: self.limits,
             files_cache: RefCell::default(),
-        })
+            remote: self.shared.clone().map(|shared| Remote { shared, project }),
+        };
+        project_repo.adopt_local_branches()?;
+        Ok(project_repo)
     }
 
     /// Commits the tree in the archive at `file` (a spooled request body).
@@ -640,6 +663,25 @@ impl Repos {
 
     /// The project's branches and tags.
     pub fn refs(&self, project: ProjectId) -> Result<Vec<RefInfo>> {
+        if let Some(shared) = &self.shared {
+            // Opening adopts branches this disk had before it was shared.
+            self.open(project)?;
+            let mut refs: Vec<RefInfo> = shared
+                .refs(project)?
+                .into_iter()
+                .filter_map(|(name, commit)| {
+                    let (kind, short) = ref_kind(&name)?;
+                    Some(RefInfo {
+                        short_name: short.to_owned(),
+                        name,
+                        kind,
+                        commit: commit.to_string(),
+                    })
+                })
+                .collect();
+            refs.sort_by(|a, b| a.name.cmp(&b.name));
+            return Ok(refs);
+        }
         let project_repo = self.open(project)?;
         let repo = &project_repo.repo;
         let platform = repo
@@ -654,13 +696,10 @@ impl Repos {
                 Error::internal("cannot read a reference").with_context("cause", err)
             })?;
             let name = reference.name().as_bstr().to_string();
-            let (kind, short) = if let Some(short) = name.strip_prefix("refs/heads/") {
-                (RefKind::Branch, short.to_owned())
-            } else if let Some(short) = name.strip_prefix("refs/tags/") {
-                (RefKind::Tag, short.to_owned())
-            } else {
+            let Some((kind, short)) = ref_kind(&name) else {
                 continue;
             };
+            let short = short.to_owned();
             let Ok(commit) = reference.peel_to_commit() else {
                 continue;
             };
@@ -680,6 +719,7 @@ impl Repos {
         let project_repo = self.open(project)?;
         let repo = &project_repo.repo;
         let commit = project_repo.resolve(rev)?;
+        project_repo.ensure(commit, Need::Trees)?;
         let root = repo
             .find_commit(commit)
             .and_then(|c| c.tree())
@@ -702,6 +742,17 @@ impl Repos {
             }
         };
         let prefix = path.as_ref().map(|p| format!("{p}/")).unwrap_or_default();
+        // Sizes come from the blobs' headers: a cold cache fetches this directory's files.
+        if let Some(remote) = &project_repo.remote {
+            let mut blobs = Vec::new();
+            for entry in tree.iter() {
+                let entry = entry.map_err(git_error("cannot read a tree"))?;
+                if entry.inner.mode.is_blob_or_symlink() {
+                    blobs.push(entry.inner.oid.to_owned());
+                }
+            }
+            remote.shared.fetch_blobs(repo, project, blobs)?;
+        }
         let mut entries = Vec::new();
         for entry in tree.iter() {
             let entry = entry.map_err(git_error("cannot read a tree"))?;
@@ -736,6 +787,7 @@ impl Repos {
         let project_repo = self.open(project)?;
         let repo = &project_repo.repo;
         let commit = project_repo.resolve(rev)?;
+        project_repo.ensure(commit, Need::Trees)?;
         let path = RepoPath::parse(path)?;
         let root = repo
             .find_commit(commit)
@@ -753,6 +805,9 @@ impl Repos {
             EntryKind::Commit => return Err(Error::not_found(format!("{path} is a submodule"))),
         };
         let id = entry.object_id();
+        if let Some(remote) = &project_repo.remote {
+            remote.shared.fetch_blobs(repo, project, [id])?;
+        }
         let size = repo
             .find_header(id)
             .map_err(git_error("cannot read a file"))?
@@ -776,6 +831,16 @@ impl Repos {
             id: id.to_string(),
             bytes: blob.data.clone(),
         })
+    }
+}
+
+/// A branch or a tag, with its short name; `None` for other references.
+fn ref_kind(name: &str) -> Option<(RefKind, &str)> {
+    if let Some(short) = name.strip_prefix("refs/heads/") {
+        Some((RefKind::Branch, short))
+    } else {
+        name.strip_prefix("refs/tags/")
+            .map(|short| (RefKind::Tag, short))
     }
 }
 
@@ -886,15 +951,169 @@ pub(crate) struct ProjectRepo {
     /// The files of the last commit [`ProjectRepo::files_of`] read: checking a manifest and
     /// committing it both need the head's.
     files_cache: RefCell<Option<(ObjectId, Rc<FlatTree>)>>,
+    /// Where branch heads and objects really live when repositories are shared.
+    remote: Option<Remote>,
+}
+
+/// A project's shared half.
+#[derive(Debug, Clone)]
+pub(crate) struct Remote {
+    shared: Arc<SharedRepos>,
+    project: ProjectId,
 }
 
 impl ProjectRepo {
+    /// Makes sure the cache holds what `need` asks of `commit` (nothing to do when the disk is
+    /// the repository).
+    pub(crate) fn ensure(&self, commit: ObjectId, need: Need) -> Result<()> {
+        match &self.remote {
+            Some(remote) => remote
+                .shared
+                .hydrate(&self.repo, remote.project, commit, need),
+            None => Ok(()),
+        }
+    }
+
+    /// Shares the objects `commit` adds to `parent` (written locally), so that the branch may
+    /// move to it.
+    pub(crate) fn publish(&self, commit: ObjectId, parent: Option<ObjectId>) -> Result<()> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        let tree_of = |id: ObjectId| -> Result<ObjectId> {
+            Ok(self
+                .repo
+                .find_commit(id)
+                .and_then(|c| c.tree_id())
+                .map_err(git_error("cannot read a commit"))?
+                .detach())
+        };
+        let mut added = HashSet::from([commit]);
+        let old = parent.map(tree_of).transpose()?;
+        shared::added_objects(&self.repo, old, tree_of(commit)?, &mut added)?;
+        remote.shared.upload(&self.repo, remote.project, &added)
+    }
+
+    /// A repository written before it was shared keeps its branches on this disk: they are
+    /// published once (objects first, then a branch created only where the Store has none) and
+    /// moved to `refs/adopted/`, so the first shared open of each project takes them over. A
+    /// branch the Store already has elsewhere stays under `refs/adopted/` and is logged; nothing
+    /// is deleted.
+    fn adopt_local_branches(&self) -> Result<()> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        let platform = self
+            .repo
+            .references()
+            .map_err(git_error("cannot list references"))?;
+        let mut local = Vec::new();
+        for reference in platform
+            .prefixed("refs/heads/")
+            .map_err(git_error("cannot list references"))?
+        {
+            let reference = reference.map_err(|err| {
+                Error::internal("cannot read a reference").with_context("cause", err)
+            })?;
+            if let Some(id) = reference.try_id() {
+                local.push((reference.name().as_bstr().to_string(), id.detach()));
+            }
+        }
+        for (name, id) in local {
+            self.publish_history(id, None)?;
+            if let Err(current) = remote.shared.swap(remote.project, &name, None, id)?
+                && current != Some(id)
+            {
+                tracing::warn!(
+                    project = %remote.project,
+                    branch = %name,
+                    local = %id,
+                    shared = ?current.map(|c| c.to_string()),
+                    "a branch on this disk differs from the shared one; kept under refs/adopted/"
+                );
+            }
+            let adopted = format!("refs/adopted/{}", &name["refs/heads/".len()..]);
+            let edits = [
+                RefEdit {
+                    change: Change::Update {
+                        log: LogChange::default(),
+                        expected: PreviousValue::Any,
+                        new: Target::Object(id),
+                    },
+                    name: adopted
+                        .try_into()
+                        .map_err(|_| Error::internal("invalid adopted branch name"))?,
+                    deref: false,
+                },
+                RefEdit {
+                    change: Change::Delete {
+                        expected: PreviousValue::MustExistAndMatch(Target::Object(id)),
+                        log: RefLog::AndReference,
+                    },
+                    name: name
+                        .as_str()
+                        .try_into()
+                        .map_err(|_| Error::internal("invalid branch name"))?,
+                    deref: false,
+                },
+            ];
+            self.repo.edit_references(edits).map_err(|err| {
+                Error::internal("cannot set an adopted branch aside").with_context("cause", err)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Shares every object of the commits from `tip` back to (not including) `known`: an
+    /// imported history.
+    pub(crate) fn publish_history(&self, tip: ObjectId, known: Option<ObjectId>) -> Result<()> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        let walk = self
+            .repo
+            .rev_walk([tip])
+            .with_hidden(known)
+            .all()
+            .map_err(|err| Error::internal("cannot walk the history").with_context("cause", err))?;
+        let mut added = HashSet::new();
+        for info in walk {
+            let info = info.map_err(|err| {
+                Error::internal("cannot walk the history").with_context("cause", err)
+            })?;
+            let commit = self
+                .repo
+                .find_commit(info.id)
+                .map_err(git_error("cannot read a commit"))?;
+            let tree = commit
+                .tree_id()
+                .map_err(git_error("cannot read a commit"))?
+                .detach();
+            let parent_tree = match commit.parent_ids().next() {
+                Some(parent) => Some(
+                    self.repo
+                        .find_commit(parent.detach())
+                        .and_then(|c| c.tree_id())
+                        .map_err(git_error("cannot read a commit"))?
+                        .detach(),
+                ),
+                None => None,
+            };
+            added.insert(info.id);
+            shared::added_objects(&self.repo, parent_tree, tree, &mut added)?;
+        }
+        remote.shared.upload(&self.repo, remote.project, &added)
+    }
+
     /// The branch head, if the branch exists.
     fn head(&self, branch: &BranchName) -> Result<Option<ObjectId>> {
         self.ref_target(&branch.full_ref())
     }
 
     pub(crate) fn ref_target(&self, full_name: &str) -> Result<Option<ObjectId>> {
+        if let Some(remote) = &self.remote {
+            return remote.shared.head(remote.project, full_name);
+        }
         let reference = self
             .repo
             .try_find_reference(full_name)
@@ -904,6 +1123,9 @@ impl ProjectRepo {
 
     fn check_parent(&self, request: &CommitRequest) -> Result<Option<ObjectId>> {
         let head = self.head(&request.branch)?;
+        if let Some(head) = head {
+            self.ensure(head, Need::Trees)?;
+        }
         if request.force {
             return Ok(head);
         }
@@ -923,6 +1145,14 @@ impl ProjectRepo {
         let rev = rev.trim();
         if rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()) {
             let id = parse_object_id(&rev.to_ascii_lowercase())?;
+            if let Some(remote) = &self.remote {
+                match remote.shared.download(&self.repo, remote.project, [id]) {
+                    Err(err) if err.kind() == ErrorKind::NotFound => {
+                        return Err(Error::not_found("no such commit in this project"));
+                    }
+                    other => other?,
+                }
+            }
             return self
                 .repo
                 .find_object(id)
@@ -932,6 +1162,15 @@ impl ProjectRepo {
                 .ok_or_else(|| Error::not_found("no such commit in this project"));
         }
         let name = BranchName::parse(rev).map_err(|err| err.with_context("field", "ref"))?;
+        if self.remote.is_some() {
+            for full in [name.full_ref(), format!("refs/tags/{name}")] {
+                if let Some(commit) = self.ref_target(&full)? {
+                    self.ensure(commit, Need::Trees)?;
+                    return Ok(commit);
+                }
+            }
+            return Err(Error::not_found(format!("no branch or tag named {name}")));
+        }
         for full in [name.full_ref(), format!("refs/tags/{name}")] {
             if let Some(mut reference) = self
                 .repo
@@ -1057,6 +1296,7 @@ impl ProjectRepo {
             request.message.clone()
         };
         let commit = self.write_commit(tree_id, head, &message, &request.author)?;
+        self.publish(commit, head)?;
         self.move_branch(
             &request.branch,
             head,
@@ -1137,6 +1377,13 @@ impl ProjectRepo {
             email: COMMITTER_EMAIL.into(),
             time: gix::date::Time::now_utc(),
         };
+        if let Some(remote) = &self.remote {
+            let full = branch.full_ref();
+            return match remote.shared.swap(remote.project, &full, from, to)? {
+                Ok(()) => Ok(()),
+                Err(now) => Err(conflict(branch, now)),
+            };
+        }
         let mut time = gix::date::parse::TimeBuf::default();
         // Writers in this process take turns per branch, so that one never finds the other's
         // ref lock (and fails as if on an I/O error) instead of its changed head.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::domain::{
     Email, JobFilter, JobId, JobState, JobUpdate, NewJob, NewNotification, NewProject, NewUser,
-    Page, ProjectId, ProjectPatch, Role, User, UserId, UserPatch,
+    Page, ProjectId, ProjectPatch, RefUpdate, RepoRef, Role, User, UserId, UserPatch,
 };
 use crate::error::ErrorKind;
 use crate::ports::Store;
@@ -19,6 +19,7 @@ pub async fn run(store: Arc<dyn Store>) {
     last_owner_is_kept_under_concurrency(store.clone()).await;
     jobs(&*store).await;
     notifications(&*store).await;
+    repo_refs(store.clone()).await;
 }
 
 async fn new_user(store: &dyn Store, name: &str) -> User {
@@ -747,4 +748,114 @@ async fn notifications(store: &dyn Store) {
         ErrorKind::NotFound,
         "a notification for an unknown user"
     );
+}
+
+async fn repo_refs(store: Arc<dyn Store>) {
+    const MAIN: &str = "refs/heads/main";
+    let (a, b, c) = ("a".repeat(40), "b".repeat(40), "c".repeat(40));
+    let owner = new_user(&*store, "refs").await;
+    let project = new_project(&*store, owner.id, "refs").await;
+    assert_eq!(store.list_repo_refs(project).await.unwrap(), vec![]);
+    assert_eq!(store.get_repo_ref(project, MAIN).await.unwrap(), None);
+
+    // Created only where absent.
+    let created = store.swap_repo_ref(project, MAIN, None, &a).await.unwrap();
+    assert_eq!(created, RefUpdate::Updated);
+    assert_eq!(
+        store.swap_repo_ref(project, MAIN, None, &b).await.unwrap(),
+        RefUpdate::Moved {
+            current: Some(a.clone())
+        }
+    );
+    // Moved only from where it is.
+    assert_eq!(
+        store
+            .swap_repo_ref(project, MAIN, Some(&b), &c)
+            .await
+            .unwrap(),
+        RefUpdate::Moved {
+            current: Some(a.clone())
+        }
+    );
+    assert_eq!(
+        store
+            .swap_repo_ref(project, "refs/heads/none", Some(&a), &c)
+            .await
+            .unwrap(),
+        RefUpdate::Moved { current: None }
+    );
+    assert_eq!(
+        store
+            .swap_repo_ref(project, MAIN, Some(&a), &b)
+            .await
+            .unwrap(),
+        RefUpdate::Updated
+    );
+    assert_eq!(
+        store.get_repo_ref(project, MAIN).await.unwrap(),
+        Some(b.clone())
+    );
+
+    // Racing swaps from one value: exactly one wins, the others see the winner.
+    let racers: Vec<String> = (0..8).map(|i| format!("{i:0>40}")).collect();
+    let swaps = racers.iter().map(|target| {
+        let store = store.clone();
+        let (b, target) = (b.clone(), target.clone());
+        tokio::spawn(async move {
+            let update = store
+                .swap_repo_ref(project, MAIN, Some(&b), &target)
+                .await
+                .unwrap();
+            (target, update)
+        })
+    });
+    let results: Vec<_> = futures::future::join_all(swaps)
+        .await
+        .into_iter()
+        .map(|joined| joined.unwrap())
+        .collect();
+    let winners: Vec<&String> = results
+        .iter()
+        .filter(|(_, update)| *update == RefUpdate::Updated)
+        .map(|(target, _)| target)
+        .collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let winner = winners[0].clone();
+    for (target, update) in &results {
+        if *target != winner {
+            assert_eq!(
+                *update,
+                RefUpdate::Moved {
+                    current: Some(winner.clone())
+                }
+            );
+        }
+    }
+
+    store
+        .swap_repo_ref(project, "refs/heads/dev", None, &c)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_repo_refs(project).await.unwrap(),
+        vec![
+            RepoRef {
+                name: "refs/heads/dev".to_owned(),
+                target: c.clone()
+            },
+            RepoRef {
+                name: MAIN.to_owned(),
+                target: winner
+            },
+        ]
+    );
+
+    // References go with their project; an unknown project takes none.
+    store.delete_project(project).await.unwrap();
+    assert_eq!(store.list_repo_refs(project).await.unwrap(), vec![]);
+    let err = store
+        .swap_repo_ref(project, MAIN, None, &a)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Validation, "{err}");
 }

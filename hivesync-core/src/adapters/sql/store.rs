@@ -19,7 +19,7 @@ use super::{Backend, ColumnType, db_error, now};
 use crate::domain::{
     Credentials, Email, Job, JobCount, JobFilter, JobId, JobState, JobUpdate, Member, NewJob,
     NewNotification, NewProject, NewUser, Notification, NotificationId, Page, Project, ProjectId,
-    ProjectPatch, ProjectWithRole, Role, User, UserId, UserPatch,
+    ProjectPatch, ProjectWithRole, RefUpdate, RepoRef, Role, User, UserId, UserPatch,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::ports::Store;
@@ -891,5 +891,75 @@ where
         }
         tx.commit().await.map_err(db_error)?;
         Ok(changed)
+    }
+
+    async fn list_repo_refs(&self, project: ProjectId) -> Result<Vec<RepoRef>> {
+        let rows =
+            sqlx::query("SELECT name, target FROM repo_refs WHERE project_id = $1 ORDER BY name")
+                .bind(project.as_uuid())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(RepoRef {
+                    name: row.try_get("name").map_err(db_error)?,
+                    target: row.try_get("target").map_err(db_error)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn get_repo_ref(&self, project: ProjectId, name: &str) -> Result<Option<String>> {
+        sqlx::query("SELECT target FROM repo_refs WHERE project_id = $1 AND name = $2")
+            .bind(project.as_uuid())
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .map(|row| row.try_get("target").map_err(db_error))
+            .transpose()
+    }
+
+    async fn swap_repo_ref(
+        &self,
+        project: ProjectId,
+        name: &str,
+        expected: Option<&str>,
+        new: &str,
+    ) -> Result<RefUpdate> {
+        // One statement either way, so the database decides a race: the row is inserted or
+        // updated only while it is as the caller saw it.
+        let done = match expected {
+            None => sqlx::query(
+                "INSERT INTO repo_refs (project_id, name, target, updated_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (project_id, name) DO NOTHING",
+            )
+            .bind(project.as_uuid())
+            .bind(name)
+            .bind(new)
+            .bind(now())
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?,
+            Some(expected) => sqlx::query(
+                "UPDATE repo_refs SET target = $1, updated_at = $2 \
+                 WHERE project_id = $3 AND name = $4 AND target = $5",
+            )
+            .bind(new)
+            .bind(now())
+            .bind(project.as_uuid())
+            .bind(name)
+            .bind(expected)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?,
+        };
+        if DB::rows_affected(&done) == 1 {
+            return Ok(RefUpdate::Updated);
+        }
+        Ok(RefUpdate::Moved {
+            current: self.get_repo_ref(project, name).await?,
+        })
     }
 }

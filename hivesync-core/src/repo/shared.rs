@@ -1,0 +1,400 @@
+//! Repositories shared by several machines.
+//!
+//! With `REPO_STORAGE=shared`, no node's disk is the source of truth for a project repository:
+//!
+//! - **Branch heads** live in the [`Store`] (`repo_refs`) and move only by compare-and-swap, so
+//!   two servers syncing one branch at once cannot both win.
+//! - **Git objects** live in the [`ObjectStore`], one immutable object per git object under
+//!   `repos/<project>/objects/<id>`, in git's loose format (zlib of `"<kind> <size>\0<data>"`).
+//!   Content addressing makes every write idempotent: two nodes uploading the same object write
+//!   the same bytes.
+//! - **`DATA_DIR/repos`** is each node's read-through cache: an object missing there is
+//!   downloaded, its hash checked, and written into the local repository, which then serves it
+//!   from disk. Deleting the cache loses nothing.
+//!
+//! The invariant that makes this safe: every object reachable from a reference in the Store is in
+//! the object store. A writer uploads what a new commit adds *before* it swaps the reference, so
+//! whoever reads the reference finds every object it reaches; a writer that crashes or loses the
+//! race leaves only unreferenced objects behind.
+//!
+//! An object that a reference reaches but the object store cannot produce is the deployment's
+//! fault (a store that is down, or a bucket not shared by every node): `Unavailable`, retryable.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use gix::ObjectId;
+use gix::objs::Write as _;
+use gix::objs::tree::EntryKind;
+
+use crate::domain::{ProjectId, RefUpdate};
+use crate::error::{Error, ErrorKind, Result};
+use crate::ports::{ObjectKey, ObjectStore, ObjectStoreExt, Store};
+
+/// Object transfers in flight at once per operation.
+const PARALLEL_TRANSFERS: usize = 32;
+/// Objects read into memory at once while uploading.
+const UPLOAD_BATCH: usize = 256;
+
+/// The shared half of the repositories: references in the Store, objects in the object store.
+#[derive(Clone)]
+pub struct SharedRepos {
+    store: Arc<dyn Store>,
+    objects: Arc<dyn ObjectStore>,
+    /// Repository methods block (git is file I/O) and run on blocking threads; they reach the
+    /// async ports through the runtime that made this value.
+    runtime: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for SharedRepos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedRepos")
+            .field("objects", &self.objects.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a reader needs of a commit in its cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Need {
+    /// The commit, every tree, and the links' targets: enough to list, diff and commit on top.
+    Trees,
+    /// Everything: a checkout.
+    Everything,
+}
+
+impl SharedRepos {
+    /// Must be called inside a tokio runtime, whose handle the repositories keep.
+    pub fn new(store: Arc<dyn Store>, objects: Arc<dyn ObjectStore>) -> Result<Self> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::internal("shared repositories need a tokio runtime to reach the Store")
+        })?;
+        Ok(SharedRepos {
+            store,
+            objects,
+            runtime,
+        })
+    }
+
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// `repos/<project>/objects/<id>`.
+    pub fn object_key(project: ProjectId, id: &ObjectId) -> ObjectKey {
+        ObjectKey::new(format!("repos/{project}/objects/{id}"))
+            .expect("a uuid and a hex id make a valid key")
+    }
+
+    /// Where reference `full_name` points.
+    pub(crate) fn head(&self, project: ProjectId, full_name: &str) -> Result<Option<ObjectId>> {
+        self.block_on(self.store.get_repo_ref(project, full_name))?
+            .map(|target| parse_target(&target))
+            .transpose()
+    }
+
+    /// Every reference of the project, by name.
+    pub(crate) fn refs(&self, project: ProjectId) -> Result<Vec<(String, ObjectId)>> {
+        self.block_on(self.store.list_repo_refs(project))?
+            .into_iter()
+            .map(|r| Ok((r.name, parse_target(&r.target)?)))
+            .collect()
+    }
+
+    /// Moves `full_name` from `from` to `to`; `Err(current)` when it was elsewhere.
+    pub(crate) fn swap(
+        &self,
+        project: ProjectId,
+        full_name: &str,
+        from: Option<ObjectId>,
+        to: ObjectId,
+    ) -> Result<std::result::Result<(), Option<ObjectId>>> {
+        let from = from.map(|id| id.to_string());
+        let update = self.block_on(self.store.swap_repo_ref(
+            project,
+            full_name,
+            from.as_deref(),
+            &to.to_string(),
+        ))?;
+        match update {
+            RefUpdate::Updated => Ok(Ok(())),
+            RefUpdate::Moved { current } => Ok(Err(current
+                .map(|target| parse_target(&target))
+                .transpose()?)),
+        }
+    }
+
+    /// Uploads `ids` from the local repository (each must be there).
+    pub(crate) fn upload(
+        &self,
+        repo: &gix::Repository,
+        project: ProjectId,
+        ids: &HashSet<ObjectId>,
+    ) -> Result<()> {
+        let ids: Vec<&ObjectId> = ids.iter().collect();
+        for batch in ids.chunks(UPLOAD_BATCH) {
+            let mut encoded = Vec::with_capacity(batch.len());
+            for id in batch {
+                let object = repo.find_object(**id).map_err(|err| {
+                    Error::internal("cannot read an object to share").with_context("cause", err)
+                })?;
+                encoded.push((**id, encode_loose(object.kind, &object.data)?));
+            }
+            let objects = self.objects.clone();
+            self.block_on(
+                futures::stream::iter(encoded)
+                    .map(|(id, bytes)| {
+                        let objects = objects.clone();
+                        async move {
+                            objects
+                                .put_bytes(&Self::object_key(project, &id), bytes)
+                                .await
+                                .map_err(|err| {
+                                    Error::unavailable("cannot share a repository object")
+                                        .with_context("object", id)
+                                        .with_source(err)
+                                })
+                        }
+                    })
+                    .buffer_unordered(PARALLEL_TRANSFERS)
+                    .try_collect::<Vec<_>>(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Downloads those of `ids` the local repository lacks. An id the object store does not have
+    /// is `NotFound` with the id in its context.
+    pub(crate) fn download(
+        &self,
+        repo: &gix::Repository,
+        project: ProjectId,
+        ids: impl IntoIterator<Item = ObjectId>,
+    ) -> Result<()> {
+        let mut seen = HashSet::new();
+        let wanted: Vec<ObjectId> = ids
+            .into_iter()
+            .filter(|id| seen.insert(*id) && !repo.has_object(id))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let objects = self.objects.clone();
+        let fetched: Vec<(ObjectId, Bytes)> = self.block_on(
+            futures::stream::iter(wanted)
+                .map(|id| {
+                    let objects = objects.clone();
+                    async move {
+                        match objects.get_bytes(&Self::object_key(project, &id)).await {
+                            Ok(bytes) => Ok((id, bytes)),
+                            Err(err) if err.kind() == ErrorKind::NotFound => Err(Error::not_found(
+                                "the object store has no such repository object",
+                            )
+                            .with_context("object", id)),
+                            Err(err) => Err(Error::unavailable(
+                                "cannot fetch a repository object from the object store",
+                            )
+                            .with_context("object", id)
+                            .with_source(err)),
+                        }
+                    }
+                })
+                .buffer_unordered(PARALLEL_TRANSFERS)
+                .try_collect(),
+        )?;
+        for (id, bytes) in fetched {
+            let (kind, data) =
+                decode_loose(&bytes).map_err(|err| err.with_context("object", id))?;
+            let written = repo.objects.write_buf(kind, &data).map_err(|err| {
+                Error::internal("cannot cache a repository object").with_context("cause", err)
+            })?;
+            if written != id {
+                // Someone wrote other bytes under this id: refuse them rather than serve them.
+                return Err(Error::unavailable(
+                    "a repository object in the object store does not match its id",
+                )
+                .with_context("object", id));
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure the cache holds what `need` asks of `commit`. A missing object is the
+    /// deployment's fault: the reference that reached it was published after it.
+    pub(crate) fn hydrate(
+        &self,
+        repo: &gix::Repository,
+        project: ProjectId,
+        commit: ObjectId,
+        need: Need,
+    ) -> Result<()> {
+        let unavailable = |err: Error| {
+            match err.kind() {
+            ErrorKind::NotFound => Error::unavailable(format!(
+                "project {project}'s repository data is not in the object store; is the bucket shared by every node?"
+            ))
+            .with_context("commit", commit)
+            .with_source(err),
+            _ => err,
+        }
+        };
+        self.download(repo, project, [commit])
+            .map_err(unavailable)?;
+        let tree = repo
+            .find_commit(commit)
+            .and_then(|c| c.tree_id())
+            .map_err(|err| Error::internal("cannot read a commit").with_context("cause", err))?
+            .detach();
+        let mut level = vec![tree];
+        let mut blobs = Vec::new();
+        while !level.is_empty() {
+            self.download(repo, project, level.iter().copied())
+                .map_err(unavailable)?;
+            let mut next = Vec::new();
+            for id in level {
+                let tree = repo.find_tree(id).map_err(|err| {
+                    Error::internal("cannot read a tree").with_context("cause", err)
+                })?;
+                let decoded = tree.decode().map_err(|err| {
+                    Error::internal("cannot read a tree").with_context("cause", err)
+                })?;
+                for entry in &decoded.entries {
+                    match entry.mode.kind() {
+                        EntryKind::Tree => next.push(entry.oid.to_owned()),
+                        EntryKind::Link => blobs.push(entry.oid.to_owned()),
+                        EntryKind::Blob | EntryKind::BlobExecutable if need == Need::Everything => {
+                            blobs.push(entry.oid.to_owned())
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            level = next;
+        }
+        self.download(repo, project, blobs).map_err(unavailable)
+    }
+
+    /// Downloads `ids` (blobs a commit's trees name) for a reader.
+    pub(crate) fn fetch_blobs(
+        &self,
+        repo: &gix::Repository,
+        project: ProjectId,
+        ids: impl IntoIterator<Item = ObjectId>,
+    ) -> Result<()> {
+        self.download(repo, project, ids)
+            .map_err(|err| match err.kind() {
+                ErrorKind::NotFound => Error::unavailable(format!(
+                    "project {project}'s repository data is not in the object store"
+                ))
+                .with_source(err),
+                _ => err,
+            })
+    }
+}
+
+/// The objects tree `new` has that tree `old` does not: `new` itself when it differs, every
+/// subtree that differs, and every blob at a path where it is new. Unchanged subtrees are not
+/// entered, so a one-file change costs one path of trees.
+pub(crate) fn added_objects(
+    repo: &gix::Repository,
+    old: Option<ObjectId>,
+    new: ObjectId,
+    into: &mut HashSet<ObjectId>,
+) -> Result<()> {
+    if old == Some(new) || into.contains(&new) {
+        return Ok(());
+    }
+    into.insert(new);
+    let entries = |id: ObjectId| -> Result<HashMap<Vec<u8>, (EntryKind, ObjectId)>> {
+        let tree = repo
+            .find_tree(id)
+            .map_err(|err| Error::internal("cannot read a tree").with_context("cause", err))?;
+        let decoded = tree
+            .decode()
+            .map_err(|err| Error::internal("cannot read a tree").with_context("cause", err))?;
+        Ok(decoded
+            .entries
+            .iter()
+            .map(|e| (e.filename.to_vec(), (e.mode.kind(), e.oid.to_owned())))
+            .collect())
+    };
+    let before = match old {
+        Some(old) => entries(old)?,
+        None => HashMap::new(),
+    };
+    for (name, (kind, id)) in entries(new)? {
+        let previous = before.get(&name);
+        match kind {
+            EntryKind::Tree => {
+                let old_tree = previous
+                    .filter(|(kind, _)| *kind == EntryKind::Tree)
+                    .map(|(_, id)| *id);
+                added_objects(repo, old_tree, id, into)?;
+            }
+            // A submodule's commit is not an object of this repository.
+            EntryKind::Commit => {}
+            _ => {
+                if previous.map(|(_, old)| *old) != Some(id) {
+                    into.insert(id);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_target(target: &str) -> Result<ObjectId> {
+    ObjectId::from_hex(target.as_bytes()).map_err(|_| {
+        Error::internal("a shared reference does not hold a commit id")
+            .with_context("target", target)
+    })
+}
+
+fn encode_loose(kind: gix::objs::Kind, data: &[u8]) -> Result<Bytes> {
+    let mut encoder = flate2::write::ZlibEncoder::new(
+        Vec::with_capacity(data.len() / 2 + 64),
+        flate2::Compression::fast(),
+    );
+    encoder.write_all(&gix::objs::encode::loose_header(kind, data.len() as u64))?;
+    encoder.write_all(data)?;
+    Ok(Bytes::from(encoder.finish()?))
+}
+
+fn decode_loose(bytes: &[u8]) -> Result<(gix::objs::Kind, Vec<u8>)> {
+    let corrupt = || Error::unavailable("a repository object in the object store is corrupt");
+    let mut inflated = Vec::new();
+    flate2::read::ZlibDecoder::new(bytes)
+        .read_to_end(&mut inflated)
+        .map_err(|_| corrupt())?;
+    let (kind, size, header) = gix::objs::decode::loose_header(&inflated).map_err(|_| corrupt())?;
+    if (inflated.len() - header) as u64 != size {
+        return Err(corrupt());
+    }
+    inflated.drain(..header);
+    Ok((kind, inflated))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loose_objects_round_trip_and_corruption_is_refused() {
+        let bytes = encode_loose(gix::objs::Kind::Blob, b"hello\n").unwrap();
+        let (kind, data) = decode_loose(&bytes).unwrap();
+        assert_eq!(kind, gix::objs::Kind::Blob);
+        assert_eq!(data, b"hello\n");
+        assert!(decode_loose(&bytes[..bytes.len() - 2]).is_err());
+        assert!(decode_loose(b"not zlib").is_err());
+        let lying = {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(b"blob 99\0hello\n").unwrap();
+            e.finish().unwrap()
+        };
+        let err = decode_loose(&lying).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+    }
+}
