@@ -238,7 +238,9 @@ async fn what_one_node_commits_every_node_reads_checks_out_and_builds_on() {
         Path::new("App.js")
     );
 
-    // A delta sync through B: it asks only for the changed file, and A reads the result.
+    // A delta sync through C, whose disk holds nothing yet: it asks only for the changed file,
+    // and A reads the result.
+    let b = cluster.node("c");
     let v2 = changed(&tree_v1(), "src/App.js", b"export default () => 2;\n");
     let plan = {
         let (b, v2) = (b.clone(), v2.clone());

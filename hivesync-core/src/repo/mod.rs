@@ -1193,6 +1193,7 @@ impl ProjectRepo {
         {
             return Ok(files.clone());
         }
+        self.ensure(commit, Need::Trees)?;
         let tree = self
             .repo
             .find_commit(commit)
@@ -1272,6 +1273,30 @@ impl ProjectRepo {
                 .detach(),
             None => ObjectId::empty_tree(self.repo.object_hash()),
         };
+        if let Some(remote) = &self.remote {
+            // The tree editor checks that every entry of a tree it rewrites exists: a cache that
+            // has only the trees fetches the unchanged files beside each change.
+            let touched: HashSet<&str> = changes
+                .iter()
+                .map(|(path, _)| path.as_str())
+                .chain(removed.iter().map(|path| path.as_str()))
+                .flat_map(|path| {
+                    path.match_indices('/')
+                        .map(|(at, _)| &path[..at])
+                        .chain(std::iter::once(""))
+                })
+                .collect();
+            let beside = tree
+                .iter()
+                .filter(|(path, entry)| {
+                    let dir = path.rsplit_once('/').map_or("", |(dir, _)| dir);
+                    touched.contains(dir) && old.get(*path) == Some(*entry)
+                })
+                .map(|(_, (_, id))| *id);
+            remote
+                .shared
+                .fetch_blobs(&self.repo, remote.project, beside)?;
+        }
         let mut editor = self
             .repo
             .edit_tree(base_tree)
