@@ -10,53 +10,15 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
+
+use hivesync_benches::{env_number, generate_project as generate, median, ms};
 
 use hivesync_core::client::Client;
 use hivesync_core::client::sync::sync_folder;
 use hivesync_core::config::Config;
 use hivesync_server::state::AppState;
 use serde_json::{Value, json};
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Writes `files` files shaped like a React Native project: 50 files per directory, 0.5–4 KiB
-/// of source each, a few binary assets; all dated an hour ago, as a project at rest is.
-fn generate(root: &Path, files: usize) {
-    let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
-    for i in 0..files {
-        let (path, content) = if i % 100 == 99 {
-            let bytes: Vec<u8> = (0..8192u32)
-                .map(|b| (b.wrapping_mul(2_654_435_761) >> 13 ^ i as u32) as u8)
-                .collect();
-            (format!("assets/pack{}/image{i}.png", i / 1000), bytes)
-        } else {
-            let lines = 10 + (i * 7919) % 90;
-            let mut text = format!("// module {i}\nimport React from 'react';\n");
-            for line in 0..lines {
-                text.push_str(&format!(
-                    "export const value{line} = {};\n",
-                    (i * 31 + line) % 977
-                ));
-            }
-            (
-                format!("src/feature{}/component{i}.js", i / 50),
-                text.into_bytes(),
-            )
-        };
-        let path = root.join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, content).unwrap();
-        let file = std::fs::File::options().write(true).open(&path).unwrap();
-        file.set_modified(an_hour_ago).unwrap();
-    }
-    std::fs::write(root.join(".gitignore"), "node_modules/\n").unwrap();
-}
 
 fn git(dir: &Path, script: &str) -> Duration {
     let started = Instant::now();
@@ -72,15 +34,6 @@ fn git(dir: &Path, script: &str) -> Duration {
         .unwrap();
     assert!(status.success(), "{script}");
     started.elapsed()
-}
-
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort();
-    values[values.len() / 2]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
 #[tokio::main]

@@ -1,7 +1,8 @@
 //! Shared helpers for the benchmarks: where criterion keeps its results, and reading an estimate
 //! back so a bench can print a ratio against the baseline it measured in the same run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 /// Criterion's output directory: `$CARGO_TARGET_DIR/criterion`, or `target/criterion` at the
 /// workspace root.
@@ -48,4 +49,56 @@ pub fn format_ns(ns: f64) -> String {
     } else {
         format!("{ns:.0} ns")
     }
+}
+
+/// A number from the environment, or `default`.
+pub fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Writes `files` files shaped like a React Native project: 50 files per directory, 0.5–4 KiB
+/// of source each, a few binary assets; all dated an hour ago, as a project at rest is.
+pub fn generate_project(root: &Path, files: usize) {
+    let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    for i in 0..files {
+        let (path, content) = if i % 100 == 99 {
+            let bytes: Vec<u8> = (0..8192u32)
+                .map(|b| (b.wrapping_mul(2_654_435_761) >> 13 ^ i as u32) as u8)
+                .collect();
+            (format!("assets/pack{}/image{i}.png", i / 1000), bytes)
+        } else {
+            let lines = 10 + (i * 7919) % 90;
+            let mut text = format!("// module {i}\nimport React from 'react';\n");
+            for line in 0..lines {
+                text.push_str(&format!(
+                    "export const value{line} = {};\n",
+                    (i * 31 + line) % 977
+                ));
+            }
+            (
+                format!("src/feature{}/component{i}.js", i / 50),
+                text.into_bytes(),
+            )
+        };
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(an_hour_ago).unwrap();
+    }
+    std::fs::write(root.join(".gitignore"), "node_modules/\n").unwrap();
+}
+
+/// The middle value.
+pub fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+/// Milliseconds with one decimal.
+pub fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }

@@ -238,6 +238,14 @@ async fn what_one_node_commits_every_node_reads_checks_out_and_builds_on() {
         Path::new("App.js")
     );
 
+    // One file read through a cold node fetches its path, not the tree: the commit, the root
+    // tree and the file.
+    let d = cluster.node("d");
+    let read = blocking(move || d.read_file(project, "main", "package.json").unwrap()).await;
+    assert_eq!(read.bytes, b"{\"name\":\"app\"}\n");
+    let d_repo = cluster.disk("d").join("repos").join(project.to_string());
+    assert_eq!(hivesync_core::repo::count_objects(&d_repo).unwrap(), 3);
+
     // A delta sync through C, whose disk holds nothing yet: it asks only for the changed file,
     // and A reads the result.
     let b = cluster.node("c");

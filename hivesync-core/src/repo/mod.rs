@@ -719,12 +719,12 @@ impl Repos {
         let project_repo = self.open(project)?;
         let repo = &project_repo.repo;
         let commit = project_repo.resolve(rev)?;
-        project_repo.ensure(commit, Need::Trees)?;
+        let path = normalise_browse_path(path)?;
+        project_repo.ensure_path(commit, path.as_ref().map_or("", |p| p.as_str()))?;
         let root = repo
             .find_commit(commit)
             .and_then(|c| c.tree())
             .map_err(git_error("cannot read a commit"))?;
-        let path = normalise_browse_path(path)?;
         let tree = match &path {
             None => root,
             Some(path) => {
@@ -751,7 +751,7 @@ impl Repos {
                     blobs.push(entry.inner.oid.to_owned());
                 }
             }
-            remote.shared.fetch_blobs(repo, project, blobs)?;
+            remote.shared.fetch_reachable(repo, project, blobs)?;
         }
         let mut entries = Vec::new();
         for entry in tree.iter() {
@@ -787,8 +787,8 @@ impl Repos {
         let project_repo = self.open(project)?;
         let repo = &project_repo.repo;
         let commit = project_repo.resolve(rev)?;
-        project_repo.ensure(commit, Need::Trees)?;
         let path = RepoPath::parse(path)?;
+        project_repo.ensure_path(commit, path.as_str())?;
         let root = repo
             .find_commit(commit)
             .and_then(|c| c.tree())
@@ -805,9 +805,6 @@ impl Repos {
             EntryKind::Commit => return Err(Error::not_found(format!("{path} is a submodule"))),
         };
         let id = entry.object_id();
-        if let Some(remote) = &project_repo.remote {
-            remote.shared.fetch_blobs(repo, project, [id])?;
-        }
         let size = repo
             .find_header(id)
             .map_err(git_error("cannot read a file"))?
@@ -970,6 +967,16 @@ impl ProjectRepo {
             Some(remote) => remote
                 .shared
                 .hydrate(&self.repo, remote.project, commit, need),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes sure the cache holds the trees from `commit`'s root to `path` and `path` itself.
+    pub(crate) fn ensure_path(&self, commit: ObjectId, path: &str) -> Result<()> {
+        match &self.remote {
+            Some(remote) => remote
+                .shared
+                .hydrate_path(&self.repo, remote.project, commit, path),
             None => Ok(()),
         }
     }
@@ -1165,7 +1172,11 @@ impl ProjectRepo {
         if self.remote.is_some() {
             for full in [name.full_ref(), format!("refs/tags/{name}")] {
                 if let Some(commit) = self.ref_target(&full)? {
-                    self.ensure(commit, Need::Trees)?;
+                    if let Some(remote) = &self.remote {
+                        remote
+                            .shared
+                            .fetch_reachable(&self.repo, remote.project, [commit])?;
+                    }
                     return Ok(commit);
                 }
             }
@@ -1295,7 +1306,7 @@ impl ProjectRepo {
                 .map(|(_, (_, id))| *id);
             remote
                 .shared
-                .fetch_blobs(&self.repo, remote.project, beside)?;
+                .fetch_reachable(&self.repo, remote.project, beside)?;
         }
         let mut editor = self
             .repo

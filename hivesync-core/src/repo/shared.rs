@@ -222,8 +222,7 @@ impl SharedRepos {
         Ok(())
     }
 
-    /// Makes sure the cache holds what `need` asks of `commit`. A missing object is the
-    /// deployment's fault: the reference that reached it was published after it.
+    /// Makes sure the cache holds what `need` asks of `commit`.
     pub(crate) fn hydrate(
         &self,
         repo: &gix::Repository,
@@ -231,42 +230,19 @@ impl SharedRepos {
         commit: ObjectId,
         need: Need,
     ) -> Result<()> {
-        let unavailable = |err: Error| {
-            match err.kind() {
-            ErrorKind::NotFound => Error::unavailable(format!(
-                "project {project}'s repository data is not in the object store; is the bucket shared by every node?"
-            ))
-            .with_context("commit", commit)
-            .with_source(err),
-            _ => err,
-        }
-        };
-        self.download(repo, project, [commit])
-            .map_err(unavailable)?;
-        let tree = repo
-            .find_commit(commit)
-            .and_then(|c| c.tree_id())
-            .map_err(|err| Error::internal("cannot read a commit").with_context("cause", err))?
-            .detach();
-        let mut level = vec![tree];
+        self.fetch_reachable(repo, project, [commit])?;
+        let mut level = vec![tree_of(repo, commit)?];
         let mut blobs = Vec::new();
         while !level.is_empty() {
-            self.download(repo, project, level.iter().copied())
-                .map_err(unavailable)?;
+            self.fetch_reachable(repo, project, level.iter().copied())?;
             let mut next = Vec::new();
             for id in level {
-                let tree = repo.find_tree(id).map_err(|err| {
-                    Error::internal("cannot read a tree").with_context("cause", err)
-                })?;
-                let decoded = tree.decode().map_err(|err| {
-                    Error::internal("cannot read a tree").with_context("cause", err)
-                })?;
-                for entry in &decoded.entries {
-                    match entry.mode.kind() {
-                        EntryKind::Tree => next.push(entry.oid.to_owned()),
-                        EntryKind::Link => blobs.push(entry.oid.to_owned()),
+                for (kind, oid) in entries_of(repo, id)? {
+                    match kind {
+                        EntryKind::Tree => next.push(oid),
+                        EntryKind::Link => blobs.push(oid),
                         EntryKind::Blob | EntryKind::BlobExecutable if need == Need::Everything => {
-                            blobs.push(entry.oid.to_owned())
+                            blobs.push(oid)
                         }
                         _ => {}
                     }
@@ -274,25 +250,88 @@ impl SharedRepos {
             }
             level = next;
         }
-        self.download(repo, project, blobs).map_err(unavailable)
+        self.fetch_reachable(repo, project, blobs)
     }
 
-    /// Downloads `ids` (blobs a commit's trees name) for a reader.
-    pub(crate) fn fetch_blobs(
+    /// Makes sure the cache holds the commit, the trees from its root down to `path` (a
+    /// directory or a file, `/`-separated; `""` for the top) and `path`'s own object: what one
+    /// listing or one file needs, without the rest of the tree.
+    pub(crate) fn hydrate_path(
+        &self,
+        repo: &gix::Repository,
+        project: ProjectId,
+        commit: ObjectId,
+        path: &str,
+    ) -> Result<()> {
+        self.fetch_reachable(repo, project, [commit])?;
+        let mut at = tree_of(repo, commit)?;
+        self.fetch_reachable(repo, project, [at])?;
+        for component in path.split('/').filter(|c| !c.is_empty()) {
+            let tree = repo
+                .find_tree(at)
+                .map_err(|err| Error::internal("cannot read a tree").with_context("cause", err))?;
+            let decoded = tree
+                .decode()
+                .map_err(|err| Error::internal("cannot read a tree").with_context("cause", err))?;
+            // Not there, or a submodule: the caller answers from what the cache holds.
+            let Some(entry) = decoded
+                .entries
+                .iter()
+                .find(|e| e.filename == component.as_bytes() && !e.mode.is_commit())
+            else {
+                return Ok(());
+            };
+            at = entry.oid.to_owned();
+            self.fetch_reachable(repo, project, [at])?;
+            if !entry.mode.is_tree() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Downloads those of `ids` the cache lacks. Each is reached by a published reference, so
+    /// one the object store does not have is the deployment's fault, not the project's.
+    pub(crate) fn fetch_reachable(
         &self,
         repo: &gix::Repository,
         project: ProjectId,
         ids: impl IntoIterator<Item = ObjectId>,
     ) -> Result<()> {
-        self.download(repo, project, ids)
-            .map_err(|err| match err.kind() {
-                ErrorKind::NotFound => Error::unavailable(format!(
-                    "project {project}'s repository data is not in the object store"
-                ))
-                .with_source(err),
-                _ => err,
-            })
+        self.download(repo, project, ids).map_err(|err| {
+            if err.kind() != ErrorKind::NotFound {
+                return err;
+            }
+            Error::unavailable(format!(
+                "project {project}'s repository data is missing from the object store; \
+                 is one bucket shared by every node?"
+            ))
+            .with_source(err)
+        })
     }
+}
+
+fn tree_of(repo: &gix::Repository, commit: ObjectId) -> Result<ObjectId> {
+    Ok(repo
+        .find_commit(commit)
+        .and_then(|c| c.tree_id())
+        .map_err(|err| Error::internal("cannot read a commit").with_context("cause", err))?
+        .detach())
+}
+
+/// A tree's entries: kind and id.
+fn entries_of(repo: &gix::Repository, tree: ObjectId) -> Result<Vec<(EntryKind, ObjectId)>> {
+    let tree = repo
+        .find_tree(tree)
+        .map_err(|err| Error::internal("cannot read a tree").with_context("cause", err))?;
+    let decoded = tree
+        .decode()
+        .map_err(|err| Error::internal("cannot read a tree").with_context("cause", err))?;
+    Ok(decoded
+        .entries
+        .iter()
+        .map(|e| (e.mode.kind(), e.oid.to_owned()))
+        .collect())
 }
 
 /// The objects tree `new` has that tree `old` does not: `new` itself when it differs, every
