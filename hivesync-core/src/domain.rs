@@ -612,6 +612,13 @@ pub struct RepoRef {
     pub target: String,
 }
 
+/// A git object of a shared repository as the `Store` keeps it: its id and its loose-format bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoObject {
+    pub id: String,
+    pub data: Vec<u8>,
+}
+
 /// What a compare-and-swap of a repository reference did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefUpdate {

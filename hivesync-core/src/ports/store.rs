@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use crate::domain::{
     Credentials, Email, Job, JobCount, JobFilter, JobId, JobUpdate, Member, NewJob,
     NewNotification, NewProject, NewUser, Notification, NotificationId, Page, Project, ProjectId,
-    ProjectPatch, ProjectWithRole, RefUpdate, RepoRef, Role, User, UserId, UserPatch,
+    ProjectPatch, ProjectWithRole, RefUpdate, RepoObject, RepoRef, Role, User, UserId, UserPatch,
 };
 use crate::error::Result;
 
@@ -44,6 +44,9 @@ use crate::error::Result;
 ///   changes nothing and answers [`RefUpdate::Moved`] with the current target. Concurrent swaps
 ///   from one value: exactly one wins. A swap into an unknown project is `Validation`. References
 ///   go with their project.
+/// - Repository objects are immutable and named by their content: `put_repo_objects` of an id
+///   already stored keeps the stored bytes; `get_repo_objects` returns those it has of the ids
+///   asked (any number of them) and skips the rest. They go with their project.
 /// - Backend failures are `Unavailable` (retryable); nothing is partially written.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -114,4 +117,9 @@ pub trait Store: Send + Sync + 'static {
         expected: Option<&str>,
         new: &str,
     ) -> Result<RefUpdate>;
+    /// Stores repository objects (commits and trees); one already stored is left as it is.
+    async fn put_repo_objects(&self, project: ProjectId, objects: &[RepoObject]) -> Result<()>;
+    /// Those of `ids` that are stored, in no particular order.
+    async fn get_repo_objects(&self, project: ProjectId, ids: &[String])
+    -> Result<Vec<RepoObject>>;
 }

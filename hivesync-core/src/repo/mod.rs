@@ -43,8 +43,8 @@ pub use archive::ArchiveKind;
 pub use checkout::{Checkout, Revision};
 pub use import::{ImportOutcome, ImportPolicy, is_private};
 pub use path::{BranchName, RepoPath};
-use shared::Need;
 pub use shared::SharedRepos;
+use shared::{Home, Need};
 
 use crate::config::{Config, DataSubdir, SyncConfig};
 use crate::domain::ProjectId;
@@ -751,7 +751,9 @@ impl Repos {
                     blobs.push(entry.inner.oid.to_owned());
                 }
             }
-            remote.shared.fetch_reachable(repo, project, blobs)?;
+            remote
+                .shared
+                .fetch_reachable(repo, project, blobs, Home::ObjectStore)?;
         }
         let mut entries = Vec::new();
         for entry in tree.iter() {
@@ -1153,7 +1155,10 @@ impl ProjectRepo {
         if rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()) {
             let id = parse_object_id(&rev.to_ascii_lowercase())?;
             if let Some(remote) = &self.remote {
-                match remote.shared.download(&self.repo, remote.project, [id]) {
+                match remote
+                    .shared
+                    .download(&self.repo, remote.project, [id], Home::Store)
+                {
                     Err(err) if err.kind() == ErrorKind::NotFound => {
                         return Err(Error::not_found("no such commit in this project"));
                     }
@@ -1173,9 +1178,12 @@ impl ProjectRepo {
             for full in [name.full_ref(), format!("refs/tags/{name}")] {
                 if let Some(commit) = self.ref_target(&full)? {
                     if let Some(remote) = &self.remote {
-                        remote
-                            .shared
-                            .fetch_reachable(&self.repo, remote.project, [commit])?;
+                        remote.shared.fetch_reachable(
+                            &self.repo,
+                            remote.project,
+                            [commit],
+                            Home::Store,
+                        )?;
                     }
                     return Ok(commit);
                 }
@@ -1284,48 +1292,29 @@ impl ProjectRepo {
                 .detach(),
             None => ObjectId::empty_tree(self.repo.object_hash()),
         };
-        if let Some(remote) = &self.remote {
-            // The tree editor checks that every entry of a tree it rewrites exists: a cache that
-            // has only the trees fetches the unchanged files beside each change.
-            let touched: HashSet<&str> = changes
-                .iter()
-                .map(|(path, _)| path.as_str())
-                .chain(removed.iter().map(|path| path.as_str()))
-                .flat_map(|path| {
-                    path.match_indices('/')
-                        .map(|(at, _)| &path[..at])
-                        .chain(std::iter::once(""))
-                })
-                .collect();
-            let beside = tree
-                .iter()
-                .filter(|(path, entry)| {
-                    let dir = path.rsplit_once('/').map_or("", |(dir, _)| dir);
-                    touched.contains(dir) && old.get(*path) == Some(*entry)
-                })
-                .map(|(_, (_, id))| *id);
-            remote
-                .shared
-                .fetch_reachable(&self.repo, remote.project, beside)?;
-        }
-        let mut editor = self
-            .repo
-            .edit_tree(base_tree)
-            .map_err(git_error("cannot edit a tree"))?;
-        for path in &removed {
-            editor
-                .remove(*path)
+        let tree_id = if self.remote.is_some() {
+            self.write_tree_unchecked(base_tree, &removed, &changes)?
+        } else {
+            let mut editor = self
+                .repo
+                .edit_tree(base_tree)
                 .map_err(git_error("cannot edit a tree"))?;
-        }
-        for (path, (kind, id)) in changes {
-            editor
-                .upsert(path, *kind, *id)
-                .map_err(git_error("cannot edit a tree"))?;
-        }
-        let tree_id = editor
-            .write()
-            .map_err(git_error("cannot write a tree"))?
-            .detach();
+            for path in &removed {
+                editor
+                    .remove(*path)
+                    .map_err(git_error("cannot edit a tree"))?;
+            }
+            for (path, (kind, id)) in changes {
+                editor
+                    .upsert(path, *kind, *id)
+                    .map_err(git_error("cannot edit a tree"))?;
+            }
+            let tree_id = editor
+                .write()
+                .map_err(git_error("cannot write a tree"))?
+                .detach();
+            tree_id
+        };
         let message = if request.message.trim().is_empty() {
             format!("Sync {} files", tree.len())
         } else {
@@ -1344,6 +1333,66 @@ impl ProjectRepo {
             created: true,
             ..base
         })
+    }
+
+    /// Writes the tree `base` becomes with `changes` and without `removed`, like gix's tree
+    /// editor but without its check that every entry of a rewritten tree is on this disk: a
+    /// shared repository's cache holds the trees but not every file, and every entry is either
+    /// in the commit being built (checked when it was sent) or in the parent (shared before the
+    /// parent was). Names get gix's own validation.
+    fn write_tree_unchecked(
+        &self,
+        base: ObjectId,
+        removed: &[&String],
+        changes: &[(&String, &(EntryKind, ObjectId))],
+    ) -> Result<ObjectId> {
+        let root: gix::objs::Tree = if base.is_empty_tree() {
+            gix::objs::Tree::empty()
+        } else {
+            self.repo
+                .find_tree(base)
+                .map_err(git_error("cannot read a tree"))?
+                .decode()
+                .map_err(|err| Error::internal("cannot read a tree").with_context("cause", err))?
+                .try_into()
+                .map_err(|err| Error::internal("cannot read a tree").with_context("cause", err))?
+        };
+        let edit_error = |err| Error::internal("cannot edit a tree").with_context("cause", err);
+        let mut editor =
+            gix::objs::tree::Editor::new(root, &self.repo.objects, self.repo.object_hash());
+        for path in removed {
+            editor.remove(path.split('/')).map_err(edit_error)?;
+        }
+        for (path, (kind, id)) in changes {
+            editor
+                .upsert(path.split('/'), *kind, *id)
+                .map_err(edit_error)?;
+        }
+        let written = editor
+            .write(|tree| -> Result<ObjectId> {
+                for entry in &tree.entries {
+                    let link = entry
+                        .mode
+                        .is_link()
+                        .then_some(gix::validate::path::component::Mode::Symlink);
+                    gix::validate::path::component(
+                        entry.filename.as_ref(),
+                        link,
+                        gix::validate::path::component::Options::default(),
+                    )
+                    .map_err(|err| {
+                        Error::validation(format!("invalid file name {}", entry.filename))
+                            .with_context("cause", err)
+                    })?;
+                }
+                Ok(self
+                    .repo
+                    .write_object(tree)
+                    .map_err(git_error("cannot write a tree"))?
+                    .detach())
+            })
+            .map_err(|err| Error::internal("cannot write a tree").with_context("cause", err))?;
+        Ok(written)
     }
 
     fn write_commit(

@@ -4,20 +4,21 @@
 //!
 //! - **Branch heads** live in the [`Store`] (`repo_refs`) and move only by compare-and-swap, so
 //!   two servers syncing one branch at once cannot both win.
-//! - **Git objects** live in the [`ObjectStore`], one immutable object per git object under
-//!   `repos/<project>/objects/<id>`, in git's loose format (zlib of `"<kind> <size>\0<data>"`).
-//!   Content addressing makes every write idempotent: two nodes uploading the same object write
-//!   the same bytes.
+//! - **Git objects** are immutable and named by their content, stored in git's loose format (zlib
+//!   of `"<kind> <size>\0<data>"`): commits and trees in the Store (`repo_objects`: small, and
+//!   every sync reads a whole tree of them, one database round trip per level), file contents in
+//!   the [`ObjectStore`] under `repos/<project>/objects/<id>`. Content addressing makes every
+//!   write idempotent: two nodes uploading the same object write the same bytes.
 //! - **`DATA_DIR/repos`** is each node's read-through cache: an object missing there is
 //!   downloaded, its hash checked, and written into the local repository, which then serves it
 //!   from disk. Deleting the cache loses nothing.
 //!
-//! The invariant that makes this safe: every object reachable from a reference in the Store is in
-//! the object store. A writer uploads what a new commit adds *before* it swaps the reference, so
+//! The invariant that makes this safe: every object reachable from a reference in the Store is
+//! shared. A writer uploads what a new commit adds *before* it swaps the reference, so
 //! whoever reads the reference finds every object it reaches; a writer that crashes or loses the
 //! race leaves only unreferenced objects behind.
 //!
-//! An object that a reference reaches but the object store cannot produce is the deployment's
+//! An object that a reference reaches but the shared storage cannot produce is the deployment's
 //! fault (a store that is down, or a bucket not shared by every node): `Unavailable`, retryable.
 
 use std::collections::{HashMap, HashSet};
@@ -30,7 +31,7 @@ use gix::ObjectId;
 use gix::objs::Write as _;
 use gix::objs::tree::EntryKind;
 
-use crate::domain::{ProjectId, RefUpdate};
+use crate::domain::{ProjectId, RefUpdate, RepoObject};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ports::{ObjectKey, ObjectStore, ObjectStoreExt, Store};
 
@@ -127,7 +128,8 @@ impl SharedRepos {
         }
     }
 
-    /// Uploads `ids` from the local repository (each must be there).
+    /// Shares `ids` from the local repository (each must be there): commits and trees into the
+    /// Store, file contents into the object store.
     pub(crate) fn upload(
         &self,
         repo: &gix::Repository,
@@ -136,43 +138,58 @@ impl SharedRepos {
     ) -> Result<()> {
         let ids: Vec<&ObjectId> = ids.iter().collect();
         for batch in ids.chunks(UPLOAD_BATCH) {
-            let mut encoded = Vec::with_capacity(batch.len());
+            let (mut structure, mut contents) = (Vec::new(), Vec::new());
             for id in batch {
                 let object = repo.find_object(**id).map_err(|err| {
                     Error::internal("cannot read an object to share").with_context("cause", err)
                 })?;
-                encoded.push((**id, encode_loose(object.kind, &object.data)?));
+                let encoded = encode_loose(object.kind, &object.data)?;
+                match Home::of(object.kind) {
+                    Home::Store => structure.push(RepoObject {
+                        id: id.to_string(),
+                        data: encoded.to_vec(),
+                    }),
+                    Home::ObjectStore => contents.push((**id, encoded)),
+                }
             }
             let objects = self.objects.clone();
-            self.block_on(
-                futures::stream::iter(encoded)
-                    .map(|(id, bytes)| {
-                        let objects = objects.clone();
-                        async move {
-                            objects
-                                .put_bytes(&Self::object_key(project, &id), bytes)
-                                .await
-                                .map_err(|err| {
-                                    Error::unavailable("cannot share a repository object")
-                                        .with_context("object", id)
-                                        .with_source(err)
-                                })
-                        }
-                    })
-                    .buffer_unordered(PARALLEL_TRANSFERS)
-                    .try_collect::<Vec<_>>(),
-            )?;
+            let contents = futures::stream::iter(contents)
+                .map(|(id, bytes)| {
+                    let objects = objects.clone();
+                    async move {
+                        objects
+                            .put_bytes(&Self::object_key(project, &id), bytes)
+                            .await
+                            .map_err(|err| {
+                                Error::unavailable("cannot share a file's content")
+                                    .with_context("object", id)
+                                    .with_source(err)
+                            })
+                    }
+                })
+                .buffer_unordered(PARALLEL_TRANSFERS)
+                .try_collect::<Vec<_>>();
+            let structure = async {
+                if structure.is_empty() {
+                    return Ok(());
+                }
+                self.store.put_repo_objects(project, &structure).await
+            };
+            let (contents, structure) = self.block_on(async { tokio::join!(contents, structure) });
+            contents?;
+            structure?;
         }
         Ok(())
     }
 
-    /// Downloads those of `ids` the local repository lacks. An id the object store does not have
-    /// is `NotFound` with the id in its context.
+    /// Downloads those of `ids` the local repository lacks from where objects of that kind
+    /// live. One that is not there is `NotFound` with the id in its context.
     pub(crate) fn download(
         &self,
         repo: &gix::Repository,
         project: ProjectId,
         ids: impl IntoIterator<Item = ObjectId>,
+        home: Home,
     ) -> Result<()> {
         let mut seen = HashSet::new();
         let wanted: Vec<ObjectId> = ids
@@ -182,41 +199,71 @@ impl SharedRepos {
         if wanted.is_empty() {
             return Ok(());
         }
-        let objects = self.objects.clone();
-        let fetched: Vec<(ObjectId, Bytes)> = self.block_on(
-            futures::stream::iter(wanted)
-                .map(|id| {
-                    let objects = objects.clone();
-                    async move {
-                        match objects.get_bytes(&Self::object_key(project, &id)).await {
-                            Ok(bytes) => Ok((id, bytes)),
-                            Err(err) if err.kind() == ErrorKind::NotFound => Err(Error::not_found(
-                                "the object store has no such repository object",
-                            )
-                            .with_context("object", id)),
-                            Err(err) => Err(Error::unavailable(
-                                "cannot fetch a repository object from the object store",
-                            )
-                            .with_context("object", id)
-                            .with_source(err)),
-                        }
-                    }
-                })
-                .buffer_unordered(PARALLEL_TRANSFERS)
-                .try_collect(),
-        )?;
+        let fetched: Vec<(ObjectId, Bytes)> = match home {
+            Home::Store => {
+                let names: Vec<String> = wanted.iter().map(ToString::to_string).collect();
+                let found = self
+                    .block_on(self.store.get_repo_objects(project, &names))?
+                    .into_iter()
+                    .map(|object| Ok((parse_target(&object.id)?, Bytes::from(object.data))))
+                    .collect::<Result<Vec<_>>>()?;
+                if found.len() < wanted.len() {
+                    let have: HashSet<ObjectId> = found.iter().map(|(id, _)| *id).collect();
+                    let missing = wanted.iter().find(|id| !have.contains(*id));
+                    return Err(Error::not_found("the Store has no such repository object")
+                        .with_context(
+                            "object",
+                            missing.map(ToString::to_string).unwrap_or_default(),
+                        ));
+                }
+                found
+            }
+            Home::ObjectStore => {
+                let objects = self.objects.clone();
+                self.block_on(
+                    futures::stream::iter(wanted)
+                        .map(|id| {
+                            let objects = objects.clone();
+                            async move {
+                                match objects.get_bytes(&Self::object_key(project, &id)).await {
+                                    Ok(bytes) => Ok((id, bytes)),
+                                    Err(err) if err.kind() == ErrorKind::NotFound => {
+                                        Err(Error::not_found(
+                                            "the object store has no such file content",
+                                        )
+                                        .with_context("object", id))
+                                    }
+                                    Err(err) => Err(Error::unavailable(
+                                        "cannot fetch a file's content from the object store",
+                                    )
+                                    .with_context("object", id)
+                                    .with_source(err)),
+                                }
+                            }
+                        })
+                        .buffer_unordered(PARALLEL_TRANSFERS)
+                        .try_collect(),
+                )?
+            }
+        };
         for (id, bytes) in fetched {
             let (kind, data) =
                 decode_loose(&bytes).map_err(|err| err.with_context("object", id))?;
+            if Home::of(kind) != home {
+                return Err(Error::unavailable(
+                    "a shared repository object is not of the kind stored there",
+                )
+                .with_context("object", id));
+            }
             let written = repo.objects.write_buf(kind, &data).map_err(|err| {
                 Error::internal("cannot cache a repository object").with_context("cause", err)
             })?;
             if written != id {
                 // Someone wrote other bytes under this id: refuse them rather than serve them.
-                return Err(Error::unavailable(
-                    "a repository object in the object store does not match its id",
-                )
-                .with_context("object", id));
+                return Err(
+                    Error::unavailable("a shared repository object does not match its id")
+                        .with_context("object", id),
+                );
             }
         }
         Ok(())
@@ -230,11 +277,11 @@ impl SharedRepos {
         commit: ObjectId,
         need: Need,
     ) -> Result<()> {
-        self.fetch_reachable(repo, project, [commit])?;
+        self.fetch_reachable(repo, project, [commit], Home::Store)?;
         let mut level = vec![tree_of(repo, commit)?];
         let mut blobs = Vec::new();
         while !level.is_empty() {
-            self.fetch_reachable(repo, project, level.iter().copied())?;
+            self.fetch_reachable(repo, project, level.iter().copied(), Home::Store)?;
             let mut next = Vec::new();
             for id in level {
                 for (kind, oid) in entries_of(repo, id)? {
@@ -250,7 +297,7 @@ impl SharedRepos {
             }
             level = next;
         }
-        self.fetch_reachable(repo, project, blobs)
+        self.fetch_reachable(repo, project, blobs, Home::ObjectStore)
     }
 
     /// Makes sure the cache holds the commit, the trees from its root down to `path` (a
@@ -263,9 +310,9 @@ impl SharedRepos {
         commit: ObjectId,
         path: &str,
     ) -> Result<()> {
-        self.fetch_reachable(repo, project, [commit])?;
+        self.fetch_reachable(repo, project, [commit], Home::Store)?;
         let mut at = tree_of(repo, commit)?;
-        self.fetch_reachable(repo, project, [at])?;
+        self.fetch_reachable(repo, project, [at], Home::Store)?;
         for component in path.split('/').filter(|c| !c.is_empty()) {
             let tree = repo
                 .find_tree(at)
@@ -282,32 +329,52 @@ impl SharedRepos {
                 return Ok(());
             };
             at = entry.oid.to_owned();
-            self.fetch_reachable(repo, project, [at])?;
             if !entry.mode.is_tree() {
-                return Ok(());
+                return self.fetch_reachable(repo, project, [at], Home::ObjectStore);
             }
+            self.fetch_reachable(repo, project, [at], Home::Store)?;
         }
         Ok(())
     }
 
-    /// Downloads those of `ids` the cache lacks. Each is reached by a published reference, so
-    /// one the object store does not have is the deployment's fault, not the project's.
+    /// Downloads `ids`, which a published commit reaches: one that is missing is the
+    /// deployment's fault, not the project's.
     pub(crate) fn fetch_reachable(
         &self,
         repo: &gix::Repository,
         project: ProjectId,
         ids: impl IntoIterator<Item = ObjectId>,
+        home: Home,
     ) -> Result<()> {
-        self.download(repo, project, ids).map_err(|err| {
+        self.download(repo, project, ids, home).map_err(|err| {
             if err.kind() != ErrorKind::NotFound {
                 return err;
             }
             Error::unavailable(format!(
-                "project {project}'s repository data is missing from the object store; \
-                 is one bucket shared by every node?"
+                "project {project}'s repository data is missing from the shared storage; \
+                 do all nodes use one database and one bucket?"
             ))
             .with_source(err)
         })
+    }
+}
+
+/// Where objects of a kind are shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Home {
+    /// Commits and trees: small, and read by every sync, so one database round trip fetches a
+    /// whole level of a tree.
+    Store,
+    /// File contents: any size, read by checkouts and file views.
+    ObjectStore,
+}
+
+impl Home {
+    fn of(kind: gix::objs::Kind) -> Self {
+        match kind {
+            gix::objs::Kind::Blob => Home::ObjectStore,
+            _ => Home::Store,
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::domain::{
     Email, JobFilter, JobId, JobState, JobUpdate, NewJob, NewNotification, NewProject, NewUser,
-    Page, ProjectId, ProjectPatch, RefUpdate, RepoRef, Role, User, UserId, UserPatch,
+    Page, ProjectId, ProjectPatch, RefUpdate, RepoObject, RepoRef, Role, User, UserId, UserPatch,
 };
 use crate::error::ErrorKind;
 use crate::ports::Store;
@@ -850,9 +850,36 @@ async fn repo_refs(store: Arc<dyn Store>) {
         ]
     );
 
-    // References go with their project; an unknown project takes none.
+    // Objects: stored once, read back by any set of ids, more than one statement's worth.
+    let objects: Vec<RepoObject> = (0..450)
+        .map(|i| RepoObject {
+            id: format!("{i:0>40x}"),
+            data: format!("object {i}").into_bytes(),
+        })
+        .collect();
+    store.put_repo_objects(project, &objects).await.unwrap();
+    let again = RepoObject {
+        id: objects[0].id.clone(),
+        data: b"other bytes".to_vec(),
+    };
+    store.put_repo_objects(project, &[again]).await.unwrap();
+    let mut asked: Vec<String> = objects.iter().map(|o| o.id.clone()).collect();
+    asked.push("f".repeat(40));
+    let mut found = store.get_repo_objects(project, &asked).await.unwrap();
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(
+        found, objects,
+        "every stored object, first bytes kept, unknown ids skipped"
+    );
+    assert_eq!(store.get_repo_objects(project, &[]).await.unwrap(), vec![]);
+
+    // References and objects go with their project; an unknown project takes none.
     store.delete_project(project).await.unwrap();
     assert_eq!(store.list_repo_refs(project).await.unwrap(), vec![]);
+    assert_eq!(
+        store.get_repo_objects(project, &asked[..3]).await.unwrap(),
+        vec![]
+    );
     let err = store
         .swap_repo_ref(project, MAIN, None, &a)
         .await

@@ -19,7 +19,7 @@ use super::{Backend, ColumnType, db_error, now};
 use crate::domain::{
     Credentials, Email, Job, JobCount, JobFilter, JobId, JobState, JobUpdate, Member, NewJob,
     NewNotification, NewProject, NewUser, Notification, NotificationId, Page, Project, ProjectId,
-    ProjectPatch, ProjectWithRole, RefUpdate, RepoRef, Role, User, UserId, UserPatch,
+    ProjectPatch, ProjectWithRole, RefUpdate, RepoObject, RepoRef, Role, User, UserId, UserPatch,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::ports::Store;
@@ -52,6 +52,9 @@ impl<DB: Database> SqlStore<DB> {
     }
 }
 
+/// Repository objects per statement: within SQLite's and PostgreSQL's limits on parameters.
+const REPO_OBJECT_BATCH: usize = 200;
+
 const MEMBER_SELECT: &str = "SELECT m.project_id, m.user_id, u.email, u.display_name, \
     m.role, m.added_at \
     FROM project_members m JOIN users u ON u.id = m.user_id \
@@ -77,6 +80,7 @@ where
     Option<i32>: ColumnType<DB>,
     i64: ColumnType<DB>,
     f64: ColumnType<DB>,
+    Vec<u8>: ColumnType<DB>,
 {
     pub fn into_dyn(self) -> Arc<dyn Store> {
         Arc::new(self)
@@ -257,6 +261,7 @@ where
     Option<i32>: ColumnType<DB>,
     i64: ColumnType<DB>,
     f64: ColumnType<DB>,
+    Vec<u8>: ColumnType<DB>,
 {
     async fn migrate(&self) -> Result<()> {
         DB::MIGRATOR
@@ -961,5 +966,50 @@ where
         Ok(RefUpdate::Moved {
             current: self.get_repo_ref(project, name).await?,
         })
+    }
+
+    async fn put_repo_objects(&self, project: ProjectId, objects: &[RepoObject]) -> Result<()> {
+        for batch in objects.chunks(REPO_OBJECT_BATCH) {
+            let rows: Vec<String> = (0..batch.len())
+                .map(|i| format!("($1, ${}, ${})", 2 * i + 2, 2 * i + 3))
+                .collect();
+            let sql = format!(
+                "INSERT INTO repo_objects (project_id, id, data) VALUES {} \
+                 ON CONFLICT (project_id, id) DO NOTHING",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(project.as_uuid());
+            for object in batch {
+                query = query.bind(object.id.as_str()).bind(object.data.clone());
+            }
+            query.execute(&self.pool).await.map_err(db_error)?;
+        }
+        Ok(())
+    }
+
+    async fn get_repo_objects(
+        &self,
+        project: ProjectId,
+        ids: &[String],
+    ) -> Result<Vec<RepoObject>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(REPO_OBJECT_BATCH) {
+            let wanted: Vec<String> = (0..batch.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "SELECT id, data FROM repo_objects WHERE project_id = $1 AND id IN ({})",
+                wanted.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(project.as_uuid());
+            for id in batch {
+                query = query.bind(id.as_str());
+            }
+            for row in query.fetch_all(&self.pool).await.map_err(db_error)? {
+                found.push(RepoObject {
+                    id: row.try_get("id").map_err(db_error)?,
+                    data: row.try_get("data").map_err(db_error)?,
+                });
+            }
+        }
+        Ok(found)
     }
 }
