@@ -6,7 +6,9 @@
 //! DATABASE_URL=postgres://… OBJECT_STORAGE_ENDPOINT=… (the other OBJECT_STORAGE_* as .ci/run
 //! exports them) cargo bench -p hivesync-benches --bench machines
 //! ```
-//! `BENCH_FILES` (default 2000), `BENCH_ROUNDS` (default 7; each delta round on a new server),
+//! `BENCH_FILES` (default 2000), `BENCH_ROUNDS` (default 7; each delta round on a new server,
+//! whose connections are opened by a health check and a `users/me` first, so that the figure is
+//! the empty `DATA_DIR`'s and not a new process's),
 //! `BENCH_PREVIEW=0` skips the two preview builds.
 //!
 //! Goals: a one-file delta re-sync through a new server within 1.5× of the single node's; the
@@ -33,38 +35,67 @@ use tokio_util::sync::CancellationToken;
 /// An API server in this process on a local socket.
 struct Node {
     base: String,
+    port: u16,
     state: Arc<AppState>,
     data_dir: PathBuf,
     stop: CancellationToken,
+    serving: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Node {
     async fn start(vars: &HashMap<&'static str, String>, data_dir: PathBuf) -> Node {
+        Self::start_at(vars, data_dir, 0).await
+    }
+
+    /// A server on `port` (0: any): a new server in place of a stopped one keeps the address a
+    /// load balancer would give clients, and so the client's record of its last sync.
+    async fn start_at(vars: &HashMap<&'static str, String>, data_dir: PathBuf, port: u16) -> Node {
         let mut vars = vars.clone();
         vars.insert("DATA_DIR", data_dir.display().to_string());
         let config = Config::from_lookup(|name| vars.get(name).cloned()).unwrap();
         let state = AppState::open(config).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let base = format!("http://127.0.0.1:{port}");
         let acceptor = poem::listener::TcpAcceptor::from_tokio(listener).unwrap();
         let app = hivesync_server::http::app(state.clone());
         let stop = CancellationToken::new();
         let stopped = stop.clone();
-        tokio::spawn(async move {
+        let serving = tokio::spawn(async move {
             poem::Server::new_with_acceptor(acceptor)
                 .run_with_graceful_shutdown(app, stopped.cancelled_owned(), None)
                 .await
         });
         Node {
             base,
+            port,
             state,
             data_dir,
             stop,
+            serving: Some(serving),
+        }
+    }
+
+    /// Stops serving and frees the port.
+    async fn shut_down(mut self) {
+        self.stop.cancel();
+        if let Some(serving) = self.serving.take() {
+            serving.await.unwrap().unwrap();
         }
     }
 
     fn client(&self, token: &str) -> Client {
         Client::new(&self.base, Some(token.to_owned())).unwrap()
+    }
+
+    /// Opens the connections a running server has (database, object store): what is measured
+    /// after this is the empty `DATA_DIR`, not a process's first connections.
+    async fn warm_up(&self, token: &str) {
+        let client = self.client(token);
+        let _: Value = client.get("/health").await.unwrap();
+        let _: Value = client.get("/users/me").await.unwrap();
     }
 
     /// Runs a CPU worker on this node's state until `stop`.
@@ -221,8 +252,11 @@ async fn main() {
         nodes += 1;
         root.join(format!("node-{nodes}"))
     };
+    // The shared deployment's address: each new server takes it over from the last, as servers
+    // behind one load balancer share the clients' URL.
     let first = Node::start(&vars, fresh_dir()).await;
     assert!(first.state.repos.is_shared());
+    let port = first.port;
 
     let (e_token, e_project, e_app) = account(&embedded).await;
     let (s_token, s_project, s_app) = account(&first).await;
@@ -269,6 +303,7 @@ async fn main() {
     // One-file delta re-syncs: the single node's, and each through a server started on an
     // empty DATA_DIR (then again through it, warm).
     let (mut e_delta, mut cold, mut warm) = (Vec::new(), Vec::new(), Vec::new());
+    let mut front = first;
     for round in 0..rounds {
         let path = edit(&e_folder, files, round, "embedded");
         let (took, report) = time_sync(
@@ -281,7 +316,9 @@ async fn main() {
         assert_eq!(report.sent, [path]);
         e_delta.push(took);
 
-        let node = Node::start(&vars, fresh_dir()).await;
+        front.shut_down().await;
+        let node = Node::start_at(&vars, fresh_dir(), port).await;
+        node.warm_up(&s_token).await;
         let path = edit(&s_folder, files, round, "cold");
         let (took, report) = time_sync(
             node.client(&s_token),
@@ -302,7 +339,9 @@ async fn main() {
         .await;
         assert_eq!(report.sent, [path]);
         warm.push(took);
+        front = node;
     }
+    let first = front;
     let (e_delta, cold, warm) = (median(e_delta), median(cold), median(warm));
     let ratio = cold.as_secs_f64() / e_delta.as_secs_f64();
     println!(
@@ -379,6 +418,7 @@ async fn main() {
         assert!(cached);
         e_same.push(answered);
         let node = Node::start(&vars, fresh_dir()).await;
+        node.warm_up(&s_token).await;
         let (_, answered, cached) = build(&node, &s_token, s_app).await;
         assert!(cached);
         s_same.push(answered);

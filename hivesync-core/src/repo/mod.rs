@@ -433,8 +433,14 @@ impl Repos {
     }
 
     fn open(&self, project: ProjectId) -> Result<ProjectRepo> {
-        self.create(project)?;
         let path = self.path_of(project);
+        if let Some(shared) = &self.shared
+            && !path.join("HEAD").is_file()
+        {
+            // A cache deleted under this process holds nothing any more.
+            shared.forget(project);
+        }
+        self.create(project)?;
         let repo = gix::open(&path).map_err(|err| {
             Error::internal("cannot open the project repository").with_context("cause", err)
         })?;

@@ -37,6 +37,10 @@ use crate::ports::{ObjectKey, ObjectStore, ObjectStoreExt, Store};
 
 /// Object transfers in flight at once per operation.
 const PARALLEL_TRANSFERS: usize = 32;
+/// Threads writing downloaded objects into the cache.
+const WRITE_THREADS: usize = 4;
+/// Commits remembered as hydrated before the memo starts over.
+const MEMO_ENTRIES: usize = 100_000;
 /// Objects read into memory at once while uploading.
 const UPLOAD_BATCH: usize = 256;
 
@@ -48,6 +52,9 @@ pub struct SharedRepos {
     /// Repository methods block (git is file I/O) and run on blocking threads; they reach the
     /// async ports through the runtime that made this value.
     runtime: tokio::runtime::Handle,
+    /// What this process's cache is known to hold, so that a commit's trees are walked once per
+    /// process rather than once per request.
+    hydrated: Arc<std::sync::Mutex<HashSet<(ProjectId, ObjectId, Need)>>>,
 }
 
 impl std::fmt::Debug for SharedRepos {
@@ -59,7 +66,7 @@ impl std::fmt::Debug for SharedRepos {
 }
 
 /// What a reader needs of a commit in its cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Need {
     /// The commit, every tree, and the links' targets: enough to list, diff and commit on top.
     Trees,
@@ -77,7 +84,19 @@ impl SharedRepos {
             store,
             objects,
             runtime,
+            hydrated: Arc::default(),
         })
+    }
+
+    /// Forgets what the cache of `project` held (it was deleted under this process).
+    pub(crate) fn forget(&self, project: ProjectId) {
+        self.memo().retain(|(p, _, _)| *p != project);
+    }
+
+    fn memo(&self) -> std::sync::MutexGuard<'_, HashSet<(ProjectId, ObjectId, Need)>> {
+        self.hydrated
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
@@ -246,6 +265,7 @@ impl SharedRepos {
                 )?
             }
         };
+        let mut decoded = Vec::with_capacity(fetched.len());
         for (id, bytes) in fetched {
             let (kind, data) =
                 decode_loose(&bytes).map_err(|err| err.with_context("object", id))?;
@@ -255,18 +275,9 @@ impl SharedRepos {
                 )
                 .with_context("object", id));
             }
-            let written = repo.objects.write_buf(kind, &data).map_err(|err| {
-                Error::internal("cannot cache a repository object").with_context("cause", err)
-            })?;
-            if written != id {
-                // Someone wrote other bytes under this id: refuse them rather than serve them.
-                return Err(
-                    Error::unavailable("a shared repository object does not match its id")
-                        .with_context("object", id),
-                );
-            }
+            decoded.push((id, kind, data));
         }
-        Ok(())
+        write_objects(repo, &decoded)
     }
 
     /// Makes sure the cache holds what `need` asks of `commit`.
@@ -277,6 +288,14 @@ impl SharedRepos {
         commit: ObjectId,
         need: Need,
     ) -> Result<()> {
+        {
+            let memo = self.memo();
+            if memo.contains(&(project, commit, need))
+                || memo.contains(&(project, commit, Need::Everything))
+            {
+                return Ok(());
+            }
+        }
         self.fetch_reachable(repo, project, [commit], Home::Store)?;
         let mut level = vec![tree_of(repo, commit)?];
         let mut blobs = Vec::new();
@@ -297,7 +316,13 @@ impl SharedRepos {
             }
             level = next;
         }
-        self.fetch_reachable(repo, project, blobs, Home::ObjectStore)
+        self.fetch_reachable(repo, project, blobs, Home::ObjectStore)?;
+        let mut memo = self.memo();
+        if memo.len() >= MEMO_ENTRIES {
+            memo.clear();
+        }
+        memo.insert((project, commit, need));
+        Ok(())
     }
 
     /// Makes sure the cache holds the commit, the trees from its root down to `path` (a
@@ -376,6 +401,49 @@ impl Home {
             _ => Home::Store,
         }
     }
+}
+
+/// Writes downloaded objects into the cache, checking each against its id. Loose objects cost a
+/// few file operations each, so a tree's worth is written by several threads.
+fn write_objects(
+    repo: &gix::Repository,
+    objects: &[(ObjectId, gix::objs::Kind, Vec<u8>)],
+) -> Result<()> {
+    let loose = gix::odb::loose::Store::at(repo.path().join("objects"), repo.object_hash());
+    let write = |chunk: &[(ObjectId, gix::objs::Kind, Vec<u8>)]| -> Result<()> {
+        for (id, kind, data) in chunk {
+            let written = loose.write_buf(*kind, data).map_err(|err| {
+                Error::internal("cannot cache a repository object").with_context("cause", err)
+            })?;
+            if written != *id {
+                // Someone stored other bytes under this id: refuse them rather than serve them.
+                return Err(
+                    Error::unavailable("a shared repository object does not match its id")
+                        .with_context("object", id),
+                );
+            }
+        }
+        Ok(())
+    };
+    let threads = (objects.len() / 8).clamp(1, WRITE_THREADS);
+    if threads == 1 {
+        return write(objects);
+    }
+    let per_thread = objects.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let writers: Vec<_> = objects
+            .chunks(per_thread)
+            .map(|chunk| scope.spawn(move || write(chunk)))
+            .collect();
+        writers
+            .into_iter()
+            .map(|writer| {
+                writer
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::internal("an object writer panicked")))
+            })
+            .collect::<Result<()>>()
+    })
 }
 
 fn tree_of(repo: &gix::Repository, commit: ObjectId) -> Result<ObjectId> {
