@@ -241,8 +241,11 @@ async fn what_one_node_commits_every_node_reads_checks_out_and_builds_on() {
     // One file read through a cold node fetches its path, not the tree: the commit, the root
     // tree and the file.
     let d = cluster.node("d");
-    let read = blocking(move || d.read_file(project, "main", "package.json").unwrap()).await;
+    let reader = d.clone();
+    let read = blocking(move || reader.read_file(project, "main", "package.json").unwrap()).await;
     assert_eq!(read.bytes, b"{\"name\":\"app\"}\n");
+    // The commit and the tree reach the disk after the operation.
+    d.shared().unwrap().flushed().await;
     let d_repo = cluster.disk("d").join("repos").join(project.to_string());
     assert_eq!(hivesync_core::repo::count_objects(&d_repo).unwrap(), 3);
 
@@ -362,8 +365,9 @@ async fn a_nodes_disk_is_only_a_cache() {
     let project = cluster.project;
     let scratch = cluster.disk("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
+    let a = cluster.node("a");
     let first = {
-        let (a, scratch) = (cluster.node("a"), scratch.clone());
+        let (a, scratch) = (a.clone(), scratch.clone());
         blocking(move || {
             commit(
                 &a,
@@ -377,6 +381,7 @@ async fn a_nodes_disk_is_only_a_cache() {
         .await
         .unwrap()
     };
+    a.shared().unwrap().flushed().await;
     std::fs::remove_dir_all(cluster.disk("a")).unwrap();
     let a = cluster.node("a");
     let checkout = cluster.disk("checkout");

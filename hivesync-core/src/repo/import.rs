@@ -19,7 +19,7 @@ use gix::ObjectId;
 use gix::objs::tree::EntryKind;
 use serde::Serialize;
 
-use super::{CommitRequest, ProjectRepo, RepoPath, Repos, conflict, git_error};
+use super::{CommitRequest, ProjectRepo, Remote, RepoPath, Repos, conflict, git_error};
 use crate::config::Config;
 use crate::domain::truncate_for_display;
 use crate::error::{Error, ErrorKind, Result};
@@ -302,7 +302,7 @@ pub(crate) fn import(
         })?,
         limits: project_repo.limits,
         files_cache: Default::default(),
-        remote: project_repo.remote.clone(),
+        remote: project_repo.remote.as_ref().map(Remote::another),
     };
     if !fresh.repo.has_object(commit) {
         return Err(Error::internal("the imported objects did not arrive"));

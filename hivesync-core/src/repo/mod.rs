@@ -365,6 +365,11 @@ impl Repos {
         self.shared.is_some()
     }
 
+    /// The shared half, when repositories are shared.
+    pub fn shared(&self) -> Option<&SharedRepos> {
+        self.shared.as_deref()
+    }
+
     pub fn from_config(config: &Config) -> Self {
         Repos::new(
             config.data_path(DataSubdir::Repos),
@@ -441,14 +446,25 @@ impl Repos {
             shared.forget(project);
         }
         self.create(project)?;
-        let repo = gix::open(&path).map_err(|err| {
+        let mut repo = gix::open(&path).map_err(|err| {
             Error::internal("cannot open the project repository").with_context("cause", err)
         })?;
+        if self.shared.is_some() {
+            // Commits and trees fetched or written during the operation stay in memory and reach
+            // the disk after it (see `Drop for ProjectRepo`): a cold cache costs a database
+            // round trip per tree level, not a file per tree.
+            repo = repo.with_object_memory();
+        }
         let project_repo = ProjectRepo {
             repo,
             limits: self.limits,
             files_cache: RefCell::default(),
-            remote: self.shared.clone().map(|shared| Remote { shared, project }),
+            remote: self.shared.clone().map(|shared| Remote {
+                shared,
+                project,
+                hydrated: RefCell::default(),
+                heads: RefCell::default(),
+            }),
         };
         project_repo.adopt_local_branches()?;
         Ok(project_repo)
@@ -497,8 +513,7 @@ impl Repos {
             archive::contents(kind, file, &self.limits, |_path, bytes| {
                 let id = hash_blob(hash_kind, bytes)?;
                 if missing.contains(&id) && written.insert(id) {
-                    repo.write_blob(bytes)
-                        .map_err(git_error("cannot store a file"))?;
+                    project_repo.write_blob(bytes)?;
                 }
                 Ok(())
             })?;
@@ -635,8 +650,7 @@ impl Repos {
         if !wanted.is_empty() {
             archive::upload_blobs(kind, file, &self.limits, |id, bytes| {
                 if wanted.contains(&id) {
-                    repo.write_blob(bytes)
-                        .map_err(git_error("cannot store a file"))?;
+                    project_repo.write_blob(bytes)?;
                     stored += 1;
                 }
                 Ok(())
@@ -961,22 +975,83 @@ pub(crate) struct ProjectRepo {
 }
 
 /// A project's shared half.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Remote {
     shared: Arc<SharedRepos>,
     project: ProjectId,
+    /// What this operation made sure of; remembered for the process once on disk.
+    hydrated: RefCell<HashSet<(ObjectId, Need)>>,
+    /// Branch heads read during this operation. Reading one again (the fail-fast check, then
+    /// the commit) may use what was read: the swap that ends a sync checks the head anyway.
+    heads: RefCell<HashMap<String, Option<ObjectId>>>,
+}
+
+impl Remote {
+    /// The same project for another handle, which has made sure of nothing yet.
+    pub(crate) fn another(&self) -> Remote {
+        Remote {
+            shared: self.shared.clone(),
+            project: self.project,
+            hydrated: RefCell::default(),
+            heads: RefCell::default(),
+        }
+    }
+}
+
+impl Drop for ProjectRepo {
+    fn drop(&mut self) {
+        let Some(remote) = &self.remote else {
+            return;
+        };
+        let objects = self.repo.objects.take_object_memory();
+        remote.shared.persist(
+            self.repo.path().join("objects"),
+            self.repo.object_hash(),
+            remote.project,
+            objects.map(|mut memory| std::mem::take(&mut *memory).into_iter().collect()),
+            std::mem::take(&mut *remote.hydrated.borrow_mut()),
+        );
+    }
 }
 
 impl ProjectRepo {
     /// Makes sure the cache holds what `need` asks of `commit` (nothing to do when the disk is
     /// the repository).
     pub(crate) fn ensure(&self, commit: ObjectId, need: Need) -> Result<()> {
-        match &self.remote {
-            Some(remote) => remote
-                .shared
-                .hydrate(&self.repo, remote.project, commit, need),
-            None => Ok(()),
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        let known = |memo: &dyn Fn(Need) -> bool| {
+            memo(need) || (need == Need::Trees && memo(Need::Everything))
+        };
+        if known(&|need| remote.hydrated.borrow().contains(&(commit, need)))
+            || known(&|need| remote.shared.remembers(remote.project, commit, need))
+        {
+            return Ok(());
         }
+        remote
+            .shared
+            .hydrate(&self.repo, remote.project, commit, need)?;
+        remote.hydrated.borrow_mut().insert((commit, need));
+        Ok(())
+    }
+
+    /// Stores a file's content. A shared repository writes it to disk at once, never into the
+    /// operation's memory: contents can be large.
+    fn write_blob(&self, bytes: &[u8]) -> Result<ObjectId> {
+        if self.remote.is_some() {
+            let loose = gix::odb::loose::Store::at(
+                self.repo.path().join("objects"),
+                self.repo.object_hash(),
+            );
+            return gix::objs::Write::write_buf(&loose, gix::objs::Kind::Blob, bytes)
+                .map_err(|err| Error::internal("cannot store a file").with_context("cause", err));
+        }
+        Ok(self
+            .repo
+            .write_blob(bytes)
+            .map_err(git_error("cannot store a file"))?
+            .detach())
     }
 
     /// Makes sure the cache holds the trees from `commit`'s root to `path` and `path` itself.
@@ -1127,7 +1202,12 @@ impl ProjectRepo {
 
     pub(crate) fn ref_target(&self, full_name: &str) -> Result<Option<ObjectId>> {
         if let Some(remote) = &self.remote {
-            return remote.shared.head(remote.project, full_name);
+            if let Some(head) = remote.heads.borrow().get(full_name) {
+                return Ok(*head);
+            }
+            let head = remote.shared.head(remote.project, full_name)?;
+            remote.heads.borrow_mut().insert(full_name.to_owned(), head);
+            return Ok(head);
         }
         let reference = self
             .repo
@@ -1315,11 +1395,10 @@ impl ProjectRepo {
                     .upsert(path, *kind, *id)
                     .map_err(git_error("cannot edit a tree"))?;
             }
-            let tree_id = editor
+            editor
                 .write()
                 .map_err(git_error("cannot write a tree"))?
-                .detach();
-            tree_id
+                .detach()
         };
         let message = if request.message.trim().is_empty() {
             format!("Sync {} files", tree.len())
@@ -1360,8 +1439,7 @@ impl ProjectRepo {
                 .map_err(git_error("cannot read a tree"))?
                 .decode()
                 .map_err(|err| Error::internal("cannot read a tree").with_context("cause", err))?
-                .try_into()
-                .map_err(|err| Error::internal("cannot read a tree").with_context("cause", err))?
+                .into()
         };
         let edit_error = |err| Error::internal("cannot edit a tree").with_context("cause", err);
         let mut editor =
@@ -1470,7 +1548,10 @@ impl ProjectRepo {
         };
         if let Some(remote) = &self.remote {
             let full = branch.full_ref();
-            return match remote.shared.swap(remote.project, &full, from, to)? {
+            let swapped = remote.shared.swap(remote.project, &full, from, to)?;
+            let now = swapped.map_or_else(|now| now, |()| Some(to));
+            remote.heads.borrow_mut().insert(full, now);
+            return match swapped {
                 Ok(()) => Ok(()),
                 Err(now) => Err(conflict(branch, now)),
             };

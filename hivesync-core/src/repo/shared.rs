@@ -55,6 +55,8 @@ pub struct SharedRepos {
     /// What this process's cache is known to hold, so that a commit's trees are walked once per
     /// process rather than once per request.
     hydrated: Arc<std::sync::Mutex<HashSet<(ProjectId, ObjectId, Need)>>>,
+    /// Writes of operations' objects to the cache still under way.
+    writing: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for SharedRepos {
@@ -85,6 +87,7 @@ impl SharedRepos {
             objects,
             runtime,
             hydrated: Arc::default(),
+            writing: Arc::default(),
         })
     }
 
@@ -277,7 +280,20 @@ impl SharedRepos {
             }
             decoded.push((id, kind, data));
         }
-        write_objects(repo, &decoded)
+        match home {
+            // Into the operation's memory (see `Repos::open`).
+            Home::Store => {
+                for (id, kind, data) in &decoded {
+                    let written = repo.objects.write_buf(*kind, data).map_err(|err| {
+                        Error::internal("cannot cache a repository object")
+                            .with_context("cause", err)
+                    })?;
+                    check_id(written, *id)?;
+                }
+                Ok(())
+            }
+            Home::ObjectStore => write_objects(repo, &decoded),
+        }
     }
 
     /// Makes sure the cache holds what `need` asks of `commit`.
@@ -288,14 +304,6 @@ impl SharedRepos {
         commit: ObjectId,
         need: Need,
     ) -> Result<()> {
-        {
-            let memo = self.memo();
-            if memo.contains(&(project, commit, need))
-                || memo.contains(&(project, commit, Need::Everything))
-            {
-                return Ok(());
-            }
-        }
         self.fetch_reachable(repo, project, [commit], Home::Store)?;
         let mut level = vec![tree_of(repo, commit)?];
         let mut blobs = Vec::new();
@@ -316,13 +324,86 @@ impl SharedRepos {
             }
             level = next;
         }
-        self.fetch_reachable(repo, project, blobs, Home::ObjectStore)?;
-        let mut memo = self.memo();
-        if memo.len() >= MEMO_ENTRIES {
-            memo.clear();
+        self.fetch_reachable(repo, project, blobs, Home::ObjectStore)
+    }
+
+    /// Whether this process's cache is known to hold what `need` asks of `commit`.
+    pub(crate) fn remembers(&self, project: ProjectId, commit: ObjectId, need: Need) -> bool {
+        self.memo().contains(&(project, commit, need))
+    }
+
+    /// Writes what an operation kept in memory to the cache on disk, off the request's path,
+    /// then remembers what the operation made sure of. Commits are written last: a commit on
+    /// disk has its trees there too.
+    pub(crate) fn persist(
+        &self,
+        objects_dir: std::path::PathBuf,
+        hash: gix::hash::Kind,
+        project: ProjectId,
+        objects: Option<Vec<MemoryObject>>,
+        hydrated: HashSet<(ObjectId, Need)>,
+    ) {
+        let objects = objects.unwrap_or_default();
+        let remember = {
+            let memo = self.hydrated.clone();
+            move || {
+                let mut memo = memo
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if memo.len() + hydrated.len() > MEMO_ENTRIES {
+                    memo.clear();
+                }
+                memo.extend(
+                    hydrated
+                        .into_iter()
+                        .map(|(commit, need)| (project, commit, need)),
+                );
+            }
+        };
+        if objects.is_empty() {
+            remember();
+            return;
         }
-        memo.insert((project, commit, need));
-        Ok(())
+        let writing = self.runtime.spawn_blocking(move || {
+            let mut objects = objects;
+            objects.sort_by_key(|(_, (kind, _))| *kind == gix::objs::Kind::Commit);
+            let loose = gix::odb::loose::Store::at(objects_dir, hash);
+            for (id, (kind, data)) in &objects {
+                if loose.contains(id) {
+                    continue;
+                }
+                if let Err(err) = loose.write_buf(*kind, data) {
+                    // The objects are shared; the next operation fetches them again.
+                    tracing::warn!(%id, error = %err, "cannot cache a repository object");
+                    return;
+                }
+            }
+            remember();
+        });
+        let mut under_way = self
+            .writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        under_way.retain(|write| !write.is_finished());
+        under_way.push(writing);
+    }
+
+    /// Waits until what finished operations kept in memory is in the cache on disk.
+    pub async fn flushed(&self) {
+        loop {
+            let under_way = std::mem::take(
+                &mut *self
+                    .writing
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            if under_way.is_empty() {
+                return;
+            }
+            for write in under_way {
+                let _ = write.await;
+            }
+        }
     }
 
     /// Makes sure the cache holds the commit, the trees from its root down to `path` (a
@@ -384,6 +465,9 @@ impl SharedRepos {
     }
 }
 
+/// An object an operation kept in memory: its id, kind and data.
+pub(crate) type MemoryObject = (ObjectId, (gix::objs::Kind, Vec<u8>));
+
 /// Where objects of a kind are shared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Home {
@@ -403,7 +487,18 @@ impl Home {
     }
 }
 
-/// Writes downloaded objects into the cache, checking each against its id. Loose objects cost a
+/// Someone stored other bytes under this id: refuse them rather than serve them.
+fn check_id(written: ObjectId, expected: ObjectId) -> Result<()> {
+    if written == expected {
+        return Ok(());
+    }
+    Err(
+        Error::unavailable("a shared repository object does not match its id")
+            .with_context("object", expected),
+    )
+}
+
+/// Writes downloaded file contents into the cache, checking each against its id. Loose objects cost a
 /// few file operations each, so a tree's worth is written by several threads.
 fn write_objects(
     repo: &gix::Repository,
@@ -415,13 +510,7 @@ fn write_objects(
             let written = loose.write_buf(*kind, data).map_err(|err| {
                 Error::internal("cannot cache a repository object").with_context("cause", err)
             })?;
-            if written != *id {
-                // Someone stored other bytes under this id: refuse them rather than serve them.
-                return Err(
-                    Error::unavailable("a shared repository object does not match its id")
-                        .with_context("object", id),
-                );
-            }
+            check_id(written, *id)?;
         }
         Ok(())
     };
@@ -435,14 +524,11 @@ fn write_objects(
             .chunks(per_thread)
             .map(|chunk| scope.spawn(move || write(chunk)))
             .collect();
-        writers
-            .into_iter()
-            .map(|writer| {
-                writer
-                    .join()
-                    .unwrap_or_else(|_| Err(Error::internal("an object writer panicked")))
-            })
-            .collect::<Result<()>>()
+        writers.into_iter().try_for_each(|writer| {
+            writer
+                .join()
+                .unwrap_or_else(|_| Err(Error::internal("an object writer panicked")))
+        })
     })
 }
 
