@@ -457,3 +457,41 @@ async fn branches_made_before_sharing_are_adopted_once() {
     let read = blocking(move || b.read_file(project, "main", "src/App.js").unwrap()).await;
     assert_eq!(read.bytes, b"export default () => 1;\n");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_projects_shared_data_goes_with_it() {
+    let cluster = Cluster::new().await;
+    let project = cluster.project;
+    let scratch = cluster.disk("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let a = cluster.node("a");
+    {
+        let (a, scratch) = (a.clone(), scratch.clone());
+        blocking(move || {
+            commit(
+                &a,
+                project,
+                &tree_v1(),
+                None,
+                ExpectedParent::NoBranch,
+                &scratch,
+            )
+        })
+        .await
+        .unwrap();
+    }
+    let prefix = format!("repos/{project}/objects/");
+    assert_eq!(cluster.objects.list(&prefix).await.unwrap().len(), 5);
+    cluster.store.delete_project(project).await.unwrap();
+    let removed = a.shared().unwrap().remove_contents(project).await.unwrap();
+    assert_eq!(removed, 5);
+    assert!(cluster.objects.list(&prefix).await.unwrap().is_empty());
+    assert!(
+        cluster
+            .store
+            .list_repo_refs(project)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

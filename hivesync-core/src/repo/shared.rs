@@ -388,6 +388,26 @@ impl SharedRepos {
         under_way.push(writing);
     }
 
+    /// Removes a deleted project's file contents from the object store (its references,
+    /// commits and trees went with its record). Returns how many were removed.
+    pub async fn remove_contents(&self, project: ProjectId) -> Result<usize> {
+        let listed = self
+            .objects
+            .list(&format!("repos/{project}/objects/"))
+            .await?;
+        let removed = listed.len();
+        let objects = self.objects.clone();
+        futures::stream::iter(listed)
+            .map(|meta| {
+                let objects = objects.clone();
+                async move { objects.delete(&meta.key).await }
+            })
+            .buffer_unordered(PARALLEL_TRANSFERS)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(removed)
+    }
+
     /// Waits until what finished operations kept in memory is in the cache on disk.
     pub async fn flushed(&self) {
         loop {

@@ -297,6 +297,19 @@ impl ProjectsApi {
                 tracing::warn!(project_id = %project, error = %err, "cannot retire the project repository")
             }
         }
+        if let Some(shared) = self.state.repos.shared().cloned() {
+            // Its contents in the bucket: in the background, as there may be many.
+            tokio::spawn(async move {
+                match shared.remove_contents(project).await {
+                    Ok(removed) => {
+                        tracing::info!(project_id = %project, removed, "removed the deleted project's shared contents")
+                    }
+                    Err(err) => {
+                        tracing::warn!(project_id = %project, error = ?err, "cannot remove the deleted project's shared contents")
+                    }
+                }
+            });
+        }
         tracing::info!(project_id = %project, "project deleted");
         Ok(NoContent::Done)
     }
