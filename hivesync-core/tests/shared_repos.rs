@@ -283,11 +283,44 @@ async fn what_one_node_commits_every_node_reads_checks_out_and_builds_on() {
     };
     assert_eq!(second.parent.as_deref(), Some(first.commit.as_str()));
     assert_eq!((second.changed, second.stored), (1, 1));
+
+    // Planned through A, committed through a cold E: a copy of a committed file is not sent,
+    // and E fetches it from the bucket.
+    let mut v3 = v2.clone();
+    v3.push((
+        "src/copy.js",
+        EntryMode::File,
+        b"export const x = 1;\n".to_vec(),
+    ));
+    let plan = {
+        let (a, v3) = (a.clone(), v3.clone());
+        let branch = BranchName::parse("main").unwrap();
+        blocking(move || a.plan(project, &branch, &manifest(&v3)))
+            .await
+            .unwrap()
+    };
+    assert!(plan.missing.is_empty(), "{plan:?}");
+    let third = {
+        let (e, scratch) = (cluster.node("e"), scratch.clone());
+        blocking(move || {
+            commit(
+                &e,
+                project,
+                &v3,
+                Some(&[]),
+                ExpectedParent::Current,
+                &scratch,
+            )
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!((third.added, third.stored), (1, 0));
     let read = {
         let a = a.clone();
         blocking(move || a.read_file(project, "main", "src/App.js").unwrap()).await
     };
-    assert_eq!(read.commit, second.commit);
+    assert_eq!(read.commit, third.commit);
     assert_eq!(read.bytes, b"export default () => 2;\n");
 }
 
@@ -441,21 +474,43 @@ async fn branches_made_before_sharing_are_adopted_once() {
         .await
         .unwrap()
     };
-    // The same disk, now shared: its branch is published, and another node sees it.
+    // A tag made on that disk too.
+    let repo_dir = cluster.disk("a").join("repos").join(project.to_string());
+    let tagged = std::process::Command::new("git")
+        .args(["tag", "-a", "v1", "-m", "release", &first.commit])
+        .env("GIT_DIR", &repo_dir)
+        .env("GIT_COMMITTER_NAME", "Ada")
+        .env("GIT_COMMITTER_EMAIL", "ada@example.org")
+        .status()
+        .unwrap();
+    assert!(tagged.success());
+    // The same disk, now shared: its branch and tag are published, and another node sees them.
     let a = cluster.node("a");
     let refs = blocking(move || a.refs(project).unwrap()).await;
-    assert_eq!(refs.len(), 1);
-    assert_eq!(refs[0].commit, first.commit);
+    let names: Vec<(&str, &str)> = refs
+        .iter()
+        .map(|r| (r.name.as_str(), r.commit.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("refs/heads/main", first.commit.as_str()),
+            ("refs/tags/v1", first.commit.as_str())
+        ]
+    );
     let a = cluster.node("a");
     let read = blocking(move || a.read_file(project, "main", "package.json").unwrap()).await;
     assert_eq!(read.commit, first.commit);
     let b = cluster.node("b");
     let refs = blocking(move || b.refs(project).unwrap()).await;
-    assert_eq!(refs.len(), 1);
-    assert_eq!(refs[0].commit, first.commit);
+    assert_eq!(refs.len(), 2);
+    assert!(refs.iter().all(|r| r.commit == first.commit));
     let b = cluster.node("b");
-    let read = blocking(move || b.read_file(project, "main", "src/App.js").unwrap()).await;
+    let read = blocking(move || b.read_file(project, "v1", "src/App.js").unwrap()).await;
     assert_eq!(read.bytes, b"export default () => 1;\n");
+    // Set aside on the adopting disk, so it happens once.
+    assert!(repo_dir.join("refs/adopted/heads/main").is_file());
+    assert!(!repo_dir.join("refs/heads/main").exists());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -44,7 +44,7 @@ pub use checkout::{Checkout, Revision};
 pub use import::{ImportOutcome, ImportPolicy, is_private};
 pub use path::{BranchName, RepoPath};
 pub use shared::SharedRepos;
-use shared::{Home, Need};
+use shared::{Home, Missing, Need};
 
 use crate::config::{Config, DataSubdir, SyncConfig};
 use crate::domain::ProjectId;
@@ -541,6 +541,16 @@ impl Repos {
             Some(head) => project_repo.files_of(head)?,
             None => Rc::default(),
         };
+        // What this node's disk holds is not what the others have: shared, a content counts as
+        // stored when the head's tree has it (every object a branch reaches is shared).
+        let shared_contents: HashSet<ObjectId> = match project_repo.remote {
+            Some(_) => committed.values().map(|(_, id)| *id).collect(),
+            None => HashSet::new(),
+        };
+        let stored = |id: &ObjectId| match project_repo.remote {
+            Some(_) => shared_contents.contains(id),
+            None => project_repo.repo.has_object(id),
+        };
         let mut seen = HashSet::new();
         let missing = files
             .iter()
@@ -548,7 +558,7 @@ impl Repos {
                 committed.get(path.as_str()) != Some(&(mode.git_kind(), *id))
             })
             .map(|(_, (_, id, _))| *id)
-            .filter(|id| seen.insert(*id) && !project_repo.repo.has_object(id))
+            .filter(|id| seen.insert(*id) && !stored(id))
             .map(|id| id.to_string())
             .collect();
         Ok(SyncPlan {
@@ -580,6 +590,24 @@ impl Repos {
             Some(head) => project_repo.files_of(head)?,
             None => Rc::default(),
         };
+        if let Some(remote) = &project_repo.remote {
+            // A content not sent that this node lacks may be shared (a plan made on another
+            // server said so): fetch what the bucket has; what it lacks is missing below.
+            let elsewhere = files
+                .iter()
+                .filter(|(path, (mode, id, _))| {
+                    committed.get(path.as_str()) != Some(&(mode.git_kind(), *id))
+                        && !upload.blobs.contains_key(id)
+                })
+                .map(|(_, (_, id, _))| *id);
+            remote.shared.download(
+                repo,
+                remote.project,
+                elsewhere,
+                Home::ObjectStore,
+                Missing::Skip,
+            )?;
+        }
         let link_target = |path: &str, id: ObjectId| -> Result<String> {
             let bytes = match upload.link_targets.get(&id) {
                 Some(bytes) => bytes.clone(),
@@ -1084,45 +1112,62 @@ impl ProjectRepo {
         remote.shared.upload(&self.repo, remote.project, &added)
     }
 
-    /// A repository written before it was shared keeps its branches on this disk: they are
-    /// published once (objects first, then a branch created only where the Store has none) and
-    /// moved to `refs/adopted/`, so the first shared open of each project takes them over. A
-    /// branch the Store already has elsewhere stays under `refs/adopted/` and is logged; nothing
-    /// is deleted.
+    /// A repository written before it was shared keeps its branches and tags on this disk: they
+    /// are published once (objects first, then each reference created only where the Store has
+    /// none; a tag as the commit it names) and moved to `refs/adopted/heads/` and
+    /// `refs/adopted/tags/`, so the first shared open of each project takes them over. One the
+    /// Store already has elsewhere is logged and stays set aside; nothing is deleted.
     fn adopt_local_branches(&self) -> Result<()> {
         let Some(remote) = &self.remote else {
             return Ok(());
         };
-        let platform = self
-            .repo
-            .references()
-            .map_err(git_error("cannot list references"))?;
-        let mut local = Vec::new();
-        for reference in platform
-            .prefixed("refs/heads/")
-            .map_err(git_error("cannot list references"))?
-        {
-            let reference = reference.map_err(|err| {
-                Error::internal("cannot read a reference").with_context("cause", err)
-            })?;
-            if let Some(id) = reference.try_id() {
-                local.push((reference.name().as_bstr().to_string(), id.detach()));
+        let listed = |repo: &gix::Repository| -> Result<Vec<(String, ObjectId)>> {
+            let platform = repo
+                .references()
+                .map_err(git_error("cannot list references"))?;
+            let mut local = Vec::new();
+            for prefix in ["refs/heads/", "refs/tags/"] {
+                for reference in platform
+                    .prefixed(prefix)
+                    .map_err(git_error("cannot list references"))?
+                {
+                    let mut reference = reference.map_err(|err| {
+                        Error::internal("cannot read a reference").with_context("cause", err)
+                    })?;
+                    let name = reference.name().as_bstr().to_string();
+                    // A tag is shared as the commit it names.
+                    if let Ok(commit) = reference.peel_to_commit() {
+                        local.push((name, commit.id));
+                    }
+                }
             }
+            Ok(local)
+        };
+        if listed(&self.repo)?.is_empty() {
+            return Ok(());
         }
-        for (name, id) in local {
+        // One adoption at a time per repository in this process; the next finds nothing left.
+        let turn = adoption_turn(self.repo.path());
+        let _turn = turn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let fresh = gix::open(self.repo.path()).map_err(|err| {
+            Error::internal("cannot open the project repository").with_context("cause", err)
+        })?;
+        for (name, id) in listed(&fresh)? {
             self.publish_history(id, None)?;
             if let Err(current) = remote.shared.swap(remote.project, &name, None, id)?
                 && current != Some(id)
             {
                 tracing::warn!(
                     project = %remote.project,
-                    branch = %name,
+                    reference = %name,
                     local = %id,
                     shared = ?current.map(|c| c.to_string()),
-                    "a branch on this disk differs from the shared one; kept under refs/adopted/"
+                    "a reference on this disk differs from the shared one; kept under refs/adopted/"
                 );
             }
-            let adopted = format!("refs/adopted/{}", &name["refs/heads/".len()..]);
+            let adopted = format!("refs/adopted/{}", &name["refs/".len()..]);
             let edits = [
                 RefEdit {
                     change: Change::Update {
@@ -1132,23 +1177,23 @@ impl ProjectRepo {
                     },
                     name: adopted
                         .try_into()
-                        .map_err(|_| Error::internal("invalid adopted branch name"))?,
+                        .map_err(|_| Error::internal("invalid adopted reference name"))?,
                     deref: false,
                 },
                 RefEdit {
                     change: Change::Delete {
-                        expected: PreviousValue::MustExistAndMatch(Target::Object(id)),
+                        expected: PreviousValue::Any,
                         log: RefLog::AndReference,
                     },
                     name: name
                         .as_str()
                         .try_into()
-                        .map_err(|_| Error::internal("invalid branch name"))?,
+                        .map_err(|_| Error::internal("invalid reference name"))?,
                     deref: false,
                 },
             ];
-            self.repo.edit_references(edits).map_err(|err| {
-                Error::internal("cannot set an adopted branch aside").with_context("cause", err)
+            fresh.edit_references(edits).map_err(|err| {
+                Error::internal("cannot set an adopted reference aside").with_context("cause", err)
             })?;
         }
         Ok(())
@@ -1241,10 +1286,13 @@ impl ProjectRepo {
         if rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()) {
             let id = parse_object_id(&rev.to_ascii_lowercase())?;
             if let Some(remote) = &self.remote {
-                match remote
-                    .shared
-                    .download(&self.repo, remote.project, [id], Home::Store)
-                {
+                match remote.shared.download(
+                    &self.repo,
+                    remote.project,
+                    [id],
+                    Home::Store,
+                    Missing::Fail,
+                ) {
                     Err(err) if err.kind() == ErrorKind::NotFound => {
                         return Err(Error::not_found("no such commit in this project"));
                     }
@@ -1579,6 +1627,17 @@ impl ProjectRepo {
             }
         }
     }
+}
+
+/// One mutex per repository for adopting its references, for the whole process.
+fn adoption_turn(repo: &Path) -> std::sync::Arc<std::sync::Mutex<()>> {
+    type Turns = HashMap<PathBuf, std::sync::Arc<std::sync::Mutex<()>>>;
+    static TURNS: std::sync::LazyLock<std::sync::Mutex<Turns>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut turns = TURNS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    turns.entry(repo.to_path_buf()).or_default().clone()
 }
 
 /// One mutex per repository and branch, for the whole process.

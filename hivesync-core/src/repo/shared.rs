@@ -37,11 +37,9 @@ use crate::ports::{ObjectKey, ObjectStore, ObjectStoreExt, Store};
 
 /// Object transfers in flight at once per operation.
 const PARALLEL_TRANSFERS: usize = 32;
-/// Threads writing downloaded objects into the cache.
-const WRITE_THREADS: usize = 4;
 /// Commits remembered as hydrated before the memo starts over.
 const MEMO_ENTRIES: usize = 100_000;
-/// Objects read into memory at once while uploading.
+/// Commits and trees per insert into the Store.
 const UPLOAD_BATCH: usize = 256;
 
 /// The shared half of the repositories: references in the Store, objects in the object store.
@@ -136,12 +134,18 @@ impl SharedRepos {
         to: ObjectId,
     ) -> Result<std::result::Result<(), Option<ObjectId>>> {
         let from = from.map(|id| id.to_string());
-        let update = self.block_on(self.store.swap_repo_ref(
-            project,
-            full_name,
-            from.as_deref(),
-            &to.to_string(),
-        ))?;
+        let update = self
+            .block_on(self.store.swap_repo_ref(
+                project,
+                full_name,
+                from.as_deref(),
+                &to.to_string(),
+            ))
+            .map_err(|err| match err.kind() {
+                // The project's record went while the sync ran.
+                ErrorKind::Validation => Error::not_found("no such project").with_source(err),
+                _ => err,
+            })?;
         match update {
             RefUpdate::Updated => Ok(Ok(())),
             RefUpdate::Moved { current } => Ok(Err(current
@@ -150,68 +154,86 @@ impl SharedRepos {
         }
     }
 
-    /// Shares `ids` from the local repository (each must be there): commits and trees into the
-    /// Store, file contents into the object store.
+    /// Shares `ids` from the local repository (each must be there): file contents into the
+    /// object store, then trees and last commits into the Store, so that a commit found there
+    /// has its trees. Ids go in one sorted order, so that two writers inserting the same rows
+    /// cannot deadlock; contents are read one at a time as their upload starts.
     pub(crate) fn upload(
         &self,
         repo: &gix::Repository,
         project: ProjectId,
         ids: &HashSet<ObjectId>,
     ) -> Result<()> {
-        let ids: Vec<&ObjectId> = ids.iter().collect();
-        for batch in ids.chunks(UPLOAD_BATCH) {
-            let (mut structure, mut contents) = (Vec::new(), Vec::new());
-            for id in batch {
-                let object = repo.find_object(**id).map_err(|err| {
-                    Error::internal("cannot read an object to share").with_context("cause", err)
-                })?;
-                let encoded = encode_loose(object.kind, &object.data)?;
-                match Home::of(object.kind) {
-                    Home::Store => structure.push(RepoObject {
-                        id: id.to_string(),
-                        data: encoded.to_vec(),
-                    }),
-                    Home::ObjectStore => contents.push((**id, encoded)),
-                }
+        let mut ids: Vec<ObjectId> = ids.iter().copied().collect();
+        ids.sort();
+        let read_error =
+            |err| Error::internal("cannot read an object to share").with_context("cause", err);
+        let (mut contents, mut trees, mut commits) = (Vec::new(), Vec::new(), Vec::new());
+        for id in ids {
+            match repo.find_header(id).map_err(read_error)?.kind() {
+                gix::objs::Kind::Blob => contents.push(id),
+                gix::objs::Kind::Commit => commits.push(id),
+                _ => trees.push(id),
             }
-            let objects = self.objects.clone();
-            let contents = futures::stream::iter(contents)
-                .map(|(id, bytes)| {
-                    let objects = objects.clone();
-                    async move {
-                        objects
-                            .put_bytes(&Self::object_key(project, &id), bytes)
-                            .await
-                            .map_err(|err| {
-                                Error::unavailable("cannot share a file's content")
-                                    .with_context("object", id)
-                                    .with_source(err)
-                            })
-                    }
-                })
-                .buffer_unordered(PARALLEL_TRANSFERS)
-                .try_collect::<Vec<_>>();
-            let structure = async {
-                if structure.is_empty() {
-                    return Ok(());
-                }
-                self.store.put_repo_objects(project, &structure).await
-            };
-            let (contents, structure) = self.block_on(async { tokio::join!(contents, structure) });
-            contents?;
-            structure?;
         }
-        Ok(())
+        let row = |id: &ObjectId| -> Result<RepoObject> {
+            let object = repo.find_object(*id).map_err(read_error)?;
+            Ok(RepoObject {
+                id: id.to_string(),
+                data: encode_loose(object.kind, &object.data)?.to_vec(),
+            })
+        };
+        let trees = trees.iter().map(row).collect::<Result<Vec<_>>>()?;
+        let commits = commits.iter().map(row).collect::<Result<Vec<_>>>()?;
+        let objects = self.objects.clone();
+        let contents = futures::stream::iter(contents)
+            .map(|id| {
+                let encoded = repo
+                    .find_object(id)
+                    .map_err(read_error)
+                    .and_then(|object| encode_loose(object.kind, &object.data));
+                let objects = objects.clone();
+                async move {
+                    objects
+                        .put_bytes(&Self::object_key(project, &id), encoded?)
+                        .await
+                        .map_err(|err| {
+                            Error::unavailable("cannot share a file's content")
+                                .with_context("object", id)
+                                .with_source(err)
+                        })
+                }
+            })
+            .buffer_unordered(PARALLEL_TRANSFERS)
+            .try_collect::<Vec<_>>();
+        let trees = async {
+            for batch in trees.chunks(UPLOAD_BATCH) {
+                self.store.put_repo_objects(project, batch).await?;
+            }
+            Ok::<_, Error>(())
+        };
+        self.block_on(async {
+            let (contents, trees) = tokio::join!(contents, trees);
+            contents?;
+            trees?;
+            for batch in commits.chunks(UPLOAD_BATCH) {
+                self.store.put_repo_objects(project, batch).await?;
+            }
+            Ok(())
+        })
     }
 
     /// Downloads those of `ids` the local repository lacks from where objects of that kind
-    /// live. One that is not there is `NotFound` with the id in its context.
+    /// live: commits and trees into the operation's memory (see `Repos::open`), contents to
+    /// disk as each arrives. One that is not there is `NotFound` with its id, or skipped with
+    /// [`Missing::Skip`].
     pub(crate) fn download(
         &self,
         repo: &gix::Repository,
         project: ProjectId,
         ids: impl IntoIterator<Item = ObjectId>,
         home: Home,
+        missing: Missing,
     ) -> Result<()> {
         let mut seen = HashSet::new();
         let wanted: Vec<ObjectId> = ids
@@ -221,78 +243,81 @@ impl SharedRepos {
         if wanted.is_empty() {
             return Ok(());
         }
-        let fetched: Vec<(ObjectId, Bytes)> = match home {
-            Home::Store => {
-                let names: Vec<String> = wanted.iter().map(ToString::to_string).collect();
-                let found = self
-                    .block_on(self.store.get_repo_objects(project, &names))?
-                    .into_iter()
-                    .map(|object| Ok((parse_target(&object.id)?, Bytes::from(object.data))))
-                    .collect::<Result<Vec<_>>>()?;
-                if found.len() < wanted.len() {
-                    let have: HashSet<ObjectId> = found.iter().map(|(id, _)| *id).collect();
-                    let missing = wanted.iter().find(|id| !have.contains(*id));
-                    return Err(Error::not_found("the Store has no such repository object")
-                        .with_context(
-                            "object",
-                            missing.map(ToString::to_string).unwrap_or_default(),
-                        ));
-                }
-                found
-            }
-            Home::ObjectStore => {
-                let objects = self.objects.clone();
-                self.block_on(
-                    futures::stream::iter(wanted)
-                        .map(|id| {
-                            let objects = objects.clone();
-                            async move {
-                                match objects.get_bytes(&Self::object_key(project, &id)).await {
-                                    Ok(bytes) => Ok((id, bytes)),
-                                    Err(err) if err.kind() == ErrorKind::NotFound => {
-                                        Err(Error::not_found(
-                                            "the object store has no such file content",
-                                        )
-                                        .with_context("object", id))
-                                    }
-                                    Err(err) => Err(Error::unavailable(
-                                        "cannot fetch a file's content from the object store",
-                                    )
-                                    .with_context("object", id)
-                                    .with_source(err)),
-                                }
-                            }
-                        })
-                        .buffer_unordered(PARALLEL_TRANSFERS)
-                        .try_collect(),
-                )?
-            }
-        };
-        let mut decoded = Vec::with_capacity(fetched.len());
-        for (id, bytes) in fetched {
-            let (kind, data) =
-                decode_loose(&bytes).map_err(|err| err.with_context("object", id))?;
+        let decode = |id: ObjectId, bytes: &[u8]| -> Result<(gix::objs::Kind, Vec<u8>)> {
+            let (kind, data) = decode_loose(bytes).map_err(|err| err.with_context("object", id))?;
             if Home::of(kind) != home {
                 return Err(Error::unavailable(
                     "a shared repository object is not of the kind stored there",
                 )
                 .with_context("object", id));
             }
-            decoded.push((id, kind, data));
-        }
+            Ok((kind, data))
+        };
         match home {
-            // Into the operation's memory (see `Repos::open`).
             Home::Store => {
-                for (id, kind, data) in &decoded {
-                    let written = repo.objects.write_buf(*kind, data).map_err(|err| {
+                let names: Vec<String> = wanted.iter().map(ToString::to_string).collect();
+                let found = self.block_on(self.store.get_repo_objects(project, &names))?;
+                if found.len() < wanted.len() && missing == Missing::Fail {
+                    let have: HashSet<&str> = found.iter().map(|o| o.id.as_str()).collect();
+                    let absent = names.iter().find(|id| !have.contains(id.as_str()));
+                    return Err(Error::not_found("the Store has no such repository object")
+                        .with_context("object", absent.cloned().unwrap_or_default()));
+                }
+                for object in found {
+                    let id = parse_target(&object.id)?;
+                    let (kind, data) = decode(id, &object.data)?;
+                    let written = repo.objects.write_buf(kind, &data).map_err(|err| {
                         Error::internal("cannot cache a repository object")
                             .with_context("cause", err)
                     })?;
-                    check_id(written, *id)?;
+                    check_id(written, id)?;
                 }
                 Ok(())
             }
-            Home::ObjectStore => write_objects(repo, &decoded),
+            Home::ObjectStore => {
+                let loose =
+                    gix::odb::loose::Store::at(repo.path().join("objects"), repo.object_hash());
+                let objects = self.objects.clone();
+                let mut arriving = futures::stream::iter(wanted)
+                    .map(|id| {
+                        let objects = objects.clone();
+                        async move {
+                            match objects.get_bytes(&Self::object_key(project, &id)).await {
+                                Ok(bytes) => Ok((id, Some(bytes))),
+                                Err(err)
+                                    if err.kind() == ErrorKind::NotFound
+                                        && missing == Missing::Skip =>
+                                {
+                                    Ok((id, None))
+                                }
+                                Err(err) if err.kind() == ErrorKind::NotFound => Err(
+                                    Error::not_found("the object store has no such file content")
+                                        .with_context("object", id),
+                                ),
+                                Err(err) => Err(Error::unavailable(
+                                    "cannot fetch a file's content from the object store",
+                                )
+                                .with_context("object", id)
+                                .with_source(err)),
+                            }
+                        }
+                    })
+                    .buffer_unordered(PARALLEL_TRANSFERS);
+                self.block_on(async {
+                    while let Some(next) = arriving.next().await {
+                        let (id, Some(bytes)) = next? else {
+                            continue;
+                        };
+                        let (kind, data) = decode(id, &bytes)?;
+                        let written = loose.write_buf(kind, &data).map_err(|err| {
+                            Error::unavailable("cannot cache a file's content")
+                                .with_context("cause", err)
+                        })?;
+                        check_id(written, id)?;
+                    }
+                    Ok(())
+                })
+            }
         }
     }
 
@@ -472,17 +497,27 @@ impl SharedRepos {
         ids: impl IntoIterator<Item = ObjectId>,
         home: Home,
     ) -> Result<()> {
-        self.download(repo, project, ids, home).map_err(|err| {
-            if err.kind() != ErrorKind::NotFound {
-                return err;
-            }
-            Error::unavailable(format!(
-                "project {project}'s repository data is missing from the shared storage; \
+        self.download(repo, project, ids, home, Missing::Fail)
+            .map_err(|err| {
+                if err.kind() != ErrorKind::NotFound {
+                    return err;
+                }
+                Error::unavailable(format!(
+                    "project {project}'s repository data is missing from the shared storage; \
                  do all nodes use one database and one bucket?"
-            ))
-            .with_source(err)
-        })
+                ))
+                .with_source(err)
+            })
     }
+}
+
+/// What a download does about an object the shared storage does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Missing {
+    /// Fails with `NotFound`.
+    Fail,
+    /// Leaves it out: the caller only wanted what is there.
+    Skip,
 }
 
 /// An object an operation kept in memory: its id, kind and data.
@@ -516,40 +551,6 @@ fn check_id(written: ObjectId, expected: ObjectId) -> Result<()> {
         Error::unavailable("a shared repository object does not match its id")
             .with_context("object", expected),
     )
-}
-
-/// Writes downloaded file contents into the cache, checking each against its id. Loose objects cost a
-/// few file operations each, so a tree's worth is written by several threads.
-fn write_objects(
-    repo: &gix::Repository,
-    objects: &[(ObjectId, gix::objs::Kind, Vec<u8>)],
-) -> Result<()> {
-    let loose = gix::odb::loose::Store::at(repo.path().join("objects"), repo.object_hash());
-    let write = |chunk: &[(ObjectId, gix::objs::Kind, Vec<u8>)]| -> Result<()> {
-        for (id, kind, data) in chunk {
-            let written = loose.write_buf(*kind, data).map_err(|err| {
-                Error::internal("cannot cache a repository object").with_context("cause", err)
-            })?;
-            check_id(written, *id)?;
-        }
-        Ok(())
-    };
-    let threads = (objects.len() / 8).clamp(1, WRITE_THREADS);
-    if threads == 1 {
-        return write(objects);
-    }
-    let per_thread = objects.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let writers: Vec<_> = objects
-            .chunks(per_thread)
-            .map(|chunk| scope.spawn(move || write(chunk)))
-            .collect();
-        writers.into_iter().try_for_each(|writer| {
-            writer
-                .join()
-                .unwrap_or_else(|_| Err(Error::internal("an object writer panicked")))
-        })
-    })
 }
 
 fn tree_of(repo: &gix::Repository, commit: ObjectId) -> Result<ObjectId> {
