@@ -90,6 +90,24 @@ impl Cluster {
     fn disk(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+
+    /// Commits [`tree_v1`] through `node` as the project's first commit on `main`.
+    async fn first_commit(&self, node: &Repos) -> SyncOutcome {
+        let (node, project, scratch) = (node.clone(), self.project, self.disk("scratch"));
+        std::fs::create_dir_all(&scratch).unwrap();
+        blocking(move || {
+            commit(
+                &node,
+                project,
+                &tree_v1(),
+                None,
+                ExpectedParent::NoBranch,
+                &scratch,
+            )
+        })
+        .await
+        .unwrap()
+    }
 }
 
 /// Runs repository work on a blocking thread, as the server and the builder do.
@@ -189,21 +207,7 @@ async fn what_one_node_commits_every_node_reads_checks_out_and_builds_on() {
     let scratch = cluster.disk("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
 
-    let first = {
-        let (a, scratch) = (a.clone(), scratch.clone());
-        blocking(move || {
-            commit(
-                &a,
-                project,
-                &tree_v1(),
-                None,
-                ExpectedParent::NoBranch,
-                &scratch,
-            )
-        })
-        .await
-        .unwrap()
-    };
+    let first = cluster.first_commit(&a).await;
     assert!(first.created);
 
     // B has never seen the project: branches, listings, files and a checkout come through it.
@@ -330,21 +334,7 @@ async fn two_nodes_syncing_one_branch_at_once_one_wins_and_no_commit_is_lost() {
     let project = cluster.project;
     let scratch = cluster.disk("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
-    let base = {
-        let (a, scratch) = (cluster.node("a"), scratch.clone());
-        blocking(move || {
-            commit(
-                &a,
-                project,
-                &tree_v1(),
-                None,
-                ExpectedParent::NoBranch,
-                &scratch,
-            )
-        })
-        .await
-        .unwrap()
-    };
+    let base = cluster.first_commit(&cluster.node("a")).await;
     let parent = hivesync_core::repo::CommitId::parse(&base.commit).unwrap();
     for round in 0..5 {
         let head = {
@@ -399,21 +389,7 @@ async fn a_nodes_disk_is_only_a_cache() {
     let scratch = cluster.disk("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
     let a = cluster.node("a");
-    let first = {
-        let (a, scratch) = (a.clone(), scratch.clone());
-        blocking(move || {
-            commit(
-                &a,
-                project,
-                &tree_v1(),
-                None,
-                ExpectedParent::NoBranch,
-                &scratch,
-            )
-        })
-        .await
-        .unwrap()
-    };
+    let first = cluster.first_commit(&a).await;
     a.shared().unwrap().flushed().await;
     std::fs::remove_dir_all(cluster.disk("a")).unwrap();
     let a = cluster.node("a");
@@ -459,21 +435,7 @@ async fn branches_made_before_sharing_are_adopted_once() {
     let scratch = cluster.disk("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
     let local = cluster.local_node("a");
-    let first = {
-        let scratch = scratch.clone();
-        blocking(move || {
-            commit(
-                &local,
-                project,
-                &tree_v1(),
-                None,
-                ExpectedParent::NoBranch,
-                &scratch,
-            )
-        })
-        .await
-        .unwrap()
-    };
+    let first = cluster.first_commit(&local).await;
     // A tag made on that disk too.
     let repo_dir = cluster.disk("a").join("repos").join(project.to_string());
     let tagged = std::process::Command::new("git")
@@ -520,21 +482,7 @@ async fn a_deleted_projects_shared_data_goes_with_it() {
     let scratch = cluster.disk("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
     let a = cluster.node("a");
-    {
-        let (a, scratch) = (a.clone(), scratch.clone());
-        blocking(move || {
-            commit(
-                &a,
-                project,
-                &tree_v1(),
-                None,
-                ExpectedParent::NoBranch,
-                &scratch,
-            )
-        })
-        .await
-        .unwrap();
-    }
+    cluster.first_commit(&a).await;
     let prefix = format!("repos/{project}/objects/");
     assert_eq!(cluster.objects.list(&prefix).await.unwrap().len(), 5);
     cluster.store.delete_project(project).await.unwrap();
