@@ -303,6 +303,8 @@ async fn main() {
     // One-file delta re-syncs: the single node's, and each through a server started on an
     // empty DATA_DIR (then again through it, warm).
     let (mut e_delta, mut cold, mut warm) = (Vec::new(), Vec::new(), Vec::new());
+    // (scan, upload and commit) of each, from the client's report.
+    let (mut e_parts, mut cold_parts) = (Vec::new(), Vec::new());
     let mut front = first;
     for round in 0..rounds {
         let path = edit(&e_folder, files, round, "embedded");
@@ -315,6 +317,7 @@ async fn main() {
         .await;
         assert_eq!(report.sent, [path]);
         e_delta.push(took);
+        e_parts.push((report.scan_time, report.commit_time));
 
         front.shut_down().await;
         let node = Node::start_at(&vars, fresh_dir(), port).await;
@@ -329,6 +332,7 @@ async fn main() {
         .await;
         assert_eq!(report.sent, [path]);
         cold.push(took);
+        cold_parts.push((report.scan_time, report.commit_time));
         let path = edit(&s_folder, files, round + rounds, "warm");
         let (took, report) = time_sync(
             node.client(&s_token),
@@ -343,6 +347,18 @@ async fn main() {
     }
     let first = front;
     let (e_delta, cold, warm) = (median(e_delta), median(cold), median(warm));
+    let parts = |parts: &[(Duration, Duration)]| {
+        format!(
+            "scan {}, upload+commit {}",
+            ms(median(parts.iter().map(|p| p.0).collect())),
+            ms(median(parts.iter().map(|p| p.1).collect()))
+        )
+    };
+    println!(
+        "  delta parts (medians): single node {}; new server {}",
+        parts(&e_parts),
+        parts(&cold_parts)
+    );
     let ratio = cold.as_secs_f64() / e_delta.as_secs_f64();
     println!(
         "RESULT one-file delta re-sync through a new server: {} median of {rounds}, {ratio:.2}x the single node's {} — goal ≤ 1.5x: {}",

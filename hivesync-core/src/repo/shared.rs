@@ -155,7 +155,7 @@ impl SharedRepos {
     }
 
     /// Shares `ids` from the local repository (each must be there): file contents into the
-    /// object store, then trees and last commits into the Store, so that a commit found there
+    /// object store while trees and then commits go into the Store, so that a commit found there
     /// has its trees. Ids go in one sorted order, so that two writers inserting the same rows
     /// cannot deadlock; contents are read one at a time as their upload starts.
     pub(crate) fn upload(
@@ -183,8 +183,13 @@ impl SharedRepos {
                 data: encode_loose(object.kind, &object.data)?.to_vec(),
             })
         };
-        let trees = trees.iter().map(row).collect::<Result<Vec<_>>>()?;
-        let commits = commits.iter().map(row).collect::<Result<Vec<_>>>()?;
+        // Commits after trees in one list: a statement is atomic and statements run in order,
+        // so a commit in the Store has its trees there (one statement for most syncs).
+        let structure = trees
+            .iter()
+            .chain(&commits)
+            .map(row)
+            .collect::<Result<Vec<_>>>()?;
         let objects = self.objects.clone();
         let contents = futures::stream::iter(contents)
             .map(|id| {
@@ -206,20 +211,16 @@ impl SharedRepos {
             })
             .buffer_unordered(PARALLEL_TRANSFERS)
             .try_collect::<Vec<_>>();
-        let trees = async {
-            for batch in trees.chunks(UPLOAD_BATCH) {
+        let structure = async {
+            for batch in structure.chunks(UPLOAD_BATCH) {
                 self.store.put_repo_objects(project, batch).await?;
             }
             Ok::<_, Error>(())
         };
         self.block_on(async {
-            let (contents, trees) = tokio::join!(contents, trees);
+            let (contents, structure) = tokio::join!(contents, structure);
             contents?;
-            trees?;
-            for batch in commits.chunks(UPLOAD_BATCH) {
-                self.store.put_repo_objects(project, batch).await?;
-            }
-            Ok(())
+            structure
         })
     }
 
