@@ -1098,15 +1098,8 @@ impl ProjectRepo {
         let Some(remote) = &self.remote else {
             return Ok(());
         };
-        let tree_of = |id: ObjectId| -> Result<ObjectId> {
-            Ok(self
-                .repo
-                .find_commit(id)
-                .and_then(|c| c.tree_id())
-                .map_err(git_error("cannot read a commit"))?
-                .detach())
-        };
         let mut added = HashSet::from([commit]);
+        let tree_of = |id| shared::tree_of(&self.repo, id);
         let old = parent.map(tree_of).transpose()?;
         shared::added_objects(&self.repo, old, tree_of(commit)?, &mut added)?;
         remote.shared.upload(&self.repo, remote.project, &added)

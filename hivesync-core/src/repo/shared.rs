@@ -337,7 +337,7 @@ impl SharedRepos {
             self.fetch_reachable(repo, project, level.iter().copied(), Home::Store)?;
             let mut next = Vec::new();
             for id in level {
-                for (kind, oid) in entries_of(repo, id)? {
+                for (_, kind, oid) in entries_of(repo, id)? {
                     match kind {
                         EntryKind::Tree => next.push(oid),
                         EntryKind::Link => blobs.push(oid),
@@ -466,22 +466,15 @@ impl SharedRepos {
         let mut at = tree_of(repo, commit)?;
         self.fetch_reachable(repo, project, [at], Home::Store)?;
         for component in path.split('/').filter(|c| !c.is_empty()) {
-            let tree = repo
-                .find_tree(at)
-                .map_err(|err| Error::internal("cannot read a tree").with_context("cause", err))?;
-            let decoded = tree
-                .decode()
-                .map_err(|err| Error::internal("cannot read a tree").with_context("cause", err))?;
             // Not there, or a submodule: the caller answers from what the cache holds.
-            let Some(entry) = decoded
-                .entries
-                .iter()
-                .find(|e| e.filename == component.as_bytes() && !e.mode.is_commit())
+            let Some((_, kind, id)) = entries_of(repo, at)?
+                .into_iter()
+                .find(|(name, kind, _)| name == component.as_bytes() && *kind != EntryKind::Commit)
             else {
                 return Ok(());
             };
-            at = entry.oid.to_owned();
-            if !entry.mode.is_tree() {
+            at = id;
+            if kind != EntryKind::Tree {
                 return self.fetch_reachable(repo, project, [at], Home::ObjectStore);
             }
             self.fetch_reachable(repo, project, [at], Home::Store)?;
@@ -554,7 +547,7 @@ fn check_id(written: ObjectId, expected: ObjectId) -> Result<()> {
     )
 }
 
-fn tree_of(repo: &gix::Repository, commit: ObjectId) -> Result<ObjectId> {
+pub(crate) fn tree_of(repo: &gix::Repository, commit: ObjectId) -> Result<ObjectId> {
     Ok(repo
         .find_commit(commit)
         .and_then(|c| c.tree_id())
@@ -562,8 +555,11 @@ fn tree_of(repo: &gix::Repository, commit: ObjectId) -> Result<ObjectId> {
         .detach())
 }
 
-/// A tree's entries: kind and id.
-fn entries_of(repo: &gix::Repository, tree: ObjectId) -> Result<Vec<(EntryKind, ObjectId)>> {
+/// A tree's entries: name, kind and id.
+fn entries_of(
+    repo: &gix::Repository,
+    tree: ObjectId,
+) -> Result<Vec<(Vec<u8>, EntryKind, ObjectId)>> {
     let tree = repo
         .find_tree(tree)
         .map_err(|err| Error::internal("cannot read a tree").with_context("cause", err))?;
@@ -573,7 +569,7 @@ fn entries_of(repo: &gix::Repository, tree: ObjectId) -> Result<Vec<(EntryKind, 
     Ok(decoded
         .entries
         .iter()
-        .map(|e| (e.mode.kind(), e.oid.to_owned()))
+        .map(|e| (e.filename.to_vec(), e.mode.kind(), e.oid.to_owned()))
         .collect())
 }
 
@@ -590,24 +586,14 @@ pub(crate) fn added_objects(
         return Ok(());
     }
     into.insert(new);
-    let entries = |id: ObjectId| -> Result<HashMap<Vec<u8>, (EntryKind, ObjectId)>> {
-        let tree = repo
-            .find_tree(id)
-            .map_err(|err| Error::internal("cannot read a tree").with_context("cause", err))?;
-        let decoded = tree
-            .decode()
-            .map_err(|err| Error::internal("cannot read a tree").with_context("cause", err))?;
-        Ok(decoded
-            .entries
-            .iter()
-            .map(|e| (e.filename.to_vec(), (e.mode.kind(), e.oid.to_owned())))
-            .collect())
-    };
-    let before = match old {
-        Some(old) => entries(old)?,
+    let before: HashMap<Vec<u8>, (EntryKind, ObjectId)> = match old {
+        Some(old) => entries_of(repo, old)?
+            .into_iter()
+            .map(|(name, kind, id)| (name, (kind, id)))
+            .collect(),
         None => HashMap::new(),
     };
-    for (name, (kind, id)) in entries(new)? {
+    for (name, kind, id) in entries_of(repo, new)? {
         let previous = before.get(&name);
         match kind {
             EntryKind::Tree => {
