@@ -612,11 +612,22 @@ pub struct RepoRef {
     pub target: String,
 }
 
-/// A git object of a shared repository as the `Store` keeps it: its id and its loose-format bytes.
+/// A git object of a shared repository as the `Store` keeps it: its id, its loose-format bytes
+/// and the ids of the stored objects it names (a commit's tree, a tree's subtrees), which
+/// [`Store::get_repo_branch`](crate::ports::Store::get_repo_branch) follows. Objects stored
+/// before links were kept read back with none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepoObject {
     pub id: String,
     pub data: Vec<u8>,
+    pub links: Vec<String>,
+}
+
+/// A reference's target and the stored objects reached from it by following links.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoBranch {
+    pub target: String,
+    pub objects: Vec<RepoObject>,
 }
 
 /// What a compare-and-swap of a repository reference did.

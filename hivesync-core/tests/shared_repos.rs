@@ -27,6 +27,8 @@ const LIMITS: SyncLimits = SyncLimits {
 /// One Store and one object store, and a scratch directory for the nodes' disks.
 struct Cluster {
     dir: tempfile::TempDir,
+    /// The Store's database, for what no port method does (rows as an older release left them).
+    records: SqliteStore,
     store: Arc<dyn Store>,
     objects: Arc<dyn ObjectStore>,
     project: ProjectId,
@@ -60,6 +62,7 @@ impl Cluster {
             .unwrap();
         Cluster {
             dir,
+            records: store.clone(),
             store: Arc::new(store),
             objects: Arc::new(objects),
             project,
@@ -326,6 +329,63 @@ async fn what_one_node_commits_every_node_reads_checks_out_and_builds_on() {
     };
     assert_eq!(read.commit, third.commit);
     assert_eq!(read.bytes, b"export default () => 2;\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cold_nodes_read_branches_whose_objects_were_stored_without_links() {
+    let cluster = Cluster::new().await;
+    let project = cluster.project;
+    let scratch = cluster.disk("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let first = cluster.first_commit(&cluster.node("a")).await;
+    // As the release before links left its rows.
+    sqlx::query("UPDATE repo_objects SET links = NULL")
+        .execute(cluster.records.pool())
+        .await
+        .unwrap();
+    let branch = BranchName::parse("main").unwrap();
+
+    // A cold node plans and commits on top of that history, then another reads the result:
+    // the new commit's trees have links, the unchanged subtrees below them have none.
+    let b = cluster.node("b");
+    let v2 = changed(&tree_v1(), "src/deep/util.js", b"export const x = 2;\n");
+    let plan = {
+        let (b, v2, branch) = (b.clone(), v2.clone(), branch.clone());
+        blocking(move || b.plan(project, &branch, &manifest(&v2)))
+            .await
+            .unwrap()
+    };
+    assert_eq!(plan.head.as_deref(), Some(first.commit.as_str()));
+    assert_eq!(plan.missing, [blob_id(b"export const x = 2;\n").unwrap()]);
+    let second = {
+        let (v2, scratch, missing) = (v2.clone(), scratch.clone(), plan.missing);
+        let parent = hivesync_core::repo::CommitId::parse(&first.commit).unwrap();
+        blocking(move || {
+            commit(
+                &b,
+                project,
+                &v2,
+                Some(&missing),
+                ExpectedParent::Commit(parent),
+                &scratch,
+            )
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(second.parent.as_deref(), Some(first.commit.as_str()));
+    assert_eq!((second.changed, second.stored), (1, 1));
+    let c = cluster.node("c");
+    let (plan, file) = blocking(move || {
+        (
+            c.plan(project, &branch, &manifest(&v2)).unwrap(),
+            c.read_file(project, "main", "src/App.js").unwrap(),
+        )
+    })
+    .await;
+    assert_eq!(plan.head.as_deref(), Some(second.commit.as_str()));
+    assert!(plan.missing.is_empty(), "{:?}", plan.missing);
+    assert_eq!(file.bytes, b"export default () => 1;\n");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use crate::domain::{
     Credentials, Email, Job, JobCount, JobFilter, JobId, JobUpdate, Member, NewJob,
     NewNotification, NewProject, NewUser, Notification, NotificationId, Page, Project, ProjectId,
-    ProjectPatch, ProjectWithRole, RefUpdate, RepoObject, RepoRef, Role, User, UserId, UserPatch,
+    ProjectPatch, ProjectWithRole, RefUpdate, RepoBranch, RepoObject, RepoRef, Role, User, UserId,
+    UserPatch,
 };
 use crate::error::Result;
 
@@ -122,4 +123,8 @@ pub trait Store: Send + Sync + 'static {
     /// Those of `ids` that are stored, in no particular order.
     async fn get_repo_objects(&self, project: ProjectId, ids: &[String])
     -> Result<Vec<RepoObject>>;
+    /// Reference `name`'s target and, in one read, every stored object reached from it by
+    /// following links (the target's own object included when stored), in no particular order;
+    /// `None` when there is no such reference.
+    async fn get_repo_branch(&self, project: ProjectId, name: &str) -> Result<Option<RepoBranch>>;
 }

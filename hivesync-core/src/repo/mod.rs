@@ -44,7 +44,7 @@ pub use checkout::{Checkout, Revision};
 pub use import::{ImportOutcome, ImportPolicy, is_private};
 pub use path::{BranchName, RepoPath};
 pub use shared::SharedRepos;
-use shared::{Home, Missing, Need};
+use shared::{Home, Missing, Need, ReadAhead, SharingContents};
 
 use crate::config::{Config, DataSubdir, SyncConfig};
 use crate::domain::ProjectId;
@@ -389,7 +389,10 @@ impl Repos {
     }
 
     /// Creates the project's bare repository if it does not exist yet. Creation is atomic: the
-    /// repository is initialised beside its final place and renamed into it.
+    /// repository is laid out beside its final place and renamed into it.
+    ///
+    /// Only what git needs to open a bare repository is written (no hook samples, no probe of
+    /// the filesystem): a new node's first request for a project pays for this.
     pub fn create(&self, project: ProjectId) -> Result<()> {
         let target = self.path_of(project);
         if target.join("HEAD").is_file() {
@@ -398,11 +401,15 @@ impl Repos {
         std::fs::create_dir_all(&self.root)?;
         let staging = self.root.join(format!(".init-{}", uuid::Uuid::new_v4()));
         let result = (|| -> Result<()> {
-            let repo = gix::init_bare(&staging).map_err(|err| {
-                Error::internal("cannot initialise a project repository").with_context("cause", err)
-            })?;
-            drop(repo);
-            // Point HEAD at `main`, the branch syncs use by default.
+            for dir in ["objects/info", "objects/pack", "refs/heads", "refs/tags"] {
+                std::fs::create_dir_all(staging.join(dir))?;
+            }
+            std::fs::write(
+                staging.join("config"),
+                "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n",
+            )?;
+            // HEAD names `main`, the branch syncs use by default; written last, it marks the
+            // repository complete.
             std::fs::write(staging.join("HEAD"), "ref: refs/heads/main\n")?;
             match std::fs::rename(&staging, &target) {
                 Ok(()) => Ok(()),
@@ -438,6 +445,12 @@ impl Repos {
     }
 
     fn open(&self, project: ProjectId) -> Result<ProjectRepo> {
+        self.open_reading(project, None)
+    }
+
+    /// Opens the repository of a project whose `branch` the operation is about to read: shared,
+    /// its head and trees are read from the Store while the operation goes on.
+    fn open_reading(&self, project: ProjectId, branch: Option<&BranchName>) -> Result<ProjectRepo> {
         let path = self.path_of(project);
         if let Some(shared) = &self.shared
             && !path.join("HEAD").is_file()
@@ -464,9 +477,19 @@ impl Repos {
                 project,
                 hydrated: RefCell::default(),
                 heads: RefCell::default(),
+                read_ahead: RefCell::default(),
+                sharing: RefCell::default(),
             }),
         };
         project_repo.adopt_local_branches()?;
+        if let (Some(remote), Some(branch)) = (&project_repo.remote, branch) {
+            *remote.read_ahead.borrow_mut() = Some(remote.shared.read_ahead(
+                project,
+                project_repo.repo.path().join("objects"),
+                project_repo.repo.object_hash(),
+                branch.full_ref(),
+            ));
+        }
         Ok(project_repo)
     }
 
@@ -479,7 +502,7 @@ impl Repos {
         request: &CommitRequest,
     ) -> Result<SyncOutcome> {
         request.validate()?;
-        let project_repo = self.open(project)?;
+        let project_repo = self.open_reading(project, Some(&request.branch))?;
         let repo = &project_repo.repo;
         let hash_kind = repo.object_hash();
         let scanned = archive::scan(kind, file, &self.limits, |bytes| {
@@ -534,7 +557,7 @@ impl Repos {
         branch: &BranchName,
         manifest: &Manifest,
     ) -> Result<SyncPlan> {
-        let project_repo = self.open(project)?;
+        let project_repo = self.open_reading(project, Some(branch))?;
         let files = validate_manifest(manifest, &self.limits)?;
         let head = project_repo.head(branch)?;
         let committed = match head {
@@ -578,13 +601,47 @@ impl Repos {
         request: &CommitRequest,
     ) -> Result<SyncOutcome> {
         request.validate()?;
-        let project_repo = self.open(project)?;
+        let project_repo = self.open_reading(project, Some(&request.branch))?;
         let repo = &project_repo.repo;
         let hash_kind = repo.object_hash();
         let upload = archive::scan_upload(kind, file, &self.limits, |bytes| {
             hash_blob(hash_kind, bytes)
         })?;
         let files = validate_manifest(&upload.manifest, &self.limits)?;
+        // Contents sent that the manifest names and this disk lacks.
+        let wanted = |repo: &gix::Repository| -> HashSet<ObjectId> {
+            files
+                .values()
+                .map(|(_, id, _)| *id)
+                .filter(|id| upload.blobs.contains_key(id) && !repo.has_object(id))
+                .collect()
+        };
+        let store_sent = |wanted: &HashSet<ObjectId>| -> Result<usize> {
+            let mut stored = 0;
+            if !wanted.is_empty() {
+                archive::upload_blobs(kind, file, &self.limits, |id, bytes| {
+                    if wanted.contains(&id) {
+                        project_repo.write_blob(bytes)?;
+                        stored += 1;
+                    }
+                    Ok(())
+                })?;
+            }
+            Ok(stored)
+        };
+        let mut stored = 0;
+        if let Some(remote) = &project_repo.remote {
+            // Shared, the sent contents go to the cache and on their way to the bucket now, while
+            // the head's trees are read; the checks below still decide whether they are
+            // committed.
+            let sent = wanted(repo);
+            stored = store_sent(&sent)?;
+            *remote.sharing.borrow_mut() = Some(remote.shared.share_contents(
+                &repo.path().join("objects"),
+                remote.project,
+                sent,
+            ));
+        }
         let head = project_repo.check_parent(request)?;
         let committed = match head {
             Some(head) => project_repo.files_of(head)?,
@@ -669,21 +726,7 @@ impl Repos {
             .map(|(path, (mode, id, _))| (path.as_str().to_owned(), (mode.git_kind(), *id)))
             .collect();
         check_link_chains(&tree, link_target)?;
-        let wanted: HashSet<ObjectId> = files
-            .values()
-            .map(|(_, id, _)| *id)
-            .filter(|id| upload.blobs.contains_key(id) && !repo.has_object(id))
-            .collect();
-        let mut stored = 0;
-        if !wanted.is_empty() {
-            archive::upload_blobs(kind, file, &self.limits, |id, bytes| {
-                if wanted.contains(&id) {
-                    project_repo.write_blob(bytes)?;
-                    stored += 1;
-                }
-                Ok(())
-            })?;
-        }
+        stored += store_sent(&wanted(repo))?;
         let mut outcome = project_repo.commit_tree(tree, request)?;
         outcome.stored = stored;
         Ok(outcome)
@@ -1012,6 +1055,10 @@ pub(crate) struct Remote {
     /// Branch heads read during this operation. Reading one again (the fail-fast check, then
     /// the commit) may use what was read: the swap that ends a sync checks the head anyway.
     heads: RefCell<HashMap<String, Option<ObjectId>>>,
+    /// The branch being read ahead, taken by the first read of its head.
+    read_ahead: RefCell<Option<ReadAhead>>,
+    /// Contents this operation sent on their way to the object store, awaited by `publish`.
+    sharing: RefCell<Option<SharingContents>>,
 }
 
 impl Remote {
@@ -1022,6 +1069,8 @@ impl Remote {
             project: self.project,
             hydrated: RefCell::default(),
             heads: RefCell::default(),
+            read_ahead: RefCell::default(),
+            sharing: RefCell::default(),
         }
     }
 }
@@ -1102,7 +1151,10 @@ impl ProjectRepo {
         let tree_of = |id| shared::tree_of(&self.repo, id);
         let old = parent.map(tree_of).transpose()?;
         shared::added_objects(&self.repo, old, tree_of(commit)?, &mut added)?;
-        remote.shared.upload(&self.repo, remote.project, &added)
+        let sharing = remote.sharing.borrow_mut().take();
+        remote
+            .shared
+            .upload(&self.repo, remote.project, &added, sharing)
     }
 
     /// A repository written before it was shared keeps its branches and tags on this disk: they
@@ -1230,7 +1282,9 @@ impl ProjectRepo {
             added.insert(info.id);
             shared::added_objects(&self.repo, parent_tree, tree, &mut added)?;
         }
-        remote.shared.upload(&self.repo, remote.project, &added)
+        remote
+            .shared
+            .upload(&self.repo, remote.project, &added, None)
     }
 
     /// The branch head, if the branch exists.
@@ -1243,6 +1297,10 @@ impl ProjectRepo {
             if let Some(head) = remote.heads.borrow().get(full_name) {
                 return Ok(*head);
             }
+            if let Some(head) = self.take_read_ahead(remote, full_name) {
+                remote.heads.borrow_mut().insert(full_name.to_owned(), head);
+                return Ok(head);
+            }
             let head = remote.shared.head(remote.project, full_name)?;
             remote.heads.borrow_mut().insert(full_name.to_owned(), head);
             return Ok(head);
@@ -1252,6 +1310,38 @@ impl ProjectRepo {
             .try_find_reference(full_name)
             .map_err(git_error("cannot read a branch"))?;
         Ok(reference.and_then(|r| r.try_id().map(|id| id.detach())))
+    }
+
+    /// The head a read-ahead of `full_name` found, its commit and trees now in the operation's
+    /// memory; `None` when there was none or it failed (the caller then reads the usual way).
+    fn take_read_ahead(&self, remote: &Remote, full_name: &str) -> Option<Option<ObjectId>> {
+        let read_ahead = remote
+            .read_ahead
+            .borrow_mut()
+            .take_if(|r| r.reference == full_name)?;
+        let taken = remote.shared.take(read_ahead).and_then(|read| {
+            for (id, kind, data) in &read.objects {
+                let written = gix::objs::Write::write_buf(&self.repo.objects, *kind, data)
+                    .map_err(|err| {
+                        Error::internal("cannot cache a repository object")
+                            .with_context("cause", err)
+                    })?;
+                if written != *id {
+                    return Err(Error::unavailable(
+                        "a shared repository object does not match its id",
+                    )
+                    .with_context("object", id));
+                }
+            }
+            Ok(read.head)
+        });
+        match taken {
+            Ok(head) => Some(head),
+            Err(err) => {
+                tracing::debug!(project = %remote.project, error = %err, "reading a branch ahead failed; reading it again");
+                None
+            }
+        }
     }
 
     fn check_parent(&self, request: &CommitRequest) -> Result<Option<ObjectId>> {

@@ -158,18 +158,29 @@ impl SharedRepos {
     /// object store while trees and then commits go into the Store, so that a commit found there
     /// has its trees. Ids go in one sorted order, so that two writers inserting the same rows
     /// cannot deadlock; contents are read one at a time as their upload starts.
+    ///
+    /// Contents that `sharing` already uploads are not uploaded again; the Store is written
+    /// while `sharing` finishes, and this returns when both have succeeded.
     pub(crate) fn upload(
         &self,
         repo: &gix::Repository,
         project: ProjectId,
         ids: &HashSet<ObjectId>,
+        sharing: Option<SharingContents>,
     ) -> Result<()> {
         let mut ids: Vec<ObjectId> = ids.iter().copied().collect();
         ids.sort();
         let read_error =
             |err| Error::internal("cannot read an object to share").with_context("cause", err);
         let (mut contents, mut trees, mut commits) = (Vec::new(), Vec::new(), Vec::new());
+        let (under_way, sharing) = match sharing {
+            Some(sharing) => (sharing.ids, Some(sharing.uploading)),
+            None => (HashSet::new(), None),
+        };
         for id in ids {
+            if under_way.contains(&id) {
+                continue;
+            }
             match repo.find_header(id).map_err(read_error)?.kind() {
                 gix::objs::Kind::Blob => contents.push(id),
                 gix::objs::Kind::Commit => commits.push(id),
@@ -178,9 +189,12 @@ impl SharedRepos {
         }
         let row = |id: &ObjectId| -> Result<RepoObject> {
             let object = repo.find_object(*id).map_err(read_error)?;
+            let mut links = Vec::new();
+            reached_from(repo.object_hash(), object.kind, &object.data, &mut links)?;
             Ok(RepoObject {
                 id: id.to_string(),
                 data: encode_loose(object.kind, &object.data)?.to_vec(),
+                links: links.iter().map(ToString::to_string).collect(),
             })
         };
         // Commits after trees in one list: a statement is atomic and statements run in order,
@@ -217,11 +231,171 @@ impl SharedRepos {
             }
             Ok::<_, Error>(())
         };
+        let shared_before = async {
+            match sharing {
+                Some(uploading) => uploading.await.map_err(|err| {
+                    Error::internal("sharing the sent contents failed").with_context("cause", err)
+                })?,
+                None => Ok(()),
+            }
+        };
         self.block_on(async {
-            let (contents, structure) = tokio::join!(contents, structure);
+            let (shared_before, contents, structure) =
+                tokio::join!(shared_before, contents, structure);
+            shared_before?;
             contents?;
             structure
         })
+    }
+
+    /// Starts uploading contents this operation has just written to the cache as loose objects
+    /// (their files are git's loose format, which the object store keeps), while the operation
+    /// goes on; [`SharedRepos::upload`] waits for it before anything can reference them. A sync
+    /// that is refused or loses its race afterwards leaves them in the bucket unreferenced, as a
+    /// crash would.
+    pub(crate) fn share_contents(
+        &self,
+        objects_dir: &std::path::Path,
+        project: ProjectId,
+        ids: HashSet<ObjectId>,
+    ) -> SharingContents {
+        let objects = self.objects.clone();
+        let files: Vec<(ObjectId, std::path::PathBuf)> = ids
+            .iter()
+            .map(|id| (*id, loose_path(objects_dir, id)))
+            .collect();
+        let uploading = self.runtime.spawn(async move {
+            futures::stream::iter(files)
+                .map(|(id, file)| {
+                    let objects = objects.clone();
+                    async move {
+                        let encoded = tokio::fs::read(&file).await.map_err(|err| {
+                            Error::internal("cannot read a content to share")
+                                .with_context("object", id)
+                                .with_context("cause", err)
+                        })?;
+                        objects
+                            .put_bytes(&Self::object_key(project, &id), Bytes::from(encoded))
+                            .await
+                            .map_err(|err| {
+                                Error::unavailable("cannot share a file's content")
+                                    .with_context("object", id)
+                                    .with_source(err)
+                            })
+                    }
+                })
+                .buffer_unordered(PARALLEL_TRANSFERS)
+                .try_collect::<Vec<_>>()
+                .await
+                .map(drop)
+        });
+        SharingContents { ids, uploading }
+    }
+
+    /// Starts reading `reference`'s head, and the commit and trees under it that neither this
+    /// process's memo nor the cache at `objects_dir` holds, while the operation does something
+    /// else (a sync scans its upload meanwhile): one Store round trip per tree level, all off
+    /// the operation's path. What it read is checked when the operation takes it.
+    pub(crate) fn read_ahead(
+        &self,
+        project: ProjectId,
+        objects_dir: std::path::PathBuf,
+        hash: gix::hash::Kind,
+        reference: String,
+    ) -> ReadAhead {
+        let this = self.clone();
+        let name = reference.clone();
+        // Looked at now, before the operation writes anything there.
+        let cold = holds_no_objects(&objects_dir);
+        let reading = self
+            .runtime
+            .spawn_blocking(move || this.read_branch(project, &objects_dir, cold, hash, &name));
+        ReadAhead { reference, reading }
+    }
+
+    fn read_branch(
+        &self,
+        project: ProjectId,
+        objects_dir: &std::path::Path,
+        cold: bool,
+        hash: gix::hash::Kind,
+        reference: &str,
+    ) -> Result<ReadBranch> {
+        let on_disk = |id: &ObjectId| loose_path(objects_dir, id).is_file();
+        // A cache holding nothing of the project reads the branch with all its commits and trees
+        // at once; one holding some reads the head, and then only what it lacks.
+        let (head, mut fetched) = if cold {
+            let Some(branch) = self.block_on(self.store.get_repo_branch(project, reference))?
+            else {
+                return Ok(ReadBranch {
+                    head: None,
+                    objects: Vec::new(),
+                });
+            };
+            let fetched: HashMap<String, RepoObject> = branch
+                .objects
+                .into_iter()
+                .map(|object| (object.id.clone(), object))
+                .collect();
+            (parse_target(&branch.target)?, fetched)
+        } else {
+            let Some(head) = self.head(project, reference)? else {
+                return Ok(ReadBranch {
+                    head: None,
+                    objects: Vec::new(),
+                });
+            };
+            if self.remembers(project, head, Need::Trees)
+                || self.remembers(project, head, Need::Everything)
+            {
+                return Ok(ReadBranch {
+                    head: Some(head),
+                    objects: Vec::new(),
+                });
+            }
+            (head, HashMap::new())
+        };
+        // Walked a level at a time: what the first read did not bring (objects stored before
+        // links were) is fetched a level at a time. An object on disk is not entered: what it
+        // reaches is most likely there too, and the operation's own walk fetches whatever is not.
+        let mut objects = Vec::new();
+        let mut level: Vec<ObjectId> = [head].into_iter().filter(|id| !on_disk(id)).collect();
+        while !level.is_empty() {
+            let mut found = Vec::new();
+            let mut wanted = Vec::new();
+            for id in level {
+                match fetched.remove(&id.to_string()) {
+                    Some(object) => found.push(object),
+                    None => wanted.push(id.to_string()),
+                }
+            }
+            if !wanted.is_empty() {
+                found.extend(self.block_on(self.store.get_repo_objects(project, &wanted))?);
+            }
+            let mut next = Vec::new();
+            for object in found {
+                let id = parse_target(&object.id)?;
+                let (kind, data) = decode_loose(&object.data)?;
+                reached_from(hash, kind, &data, &mut next)?;
+                objects.push((id, kind, data));
+            }
+            next.retain(|id| !on_disk(id));
+            next.sort();
+            next.dedup();
+            level = next;
+        }
+        Ok(ReadBranch {
+            head: Some(head),
+            objects,
+        })
+    }
+
+    /// What a read-ahead found; an error when it failed, which the caller answers by reading
+    /// the usual way.
+    pub(crate) fn take(&self, read_ahead: ReadAhead) -> Result<ReadBranch> {
+        self.block_on(read_ahead.reading).map_err(|err| {
+            Error::internal("reading a branch ahead failed").with_context("cause", err)
+        })?
     }
 
     /// Downloads those of `ids` the local repository lacks from where objects of that kind
@@ -503,6 +677,75 @@ impl SharedRepos {
                 .with_source(err)
             })
     }
+}
+
+/// Contents on their way to the object store (see [`SharedRepos::share_contents`]).
+#[derive(Debug)]
+pub(crate) struct SharingContents {
+    ids: HashSet<ObjectId>,
+    uploading: tokio::task::JoinHandle<Result<()>>,
+}
+
+/// A branch being read ahead (see [`SharedRepos::read_ahead`]).
+#[derive(Debug)]
+pub(crate) struct ReadAhead {
+    pub(crate) reference: String,
+    reading: tokio::task::JoinHandle<Result<ReadBranch>>,
+}
+
+/// A branch's head and the commits and trees read under it, unchecked: the operation's object
+/// memory checks each against its id as it takes it.
+#[derive(Debug)]
+pub(crate) struct ReadBranch {
+    pub(crate) head: Option<ObjectId>,
+    pub(crate) objects: Vec<(ObjectId, gix::objs::Kind, Vec<u8>)>,
+}
+
+/// Whether a cache's object database is empty: no loose object, no pack.
+fn holds_no_objects(objects_dir: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(objects_dir) else {
+        return true;
+    };
+    entries.flatten().all(|entry| {
+        let name = entry.file_name();
+        name == "info"
+            || (name == "pack"
+                && std::fs::read_dir(entry.path()).is_ok_and(|mut packs| packs.next().is_none()))
+    })
+}
+
+/// Where git keeps loose object `id` under `objects_dir`.
+fn loose_path(objects_dir: &std::path::Path, id: &ObjectId) -> std::path::PathBuf {
+    let hex = id.to_string();
+    objects_dir.join(&hex[..2]).join(&hex[2..])
+}
+
+/// Adds to `into` the objects a commit or tree names that live in the Store: a commit's tree, a
+/// tree's subtrees.
+fn reached_from(
+    hash: gix::hash::Kind,
+    kind: gix::objs::Kind,
+    data: &[u8],
+    into: &mut Vec<ObjectId>,
+) -> Result<()> {
+    let corrupt = || Error::unavailable("a repository object in the Store is corrupt");
+    match kind {
+        gix::objs::Kind::Commit => into.push(
+            gix::objs::CommitRefIter::from_bytes(data, hash)
+                .tree_id()
+                .map_err(|_| corrupt())?,
+        ),
+        gix::objs::Kind::Tree => {
+            for entry in gix::objs::TreeRefIter::from_bytes(data, hash) {
+                let entry = entry.map_err(|_| corrupt())?;
+                if entry.mode.is_tree() {
+                    into.push(entry.oid.to_owned());
+                }
+            }
+        }
+        _ => return Err(corrupt()),
+    }
+    Ok(())
 }
 
 /// What a download does about an object the shared storage does not have.

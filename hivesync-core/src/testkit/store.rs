@@ -855,12 +855,14 @@ async fn repo_refs(store: Arc<dyn Store>) {
         .map(|i| RepoObject {
             id: format!("{i:0>40x}"),
             data: format!("object {i}").into_bytes(),
+            links: Vec::new(),
         })
         .collect();
     store.put_repo_objects(project, &objects).await.unwrap();
     let again = RepoObject {
         id: objects[0].id.clone(),
         data: b"other bytes".to_vec(),
+        links: Vec::new(),
     };
     store.put_repo_objects(project, &[again]).await.unwrap();
     let mut asked: Vec<String> = objects.iter().map(|o| o.id.clone()).collect();
@@ -872,6 +874,64 @@ async fn repo_refs(store: Arc<dyn Store>) {
         "every stored object, first bytes kept, unknown ids skipped"
     );
     assert_eq!(store.get_repo_objects(project, &[]).await.unwrap(), vec![]);
+
+    // A branch read at once: its target and what links reach from it, in this project only.
+    let object = |id: &str, links: &[&str]| RepoObject {
+        id: id.repeat(40),
+        data: format!("object {id}").into_bytes(),
+        links: links.iter().map(|l| l.repeat(40)).collect(),
+    };
+    // commit 1 → tree 2 → trees 3 and 4; tree 4 names 5, which is not stored; 6 (stored
+    // without links) and 7 (another project's) are reached by nothing.
+    let reached = vec![
+        object("1", &["2"]),
+        object("2", &["3", "4"]),
+        object("3", &[]),
+        object("4", &["5"]),
+    ];
+    let mut stored = reached.clone();
+    stored.push(object("6", &[]));
+    store.put_repo_objects(project, &stored).await.unwrap();
+    let other = new_project(&*store, owner.id, "refs-other").await;
+    store
+        .put_repo_objects(other, &[object("7", &[]), object("3", &["7"])])
+        .await
+        .unwrap();
+    const BRANCH: &str = "refs/heads/linked";
+    store
+        .swap_repo_ref(project, BRANCH, None, &"1".repeat(40))
+        .await
+        .unwrap();
+    let mut branch = store
+        .get_repo_branch(project, BRANCH)
+        .await
+        .unwrap()
+        .expect("the branch exists");
+    branch.objects.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(branch.target, "1".repeat(40));
+    assert_eq!(
+        branch.objects, reached,
+        "the target and what its links reach, once each, links read back"
+    );
+    // A target that is not stored: the target alone.
+    store
+        .swap_repo_ref(project, "refs/heads/bare", None, &"9".repeat(40))
+        .await
+        .unwrap();
+    let bare = store
+        .get_repo_branch(project, "refs/heads/bare")
+        .await
+        .unwrap()
+        .expect("the branch exists");
+    assert_eq!((bare.target, bare.objects), ("9".repeat(40), vec![]));
+    assert_eq!(
+        store
+            .get_repo_branch(project, "refs/heads/none")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.get_repo_branch(other, BRANCH).await.unwrap(), None);
 
     // References and objects go with their project; an unknown project takes none.
     store.delete_project(project).await.unwrap();

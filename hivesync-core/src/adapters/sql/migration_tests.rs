@@ -38,6 +38,12 @@ const RELEASED_SQLITE: &[(i64, &str, &str)] = &[
         "1a75ee0e909af48aea74607f7355d68d8414647ede51023f\
          2ac06cba65a9fe2f042a131574ad25f0cde07191fb2743c3",
     ),
+    (
+        4,
+        "shared repos",
+        "ca71e6ed5956c9e61d22d6c121d03e4cab51d9a9e65454d0\
+         0c3774029eacece80368db1b5873ebd040ab99c6fd994a68",
+    ),
 ];
 
 #[cfg(feature = "postgres")]
@@ -65,6 +71,12 @@ const RELEASED_POSTGRES: &[(i64, &str, &str)] = &[
         "change_feed",
         "e826203dacf4248bb47c8d8c8ed6df3f4516f01a12da9a69\
          284608a08c7081d04e6e225e4fd2f90fed0c91c9737e4d4f",
+    ),
+    (
+        5,
+        "shared repos",
+        "f339a548c7902049fb36cbb441e1f933e74a62b7ca345d5c\
+         349204a34c811ba6bd00202b9bff6945810ead282d2dcb2e",
     ),
 ];
 

@@ -9,6 +9,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::{Decode, Encode, IntoArguments, Type};
 
+use crate::domain::{RepoBranch, RepoObject};
 use crate::error::{Error, ErrorKind};
 
 #[cfg(test)]
@@ -38,6 +39,71 @@ pub trait Backend: sqlx::Database<Connection: Migrate, Arguments: IntoArguments<
     /// The rows a statement changed: each driver has this as an inherent method of its own
     /// result type, not as a method of a sqlx trait.
     fn rows_affected(result: &Self::QueryResult) -> u64;
+
+    /// Reads the repository objects of `project` named in `ids` (those it has).
+    fn get_repo_objects<'a>(
+        pool: &'a sqlx::Pool<Self>,
+        project: uuid::Uuid,
+        ids: &'a [String],
+    ) -> impl Future<Output = crate::error::Result<Vec<RepoObject>>> + Send + 'a;
+
+    /// Inserts repository objects of `project` in the order given; ids it has are left alone.
+    fn put_repo_objects<'a>(
+        pool: &'a sqlx::Pool<Self>,
+        project: uuid::Uuid,
+        objects: &'a [RepoObject],
+    ) -> impl Future<Output = crate::error::Result<()>> + Send + 'a;
+
+    /// Reference `name`'s target and the objects reached from it through `links`, one
+    /// recursive query.
+    fn get_repo_branch<'a>(
+        pool: &'a sqlx::Pool<Self>,
+        project: uuid::Uuid,
+        name: &'a str,
+    ) -> impl Future<Output = crate::error::Result<Option<RepoBranch>>> + Send + 'a;
+}
+
+/// A repository object read back: `links` is the JSON array the row keeps (NULL on rows stored
+/// before links were).
+pub(crate) fn repo_object(
+    id: String,
+    data: Vec<u8>,
+    links: Option<String>,
+) -> crate::error::Result<RepoObject> {
+    let links = match links {
+        Some(json) => serde_json::from_str(&json).map_err(|err| {
+            Error::internal("a stored repository object has unreadable links")
+                .with_context("object", &id)
+                .with_context("cause", err)
+        })?,
+        None => Vec::new(),
+    };
+    Ok(RepoObject { id, data, links })
+}
+
+/// The JSON array a row keeps for an object's links.
+pub(crate) fn links_json(object: &RepoObject) -> String {
+    serde_json::to_string(&object.links).expect("a list of strings is JSON")
+}
+
+/// A row of a branch query: id, whether it is the reference's target (1) or reached from it
+/// (0), and the object's data and links (absent for a target that is not stored).
+pub(crate) type BranchRow = (String, i32, Option<Vec<u8>>, Option<String>);
+
+/// The rows of a branch query as the reference's target and its objects; no rows: no such
+/// reference.
+pub(crate) fn repo_branch(rows: Vec<BranchRow>) -> crate::error::Result<Option<RepoBranch>> {
+    let mut target = None;
+    let mut objects = Vec::with_capacity(rows.len());
+    for (id, is_target, data, links) in rows {
+        if is_target == 1 {
+            target = Some(id.clone());
+        }
+        if let Some(data) = data {
+            objects.push(repo_object(id, data, links)?);
+        }
+    }
+    Ok(target.map(|target| RepoBranch { target, objects }))
 }
 
 /// A Rust type that a column holds on this database: bound as a parameter and read from rows.

@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use sqlx::Postgres;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgPoolOptions, PgQueryResult};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgQueryResult};
 
-use super::Backend;
+use super::{Backend, db_error, links_json, repo_branch, repo_object};
+use crate::domain::{RepoBranch, RepoObject};
 use crate::error::{Error, Result};
 
 /// The `Store` on PostgreSQL.
@@ -20,6 +21,76 @@ impl Backend for Postgres {
 
     fn rows_affected(result: &PgQueryResult) -> u64 {
         result.rows_affected()
+    }
+
+    // Arrays rather than a list of parameters: one statement text whatever the count, so each
+    // connection prepares it once (a list prepares one statement per count, and a new server's
+    // connections pay a round trip for each).
+    async fn get_repo_objects(
+        pool: &PgPool,
+        project: uuid::Uuid,
+        ids: &[String],
+    ) -> Result<Vec<RepoObject>> {
+        let rows: Vec<(String, Vec<u8>, Option<String>)> = sqlx::query_as(
+            "SELECT id, data, links FROM repo_objects WHERE project_id = $1 AND id = ANY($2)",
+        )
+        .bind(project)
+        .bind(ids)
+        .fetch_all(pool)
+        .await
+        .map_err(db_error)?;
+        rows.into_iter()
+            .map(|(id, data, links)| repo_object(id, data, links))
+            .collect()
+    }
+
+    async fn put_repo_objects(
+        pool: &PgPool,
+        project: uuid::Uuid,
+        objects: &[RepoObject],
+    ) -> Result<()> {
+        let ids: Vec<&str> = objects.iter().map(|o| o.id.as_str()).collect();
+        let data: Vec<&[u8]> = objects.iter().map(|o| o.data.as_slice()).collect();
+        let links: Vec<String> = objects.iter().map(links_json).collect();
+        sqlx::query(
+            "INSERT INTO repo_objects (project_id, id, data, links) \
+             SELECT $1, id, data, links \
+             FROM UNNEST($2::text[], $3::bytea[], $4::text[]) AS o (id, data, links) \
+             ON CONFLICT (project_id, id) DO NOTHING",
+        )
+        .bind(project)
+        .bind(ids)
+        .bind(data)
+        .bind(links)
+        .execute(pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn get_repo_branch(
+        pool: &PgPool,
+        project: uuid::Uuid,
+        name: &str,
+    ) -> Result<Option<RepoBranch>> {
+        let rows: Vec<super::BranchRow> = sqlx::query_as(
+            "WITH RECURSIVE reach (id, is_target) AS ( \
+                 SELECT target, 1 FROM repo_refs WHERE project_id = $1 AND name = $2 \
+               UNION \
+                 SELECT link.id, 0 FROM reach \
+                 JOIN repo_objects o ON o.project_id = $1 AND o.id = reach.id \
+                 CROSS JOIN LATERAL jsonb_array_elements_text(COALESCE(o.links, '[]')::jsonb) \
+                   AS link (id) \
+             ) \
+             SELECT reach.id, reach.is_target, o.data, o.links FROM reach \
+             LEFT JOIN repo_objects o ON o.project_id = $1 AND o.id = reach.id",
+        )
+        .bind(project)
+        .bind(name)
+        .fetch_all(pool)
+        .await
+        .map_err(db_error)?;
+        repo_branch(rows)
     }
 }
 

@@ -6,11 +6,12 @@ use std::time::Duration;
 use sqlx::Sqlite;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
     SqliteSynchronous,
 };
 
-use super::Backend;
+use super::{Backend, db_error, links_json, repo_branch, repo_object};
+use crate::domain::{RepoBranch, RepoObject};
 use crate::error::{Error, ErrorKind, Result};
 
 /// The `Store` on SQLite.
@@ -25,7 +26,87 @@ impl Backend for Sqlite {
     fn rows_affected(result: &SqliteQueryResult) -> u64 {
         result.rows_affected()
     }
+
+    // A parameter per id, in batches: SQLite has no arrays, and preparing a statement is a call
+    // within the process.
+    async fn get_repo_objects(
+        pool: &SqlitePool,
+        project: uuid::Uuid,
+        ids: &[String],
+    ) -> Result<Vec<RepoObject>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(REPO_OBJECT_BATCH) {
+            let wanted: Vec<String> = (0..batch.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "SELECT id, data, links FROM repo_objects WHERE project_id = $1 AND id IN ({})",
+                wanted.join(", ")
+            );
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(project);
+            for id in batch {
+                query = query.bind(id.as_str());
+            }
+            let rows: Vec<(String, Vec<u8>, Option<String>)> =
+                query.fetch_all(pool).await.map_err(db_error)?;
+            for (id, data, links) in rows {
+                found.push(repo_object(id, data, links)?);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn put_repo_objects(
+        pool: &SqlitePool,
+        project: uuid::Uuid,
+        objects: &[RepoObject],
+    ) -> Result<()> {
+        for batch in objects.chunks(REPO_OBJECT_BATCH) {
+            let rows: Vec<String> = (0..batch.len())
+                .map(|i| format!("($1, ${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+                .collect();
+            let sql = format!(
+                "INSERT INTO repo_objects (project_id, id, data, links) VALUES {} \
+                 ON CONFLICT (project_id, id) DO NOTHING",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(project);
+            for object in batch {
+                query = query
+                    .bind(object.id.as_str())
+                    .bind(object.data.as_slice())
+                    .bind(links_json(object));
+            }
+            query.execute(pool).await.map_err(db_error)?;
+        }
+        Ok(())
+    }
+
+    async fn get_repo_branch(
+        pool: &SqlitePool,
+        project: uuid::Uuid,
+        name: &str,
+    ) -> Result<Option<RepoBranch>> {
+        let rows: Vec<super::BranchRow> = sqlx::query_as(
+            "WITH RECURSIVE reach (id, is_target) AS ( \
+                 SELECT target, 1 FROM repo_refs WHERE project_id = $1 AND name = $2 \
+               UNION \
+                 SELECT link.value, 0 FROM reach \
+                 JOIN repo_objects o ON o.project_id = $1 AND o.id = reach.id \
+                 JOIN json_each(COALESCE(o.links, '[]')) AS link \
+             ) \
+             SELECT reach.id, reach.is_target, o.data, o.links FROM reach \
+             LEFT JOIN repo_objects o ON o.project_id = $1 AND o.id = reach.id",
+        )
+        .bind(project)
+        .bind(name)
+        .fetch_all(pool)
+        .await
+        .map_err(db_error)?;
+        repo_branch(rows)
+    }
 }
+
+/// Repository objects per statement: within SQLite's limit on parameters (three per object).
+const REPO_OBJECT_BATCH: usize = 200;
 
 impl SqlStore {
     /// Opens (creating if needed) the database at a `sqlite://` URL, in WAL mode with foreign keys

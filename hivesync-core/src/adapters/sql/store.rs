@@ -19,7 +19,8 @@ use super::{Backend, ColumnType, db_error, now};
 use crate::domain::{
     Credentials, Email, Job, JobCount, JobFilter, JobId, JobState, JobUpdate, Member, NewJob,
     NewNotification, NewProject, NewUser, Notification, NotificationId, Page, Project, ProjectId,
-    ProjectPatch, ProjectWithRole, RefUpdate, RepoObject, RepoRef, Role, User, UserId, UserPatch,
+    ProjectPatch, ProjectWithRole, RefUpdate, RepoBranch, RepoObject, RepoRef, Role, User, UserId,
+    UserPatch,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::ports::Store;
@@ -51,9 +52,6 @@ impl<DB: Database> SqlStore<DB> {
         &self.pool
     }
 }
-
-/// Repository objects per statement: within SQLite's and PostgreSQL's limits on parameters.
-const REPO_OBJECT_BATCH: usize = 200;
 
 const MEMBER_SELECT: &str = "SELECT m.project_id, m.user_id, u.email, u.display_name, \
     m.role, m.added_at \
@@ -969,22 +967,7 @@ where
     }
 
     async fn put_repo_objects(&self, project: ProjectId, objects: &[RepoObject]) -> Result<()> {
-        for batch in objects.chunks(REPO_OBJECT_BATCH) {
-            let rows: Vec<String> = (0..batch.len())
-                .map(|i| format!("($1, ${}, ${})", 2 * i + 2, 2 * i + 3))
-                .collect();
-            let sql = format!(
-                "INSERT INTO repo_objects (project_id, id, data) VALUES {} \
-                 ON CONFLICT (project_id, id) DO NOTHING",
-                rows.join(", ")
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(project.as_uuid());
-            for object in batch {
-                query = query.bind(object.id.as_str()).bind(object.data.clone());
-            }
-            query.execute(&self.pool).await.map_err(db_error)?;
-        }
-        Ok(())
+        DB::put_repo_objects(&self.pool, project.as_uuid(), objects).await
     }
 
     async fn get_repo_objects(
@@ -992,24 +975,10 @@ where
         project: ProjectId,
         ids: &[String],
     ) -> Result<Vec<RepoObject>> {
-        let mut found = Vec::with_capacity(ids.len());
-        for batch in ids.chunks(REPO_OBJECT_BATCH) {
-            let wanted: Vec<String> = (0..batch.len()).map(|i| format!("${}", i + 2)).collect();
-            let sql = format!(
-                "SELECT id, data FROM repo_objects WHERE project_id = $1 AND id IN ({})",
-                wanted.join(", ")
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(project.as_uuid());
-            for id in batch {
-                query = query.bind(id.as_str());
-            }
-            for row in query.fetch_all(&self.pool).await.map_err(db_error)? {
-                found.push(RepoObject {
-                    id: row.try_get("id").map_err(db_error)?,
-                    data: row.try_get("data").map_err(db_error)?,
-                });
-            }
-        }
-        Ok(found)
+        DB::get_repo_objects(&self.pool, project.as_uuid(), ids).await
+    }
+
+    async fn get_repo_branch(&self, project: ProjectId, name: &str) -> Result<Option<RepoBranch>> {
+        DB::get_repo_branch(&self.pool, project.as_uuid(), name).await
     }
 }
