@@ -454,8 +454,14 @@ impl SyncApi {
         + Send
         + 'static,
     ) -> Result<SyncOutcome, ApiError> {
-        authorize(&self.state, caller, project, Needs::Edit).await?;
-        let request = self.commit_request(caller, query).await?;
+        // Both read the Store: one wait rather than two. The authorization's answer comes
+        // first whatever the other's, and the body is read only once the caller may edit.
+        let (allowed, request) = tokio::join!(
+            authorize(&self.state, caller, project, Needs::Edit),
+            self.commit_request(caller, query)
+        );
+        allowed?;
+        let request = request?;
         let spooled = spool(&self.state, body, limit).await?;
         let repos = self.repos();
         blocking(move || {
