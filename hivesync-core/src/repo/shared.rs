@@ -8,7 +8,8 @@
 //!   of `"<kind> <size>\0<data>"`): commits and trees in the Store (`repo_objects`: small, and
 //!   every sync reads a whole tree of them, one database round trip per level), file contents in
 //!   the [`ObjectStore`] under `repos/<project>/objects/<id>`. Content addressing makes every
-//!   write idempotent: two nodes uploading the same object write the same bytes.
+//!   write idempotent: two nodes uploading the same object store the same content (the
+//!   compression may differ; every read is checked against the id).
 //! - **`DATA_DIR/repos`** is each node's read-through cache: an object missing there is
 //!   downloaded, its hash checked, and written into the local repository, which then serves it
 //!   from disk. Deleting the cache loses nothing.
@@ -190,7 +191,9 @@ impl SharedRepos {
         let row = |id: &ObjectId| -> Result<RepoObject> {
             let object = repo.find_object(*id).map_err(read_error)?;
             let mut links = Vec::new();
-            reached_from(repo.object_hash(), object.kind, &object.data, &mut links)?;
+            reached_from(repo.object_hash(), object.kind, &object.data, &mut links).map_err(
+                |err| Error::internal("cannot read an object to share").with_source(err),
+            )?;
             Ok(RepoObject {
                 id: id.to_string(),
                 data: encode_loose(object.kind, &object.data)?.to_vec(),
@@ -269,7 +272,11 @@ impl SharedRepos {
                 .map(|(id, file)| {
                     let objects = objects.clone();
                     async move {
-                        let encoded = tokio::fs::read(&file).await.map_err(|err| {
+                        // Read in the task, not on the blocking pool: the operation waits for
+                        // this upload from a blocking thread, and one waiting on another's
+                        // slot could exhaust the pool. A content is at most the sync's file
+                        // size limit.
+                        let encoded = std::fs::read(&file).map_err(|err| {
                             Error::internal("cannot read a content to share")
                                 .with_context("object", id)
                                 .with_context("cause", err)
@@ -294,8 +301,9 @@ impl SharedRepos {
 
     /// Starts reading `reference`'s head, and the commit and trees under it that neither this
     /// process's memo nor the cache at `objects_dir` holds, while the operation does something
-    /// else (a sync scans its upload meanwhile): one Store round trip per tree level, all off
-    /// the operation's path. What it read is checked when the operation takes it.
+    /// else (a sync scans its upload meanwhile), off the operation's path. What it read is
+    /// checked when the operation takes it. An async task, not a blocking one: the operation
+    /// waits for it from a blocking thread, and must not wait for another slot of that pool.
     pub(crate) fn read_ahead(
         &self,
         project: ProjectId,
@@ -307,13 +315,14 @@ impl SharedRepos {
         let name = reference.clone();
         // Looked at now, before the operation writes anything there.
         let cold = holds_no_objects(&objects_dir);
-        let reading = self
-            .runtime
-            .spawn_blocking(move || this.read_branch(project, &objects_dir, cold, hash, &name));
+        let reading = self.runtime.spawn(async move {
+            this.read_branch(project, &objects_dir, cold, hash, &name)
+                .await
+        });
         ReadAhead { reference, reading }
     }
 
-    fn read_branch(
+    async fn read_branch(
         &self,
         project: ProjectId,
         objects_dir: &std::path::Path,
@@ -325,8 +334,7 @@ impl SharedRepos {
         // A cache holding nothing of the project reads the branch with all its commits and trees
         // at once; one holding some reads the head, and then only what it lacks.
         let (head, mut fetched) = if cold {
-            let Some(branch) = self.block_on(self.store.get_repo_branch(project, reference))?
-            else {
+            let Some(branch) = self.store.get_repo_branch(project, reference).await? else {
                 return Ok(ReadBranch {
                     head: None,
                     objects: Vec::new(),
@@ -339,7 +347,8 @@ impl SharedRepos {
                 .collect();
             (parse_target(&branch.target)?, fetched)
         } else {
-            let Some(head) = self.head(project, reference)? else {
+            let head = self.store.get_repo_ref(project, reference).await?;
+            let Some(head) = head.map(|target| parse_target(&target)).transpose()? else {
                 return Ok(ReadBranch {
                     head: None,
                     objects: Vec::new(),
@@ -359,6 +368,8 @@ impl SharedRepos {
         // links were) is fetched a level at a time. An object on disk is not entered: what it
         // reaches is most likely there too, and the operation's own walk fetches whatever is not.
         let mut objects = Vec::new();
+        // A subtree can appear at several depths; it is taken once.
+        let mut seen = HashSet::from([head]);
         let mut level: Vec<ObjectId> = [head].into_iter().filter(|id| !on_disk(id)).collect();
         while !level.is_empty() {
             let mut found = Vec::new();
@@ -370,7 +381,7 @@ impl SharedRepos {
                 }
             }
             if !wanted.is_empty() {
-                found.extend(self.block_on(self.store.get_repo_objects(project, &wanted))?);
+                found.extend(self.store.get_repo_objects(project, &wanted).await?);
             }
             let mut next = Vec::new();
             for object in found {
@@ -379,9 +390,7 @@ impl SharedRepos {
                 reached_from(hash, kind, &data, &mut next)?;
                 objects.push((id, kind, data));
             }
-            next.retain(|id| !on_disk(id));
-            next.sort();
-            next.dedup();
+            next.retain(|id| seen.insert(*id) && !on_disk(id));
             level = next;
         }
         Ok(ReadBranch {
