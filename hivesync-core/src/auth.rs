@@ -152,8 +152,9 @@ fn hash_with(argon2: &Argon2<'static>, password: &str) -> Result<String> {
 
 /// The issuer written into and required of every access token.
 pub const JWT_ISSUER: &str = "hivesync";
-/// Clock skew tolerated when checking `exp`.
-const JWT_LEEWAY_SECONDS: u64 = 30;
+/// Clock skew tolerated when checking `exp`: the servers that issue and check tokens keep their
+/// clocks by NTP, so a few seconds cover it, and an expired token stays refused.
+pub const JWT_LEEWAY_SECONDS: u64 = 5;
 
 /// The claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -315,6 +316,15 @@ mod tests {
         let err = issuer().verify(&expired).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unauthorized);
         assert!(err.message().contains("expired"));
+
+        // Past its expiry by more than the leeway: refused; by less: still accepted.
+        let ttl = issuer().ttl().as_secs() as i64;
+        let leeway = JWT_LEEWAY_SECONDS as i64;
+        let just_expired = issuer().issue(user, now() - ttl - leeway - 5).unwrap();
+        let err = issuer().verify(&just_expired).unwrap_err();
+        assert!(err.message().contains("expired"), "{err}");
+        let within = issuer().issue(user, now() - ttl - 1).unwrap();
+        assert_eq!(issuer().verify(&within).unwrap().sub, user);
 
         let other = JwtIssuer::new(
             &Secret::new("another-secret-another-secret-another"),

@@ -956,6 +956,8 @@ pub(crate) fn check_link_chains(
         .filter(|(_, (kind, _))| *kind == EntryKind::Link)
         .map(|(path, _)| path.as_str())
         .collect();
+    // Where each link points, as a path in the tree.
+    let mut points_at: HashMap<&str, String> = HashMap::new();
     for path in &links {
         let (_, id) = tree[*path];
         let target = target_of(path, id)?;
@@ -982,6 +984,27 @@ pub(crate) fn check_link_chains(
                     at.join("/")
                 )));
             }
+        }
+        points_at.insert(path, at.join("/"));
+    }
+    // A link may point at a link, but a chain must end: one that comes back to itself would
+    // only ever resolve to an error (ELOOP) in whatever reads the checkout.
+    for start in &links {
+        let mut seen = vec![*start];
+        let mut at = *start;
+        while let Some(next) = points_at.get(at).map(String::as_str) {
+            if !links.contains(next) {
+                break;
+            }
+            if seen.contains(&next) {
+                seen.push(next);
+                return Err(Error::validation(format!(
+                    "the links {} form a loop",
+                    seen.join(" → ")
+                )));
+            }
+            seen.push(next);
+            at = next;
         }
     }
     Ok(())

@@ -124,7 +124,9 @@ pub struct BranchName(String);
 
 impl BranchName {
     /// Validates `raw` by git's ref-name rules (`git check-ref-format`), and a few more: at most
-    /// 200 bytes, no leading `-`.
+    /// 200 bytes, no leading `-`, and nothing git (or a browse request) would resolve to
+    /// something else: `HEAD` and the other `*_HEAD` names, a name starting with `refs/` (its
+    /// ref would be `refs/heads/refs/…`), a full commit id.
     pub fn parse(raw: &str) -> Result<Self> {
         let invalid = || {
             Error::validation("invalid branch name")
@@ -145,7 +147,8 @@ impl BranchName {
             && !raw.chars().any(bad_char)
             && raw
                 .split('/')
-                .all(|c| !c.starts_with('.') && !c.ends_with(".lock"));
+                .all(|c| !c.starts_with('.') && !c.ends_with(".lock"))
+            && !is_ambiguous_ref_name(raw);
         if ok {
             Ok(BranchName(raw.to_owned()))
         } else {
@@ -161,6 +164,15 @@ impl BranchName {
     pub fn full_ref(&self) -> String {
         format!("refs/heads/{}", self.0)
     }
+}
+
+/// Whether git would read `name` as something other than a branch: `HEAD` or another special
+/// `*_HEAD` ref, a full ref name, or an object id.
+fn is_ambiguous_ref_name(name: &str) -> bool {
+    let special_head =
+        name.ends_with("HEAD") && name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_');
+    let object_id = matches!(name.len(), 40 | 64) && name.bytes().all(|b| b.is_ascii_hexdigit());
+    special_head || name.starts_with("refs/") || object_id
 }
 
 impl fmt::Display for BranchName {
@@ -236,12 +248,41 @@ mod tests {
 
     #[test]
     fn branch_names_follow_git_rules() {
-        for ok in ["main", "feature/x", "release-1.2", "user/ada/wip"] {
+        for ok in [
+            "main",
+            "feature/x",
+            "release-1.2",
+            "user/ada/wip",
+            "feature/HEAD",
+            "head",
+            "refsx",
+            "0123456789abcdef",
+        ] {
             assert!(BranchName::parse(ok).is_ok(), "{ok}");
         }
         for bad in [
-            "", "-f", "a..b", "a b", "a:b", "x.lock", ".hidden", "a/.b", "end/", "end.", "@",
-            "a@{1}", "a~1", "a^", "x//y",
+            "",
+            "-f",
+            "a..b",
+            "a b",
+            "a:b",
+            "x.lock",
+            ".hidden",
+            "a/.b",
+            "end/",
+            "end.",
+            "@",
+            "a@{1}",
+            "a~1",
+            "a^",
+            "x//y",
+            // What git would read as something else.
+            "HEAD",
+            "FETCH_HEAD",
+            "ORIG_HEAD",
+            "refs/heads/x",
+            "refs/tags/v1",
+            "0123456789abcdef0123456789abcdef01234567",
         ] {
             assert!(BranchName::parse(bad).is_err(), "{bad:?}");
         }

@@ -656,6 +656,24 @@ fn links_through_links_lookalikes_and_oversized_headers_are_refused() {
             ErrorKind::Validation,
         ),
         ("long name bomb", long_name_bomb, ErrorKind::PayloadTooLarge),
+        (
+            "a loop of links",
+            tar_bytes(&[
+                Item::File("ok.txt", b"ok".to_vec(), false),
+                Item::Link("a", "b"),
+                Item::Link("b", "c"),
+                Item::Link("c", "a"),
+            ]),
+            ErrorKind::Validation,
+        ),
+        (
+            "a link to itself",
+            tar_bytes(&[
+                Item::File("ok.txt", b"ok".to_vec(), false),
+                Item::Link("dir/self", "../dir/self"),
+            ]),
+            ErrorKind::Validation,
+        ),
     ];
     for (name, bytes, expected) in cases {
         let err = fx
@@ -664,7 +682,7 @@ fn links_through_links_lookalikes_and_oversized_headers_are_refused() {
         assert_eq!(err.kind(), expected, "{name}: {err:?}");
         assert_eq!(fx.snapshot(), before, "{name} left the repository changed");
     }
-    // Links to links are fine.
+    // Links to links are fine, as long as the chain ends.
     let chained = fx.sync(
         ArchiveKind::Tar,
         &tar_bytes(&[
