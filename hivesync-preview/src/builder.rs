@@ -205,11 +205,27 @@ impl TypedHandler<PreviewRequest> for PreviewBuilder {
         metrics::histogram!("preview_build_time_seconds").record(elapsed.as_secs_f64());
         // The log outlives the work directory: a copy on this worker, and the object beside the
         // bundle that GET /preview/logs reads.
-        if std::fs::create_dir_all(self.files().kept_dir(job)).is_ok() {
-            let _ = std::fs::copy(log.path(), self.files().kept_log(job));
-        }
+        let kept = std::fs::create_dir_all(self.files().kept_dir(job)).is_ok()
+            && std::fs::copy(log.path(), self.files().kept_log(job)).is_ok();
         if !matches!(outcome, Err(JobError::Stopped)) {
             self.store_log(request.project_id, job, log.path()).await;
+        }
+        // Nothing of the build stays on disk but what status, logs and downloads read (the
+        // bundle and the log, under `previews/`, and in the object store) and the caches: the
+        // checkout and the output go now, however the build ended, while the slot is still held
+        // (its `node_modules` is set aside for the next build, as a reset at its start would).
+        let work = kept.then_some(work);
+        let emptied = tokio::task::spawn_blocking(move || {
+            let emptied = slot.reset();
+            if let Some(work) = work {
+                let _ = std::fs::remove_dir_all(work);
+            }
+            drop(slot);
+            emptied
+        })
+        .await;
+        if let Ok(Err(err)) | Err(err) = emptied.map_err(std::io::Error::other) {
+            tracing::warn!(%job, error = %err, "cannot empty the build slot after the build");
         }
         outcome
     }

@@ -117,14 +117,16 @@ impl BuildSlot {
         self.dir.join("builder")
     }
 
-    /// Empties the slot of the previous build's checkout and output, keeping the lock. A
-    /// `node_modules` the previous build placed in its checkout is handed back for reuse
-    /// ([`crate::deps::place`] decides whether it fits).
+    /// Empties the slot of the last build's checkout and output, keeping the lock. A
+    /// `node_modules` that build placed in its checkout is set aside for reuse
+    /// ([`crate::deps::place`] decides whether it fits), replacing the one set aside before; with
+    /// none, the one set aside before stays. Builds reset their slot when they start and when
+    /// they end.
     pub fn reset(&self) -> std::io::Result<()> {
         let kept = self.kept_node_modules();
         let previous = self.project().join("node_modules");
-        let _ = std::fs::remove_dir_all(&kept);
         if std::fs::symlink_metadata(&previous).is_ok_and(|m| m.is_dir()) {
+            let _ = std::fs::remove_dir_all(&kept);
             std::fs::rename(&previous, &kept)?;
         }
         for dir in [self.project(), self.out(), self.scratch()] {
@@ -206,7 +208,7 @@ mod tests {
     }
 
     #[test]
-    fn reset_empties_the_checkout_and_keeps_node_modules_aside() {
+    fn reset_empties_the_checkout_and_keeps_the_newest_node_modules_aside() {
         let root = tempfile::tempdir().unwrap();
         let slot = BuildSlot::acquire(root.path(), "p").unwrap();
         std::fs::create_dir_all(slot.project().join("node_modules/a")).unwrap();
@@ -216,8 +218,13 @@ mod tests {
         assert!(!slot.project().exists());
         assert!(!slot.out().exists());
         assert!(slot.kept_node_modules().join("a").is_dir());
-        // A second reset with nothing to keep drops the old one.
+        // The next build's reset, with nothing new to keep (the last one reset at its end), keeps
+        // it; a newer one replaces it.
         slot.reset().unwrap();
-        assert!(!slot.kept_node_modules().exists());
+        assert!(slot.kept_node_modules().join("a").is_dir());
+        std::fs::create_dir_all(slot.project().join("node_modules/b")).unwrap();
+        slot.reset().unwrap();
+        assert!(slot.kept_node_modules().join("b").is_dir());
+        assert!(!slot.kept_node_modules().join("a").exists());
     }
 }

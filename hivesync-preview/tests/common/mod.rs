@@ -184,7 +184,33 @@ impl Env {
         let job = self.wait_finished(id).await;
         shutdown.cancel();
         running.await.unwrap().unwrap();
+        self.assert_no_build_left_on_disk(&job);
         job
+    }
+
+    /// However a build ended, its checkout, output and work directory are gone; its log stays.
+    pub(crate) fn assert_no_build_left_on_disk(&self, job: &Job) {
+        let slots = self.data().join("cache/preview_build");
+        for slot in std::fs::read_dir(&slots).into_iter().flatten().flatten() {
+            for part in ["project", "out", "builder"] {
+                let left = slot.path().join(part);
+                assert!(
+                    !left.exists(),
+                    "{} left after job {}",
+                    left.display(),
+                    job.id
+                );
+            }
+        }
+        let work = self.data().join(format!("tmp/preview-job-{}", job.id));
+        assert!(!work.exists(), "{} left", work.display());
+        assert!(
+            self.data()
+                .join(format!("previews/{}/build.log", job.id))
+                .is_file()
+                || job.attempts == 0,
+            "the build's log is kept"
+        );
     }
 
     pub(crate) async fn wait_finished(&self, id: JobId) -> Job {
