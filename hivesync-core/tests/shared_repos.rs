@@ -13,7 +13,7 @@ use hivesync_core::error::{ErrorKind, Result};
 use hivesync_core::ports::{ObjectStore, Store};
 use hivesync_core::repo::{
     ArchiveKind, Author, BranchName, CommitRequest, EntryMode, ExpectedParent, ImportPolicy,
-    Manifest, ManifestEntry, Repos, SharedRepos, SyncLimits, SyncOutcome, blob_id,
+    Manifest, ManifestEntry, Repos, SharedRepos, SyncLimits, SyncOutcome, SyncPlan, blob_id,
     write_delta_upload,
 };
 
@@ -189,6 +189,40 @@ fn commit(
     repos.commit_upload(project, ArchiveKind::Tar, &file, &request(expected))
 }
 
+/// Plans `tree` on `main` through `node`.
+async fn plan_on(node: &Repos, project: ProjectId, tree: &Tree) -> SyncPlan {
+    let (node, manifest) = (node.clone(), manifest(tree));
+    let branch = BranchName::parse("main").unwrap();
+    blocking(move || node.plan(project, &branch, &manifest))
+        .await
+        .unwrap()
+}
+
+/// Commits `tree` on `main` through `node` on top of `parent`, sending the contents `missing`.
+async fn commit_on(
+    node: &Repos,
+    project: ProjectId,
+    tree: &Tree,
+    missing: Vec<String>,
+    parent: &str,
+    scratch: &Path,
+) -> SyncOutcome {
+    let (node, tree, scratch) = (node.clone(), tree.clone(), scratch.to_owned());
+    let parent = hivesync_core::repo::CommitId::parse(parent).unwrap();
+    blocking(move || {
+        commit(
+            &node,
+            project,
+            &tree,
+            Some(&missing),
+            ExpectedParent::Commit(parent),
+            &scratch,
+        )
+    })
+    .await
+    .unwrap()
+}
+
 fn changed(tree: &Tree, path: &str, content: &[u8]) -> Tree {
     tree.iter()
         .map(|(p, mode, bytes)| {
@@ -260,34 +294,13 @@ async fn what_one_node_commits_every_node_reads_checks_out_and_builds_on() {
     // and A reads the result.
     let b = cluster.node("c");
     let v2 = changed(&tree_v1(), "src/App.js", b"export default () => 2;\n");
-    let plan = {
-        let (b, v2) = (b.clone(), v2.clone());
-        let branch = BranchName::parse("main").unwrap();
-        blocking(move || b.plan(project, &branch, &manifest(&v2)))
-            .await
-            .unwrap()
-    };
+    let plan = plan_on(&b, project, &v2).await;
     assert_eq!(plan.head.as_deref(), Some(first.commit.as_str()));
     assert_eq!(
         plan.missing,
         [blob_id(b"export default () => 2;\n").unwrap()]
     );
-    let second = {
-        let (b, v2, scratch, missing) = (b.clone(), v2.clone(), scratch.clone(), plan.missing);
-        let parent = hivesync_core::repo::CommitId::parse(&first.commit).unwrap();
-        blocking(move || {
-            commit(
-                &b,
-                project,
-                &v2,
-                Some(&missing),
-                ExpectedParent::Commit(parent),
-                &scratch,
-            )
-        })
-        .await
-        .unwrap()
-    };
+    let second = commit_on(&b, project, &v2, plan.missing, &first.commit, &scratch).await;
     assert_eq!(second.parent.as_deref(), Some(first.commit.as_str()));
     assert_eq!((second.changed, second.stored), (1, 1));
 
@@ -343,46 +356,20 @@ async fn cold_nodes_read_branches_whose_objects_were_stored_without_links() {
         .execute(cluster.records.pool())
         .await
         .unwrap();
-    let branch = BranchName::parse("main").unwrap();
 
     // A cold node plans and commits on top of that history, then another reads the result:
     // the new commit's trees have links, the unchanged subtrees below them have none.
     let b = cluster.node("b");
     let v2 = changed(&tree_v1(), "src/deep/util.js", b"export const x = 2;\n");
-    let plan = {
-        let (b, v2, branch) = (b.clone(), v2.clone(), branch.clone());
-        blocking(move || b.plan(project, &branch, &manifest(&v2)))
-            .await
-            .unwrap()
-    };
+    let plan = plan_on(&b, project, &v2).await;
     assert_eq!(plan.head.as_deref(), Some(first.commit.as_str()));
     assert_eq!(plan.missing, [blob_id(b"export const x = 2;\n").unwrap()]);
-    let second = {
-        let (v2, scratch, missing) = (v2.clone(), scratch.clone(), plan.missing);
-        let parent = hivesync_core::repo::CommitId::parse(&first.commit).unwrap();
-        blocking(move || {
-            commit(
-                &b,
-                project,
-                &v2,
-                Some(&missing),
-                ExpectedParent::Commit(parent),
-                &scratch,
-            )
-        })
-        .await
-        .unwrap()
-    };
+    let second = commit_on(&b, project, &v2, plan.missing, &first.commit, &scratch).await;
     assert_eq!(second.parent.as_deref(), Some(first.commit.as_str()));
     assert_eq!((second.changed, second.stored), (1, 1));
     let c = cluster.node("c");
-    let (plan, file) = blocking(move || {
-        (
-            c.plan(project, &branch, &manifest(&v2)).unwrap(),
-            c.read_file(project, "main", "src/App.js").unwrap(),
-        )
-    })
-    .await;
+    let plan = plan_on(&c, project, &v2).await;
+    let file = blocking(move || c.read_file(project, "main", "src/App.js").unwrap()).await;
     assert_eq!(plan.head.as_deref(), Some(second.commit.as_str()));
     assert!(plan.missing.is_empty(), "{:?}", plan.missing);
     assert_eq!(file.bytes, b"export default () => 1;\n");

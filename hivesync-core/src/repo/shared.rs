@@ -215,16 +215,7 @@ impl SharedRepos {
                     .map_err(read_error)
                     .and_then(|object| encode_loose(object.kind, &object.data));
                 let objects = objects.clone();
-                async move {
-                    objects
-                        .put_bytes(&Self::object_key(project, &id), encoded?)
-                        .await
-                        .map_err(|err| {
-                            Error::unavailable("cannot share a file's content")
-                                .with_context("object", id)
-                                .with_source(err)
-                        })
-                }
+                async move { Self::put_content(&*objects, project, id, encoded?).await }
             })
             .buffer_unordered(PARALLEL_TRANSFERS)
             .try_collect::<Vec<_>>();
@@ -249,6 +240,24 @@ impl SharedRepos {
             contents?;
             structure
         })
+    }
+
+    /// Puts one file content (git's loose format) where every node finds it.
+    async fn put_content(
+        objects: &dyn ObjectStore,
+        project: ProjectId,
+        id: ObjectId,
+        encoded: Bytes,
+    ) -> Result<()> {
+        objects
+            .put_bytes(&Self::object_key(project, &id), encoded)
+            .await
+            .map(drop)
+            .map_err(|err| {
+                Error::unavailable("cannot share a file's content")
+                    .with_context("object", id)
+                    .with_source(err)
+            })
     }
 
     /// Starts uploading contents this operation has just written to the cache as loose objects
@@ -281,14 +290,7 @@ impl SharedRepos {
                                 .with_context("object", id)
                                 .with_context("cause", err)
                         })?;
-                        objects
-                            .put_bytes(&Self::object_key(project, &id), Bytes::from(encoded))
-                            .await
-                            .map_err(|err| {
-                                Error::unavailable("cannot share a file's content")
-                                    .with_context("object", id)
-                                    .with_source(err)
-                            })
+                        Self::put_content(&*objects, project, id, Bytes::from(encoded)).await
                     }
                 })
                 .buffer_unordered(PARALLEL_TRANSFERS)
