@@ -94,10 +94,16 @@ impl Cluster {
         self.dir.path().join(name)
     }
 
+    /// Where uploads are written before a node reads them.
+    fn scratch(&self) -> PathBuf {
+        let scratch = self.disk("scratch");
+        std::fs::create_dir_all(&scratch).unwrap();
+        scratch
+    }
+
     /// Commits [`tree_v1`] through `node` as the project's first commit on `main`.
     async fn first_commit(&self, node: &Repos) -> SyncOutcome {
-        let (node, project, scratch) = (node.clone(), self.project, self.disk("scratch"));
-        std::fs::create_dir_all(&scratch).unwrap();
+        let (node, project, scratch) = (node.clone(), self.project, self.scratch());
         blocking(move || {
             commit(
                 &node,
@@ -241,8 +247,7 @@ async fn what_one_node_commits_every_node_reads_checks_out_and_builds_on() {
     let cluster = Cluster::new().await;
     let project = cluster.project;
     let (a, b) = (cluster.node("a"), cluster.node("b"));
-    let scratch = cluster.disk("scratch");
-    std::fs::create_dir_all(&scratch).unwrap();
+    let scratch = cluster.scratch();
 
     let first = cluster.first_commit(&a).await;
     assert!(first.created);
@@ -348,8 +353,7 @@ async fn what_one_node_commits_every_node_reads_checks_out_and_builds_on() {
 async fn cold_nodes_read_branches_whose_objects_were_stored_without_links() {
     let cluster = Cluster::new().await;
     let project = cluster.project;
-    let scratch = cluster.disk("scratch");
-    std::fs::create_dir_all(&scratch).unwrap();
+    let scratch = cluster.scratch();
     let first = cluster.first_commit(&cluster.node("a")).await;
     // As the release before links left its rows.
     sqlx::query("UPDATE repo_objects SET links = NULL")
@@ -379,8 +383,7 @@ async fn cold_nodes_read_branches_whose_objects_were_stored_without_links() {
 async fn two_nodes_syncing_one_branch_at_once_one_wins_and_no_commit_is_lost() {
     let cluster = Cluster::new().await;
     let project = cluster.project;
-    let scratch = cluster.disk("scratch");
-    std::fs::create_dir_all(&scratch).unwrap();
+    let scratch = cluster.scratch();
     let base = cluster.first_commit(&cluster.node("a")).await;
     let parent = hivesync_core::repo::CommitId::parse(&base.commit).unwrap();
     for round in 0..5 {
@@ -433,8 +436,6 @@ async fn two_nodes_syncing_one_branch_at_once_one_wins_and_no_commit_is_lost() {
 async fn a_nodes_disk_is_only_a_cache() {
     let cluster = Cluster::new().await;
     let project = cluster.project;
-    let scratch = cluster.disk("scratch");
-    std::fs::create_dir_all(&scratch).unwrap();
     let a = cluster.node("a");
     let first = cluster.first_commit(&a).await;
     a.shared().unwrap().flushed().await;
@@ -479,8 +480,6 @@ async fn a_nodes_disk_is_only_a_cache() {
 async fn branches_made_before_sharing_are_adopted_once() {
     let cluster = Cluster::new().await;
     let project = cluster.project;
-    let scratch = cluster.disk("scratch");
-    std::fs::create_dir_all(&scratch).unwrap();
     let local = cluster.local_node("a");
     let first = cluster.first_commit(&local).await;
     // A tag made on that disk too.
@@ -526,8 +525,6 @@ async fn branches_made_before_sharing_are_adopted_once() {
 async fn a_deleted_projects_shared_data_goes_with_it() {
     let cluster = Cluster::new().await;
     let project = cluster.project;
-    let scratch = cluster.disk("scratch");
-    std::fs::create_dir_all(&scratch).unwrap();
     let a = cluster.node("a");
     cluster.first_commit(&a).await;
     let prefix = format!("repos/{project}/objects/");

@@ -1320,11 +1320,10 @@ impl ProjectRepo {
             if let Some(head) = remote.heads.borrow().get(full_name) {
                 return Ok(*head);
             }
-            if let Some(head) = self.take_read_ahead(remote, full_name) {
-                remote.heads.borrow_mut().insert(full_name.to_owned(), head);
-                return Ok(head);
-            }
-            let head = remote.shared.head(remote.project, full_name)?;
+            let head = match self.take_read_ahead(remote, full_name) {
+                Some(head) => head,
+                None => remote.shared.head(remote.project, full_name)?,
+            };
             remote.heads.borrow_mut().insert(full_name.to_owned(), head);
             return Ok(head);
         }
@@ -1342,26 +1341,10 @@ impl ProjectRepo {
             .read_ahead
             .borrow_mut()
             .take_if(|r| r.reference == full_name)?;
-        let taken = remote.shared.take(read_ahead).and_then(|read| {
-            for (id, kind, data) in &read.objects {
-                let written = gix::objs::Write::write_buf(&self.repo.objects, *kind, data)
-                    .map_err(|err| {
-                        Error::internal("cannot cache a repository object")
-                            .with_context("cause", err)
-                    })?;
-                if written != *id {
-                    return Err(Error::unavailable(
-                        "a shared repository object does not match its id",
-                    )
-                    .with_context("object", id));
-                }
-            }
-            Ok(read.head)
-        });
-        match taken {
+        match remote.shared.take(&self.repo, read_ahead) {
             Ok(head) => Some(head),
             Err(err) => {
-                tracing::debug!(project = %remote.project, error = %err, "reading a branch ahead failed; reading it again");
+                tracing::warn!(project = %remote.project, error = %err, "reading a branch ahead failed; reading it again");
                 None
             }
         }

@@ -401,12 +401,21 @@ impl SharedRepos {
         })
     }
 
-    /// What a read-ahead found; an error when it failed, which the caller answers by reading
-    /// the usual way.
-    pub(crate) fn take(&self, read_ahead: ReadAhead) -> Result<ReadBranch> {
-        self.block_on(read_ahead.reading).map_err(|err| {
+    /// The head a read-ahead found, with the commits and trees it read now in `repo`'s
+    /// memory, each checked against its id; an error when it failed, which the caller answers
+    /// by reading the usual way.
+    pub(crate) fn take(
+        &self,
+        repo: &gix::Repository,
+        read_ahead: ReadAhead,
+    ) -> Result<Option<ObjectId>> {
+        let read = self.block_on(read_ahead.reading).map_err(|err| {
             Error::internal("reading a branch ahead failed").with_context("cause", err)
-        })?
+        })??;
+        for (id, kind, data) in &read.objects {
+            keep_in_memory(repo, *id, *kind, data)?;
+        }
+        Ok(read.head)
     }
 
     /// Downloads those of `ids` the local repository lacks from where objects of that kind
@@ -452,11 +461,7 @@ impl SharedRepos {
                 for object in found {
                     let id = parse_target(&object.id)?;
                     let (kind, data) = decode(id, &object.data)?;
-                    let written = repo.objects.write_buf(kind, &data).map_err(|err| {
-                        Error::internal("cannot cache a repository object")
-                            .with_context("cause", err)
-                    })?;
-                    check_id(written, id)?;
+                    keep_in_memory(repo, id, kind, &data)?;
                 }
                 Ok(())
             }
@@ -704,12 +709,11 @@ pub(crate) struct ReadAhead {
     reading: tokio::task::JoinHandle<Result<ReadBranch>>,
 }
 
-/// A branch's head and the commits and trees read under it, unchecked: the operation's object
-/// memory checks each against its id as it takes it.
+/// A branch's head and the commits and trees read under it, unchecked until taken.
 #[derive(Debug)]
 pub(crate) struct ReadBranch {
-    pub(crate) head: Option<ObjectId>,
-    pub(crate) objects: Vec<(ObjectId, gix::objs::Kind, Vec<u8>)>,
+    head: Option<ObjectId>,
+    objects: Vec<(ObjectId, gix::objs::Kind, Vec<u8>)>,
 }
 
 /// Whether a cache's object database is empty: no loose object, no pack.
@@ -788,6 +792,20 @@ impl Home {
             _ => Home::Store,
         }
     }
+}
+
+/// Writes a commit or tree into the operation's memory (see `Repos::open`), refusing bytes that
+/// are not `id`'s.
+fn keep_in_memory(
+    repo: &gix::Repository,
+    id: ObjectId,
+    kind: gix::objs::Kind,
+    data: &[u8],
+) -> Result<()> {
+    let written = repo.objects.write_buf(kind, data).map_err(|err| {
+        Error::internal("cannot cache a repository object").with_context("cause", err)
+    })?;
+    check_id(written, id)
 }
 
 /// Someone stored other bytes under this id: refuse them rather than serve them.

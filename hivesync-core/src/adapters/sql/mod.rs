@@ -9,7 +9,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::{Decode, Encode, IntoArguments, Type};
 
-use crate::domain::{RepoBranch, RepoObject};
+use crate::domain::RepoObject;
 use crate::error::{Error, ErrorKind};
 
 #[cfg(test)]
@@ -35,6 +35,11 @@ pub trait Backend: sqlx::Database<Connection: Migrate, Arguments: IntoArguments<
     /// embedded at build time. Cargo does not rebuild when only a new file appears there, so
     /// `migration_tests` fails on a build that lags behind the directory.
     const MIGRATOR: &'static Migrator;
+    /// Reference `$2`'s target in project `$1` and every object reached from it through
+    /// `links`, one recursive query: rows of `id`, `is_target` (1 for the target, 0 for what it
+    /// reaches), `data` and `links` (both absent for a target that is not stored).
+    /// Only the expansion of the JSON array differs between the databases.
+    const REPO_BRANCH: &'static str;
 
     /// The rows a statement changed: each driver has this as an inherent method of its own
     /// result type, not as a method of a sqlx trait.
@@ -53,14 +58,6 @@ pub trait Backend: sqlx::Database<Connection: Migrate, Arguments: IntoArguments<
         project: uuid::Uuid,
         objects: &'a [RepoObject],
     ) -> impl Future<Output = crate::error::Result<()>> + Send + 'a;
-
-    /// Reference `name`'s target and the objects reached from it through `links`, one
-    /// recursive query.
-    fn get_repo_branch<'a>(
-        pool: &'a sqlx::Pool<Self>,
-        project: uuid::Uuid,
-        name: &'a str,
-    ) -> impl Future<Output = crate::error::Result<Option<RepoBranch>>> + Send + 'a;
 }
 
 /// A repository object read back: `links` is the JSON array the row keeps (NULL on rows stored
@@ -84,26 +81,6 @@ pub(crate) fn repo_object(
 /// The JSON array a row keeps for an object's links.
 pub(crate) fn links_json(object: &RepoObject) -> String {
     serde_json::to_string(&object.links).expect("a list of strings is JSON")
-}
-
-/// A row of a branch query: id, whether it is the reference's target (1) or reached from it
-/// (0), and the object's data and links (absent for a target that is not stored).
-pub(crate) type BranchRow = (String, i32, Option<Vec<u8>>, Option<String>);
-
-/// The rows of a branch query as the reference's target and its objects; no rows: no such
-/// reference.
-pub(crate) fn repo_branch(rows: Vec<BranchRow>) -> crate::error::Result<Option<RepoBranch>> {
-    let mut target = None;
-    let mut objects = Vec::with_capacity(rows.len());
-    for (id, is_target, data, links) in rows {
-        if is_target == 1 {
-            target = Some(id.clone());
-        }
-        if let Some(data) = data {
-            objects.push(repo_object(id, data, links)?);
-        }
-    }
-    Ok(target.map(|target| RepoBranch { target, objects }))
 }
 
 /// A Rust type that a column holds on this database: bound as a parameter and read from rows.

@@ -6,8 +6,8 @@ use sqlx::Postgres;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgQueryResult};
 
-use super::{Backend, db_error, links_json, repo_branch, repo_object};
-use crate::domain::{RepoBranch, RepoObject};
+use super::{Backend, db_error, links_json, repo_object};
+use crate::domain::RepoObject;
 use crate::error::{Error, Result};
 
 /// The `Store` on PostgreSQL.
@@ -18,6 +18,16 @@ impl Backend for Postgres {
     const LOCK_PROJECT: &'static str = "SELECT id FROM projects WHERE id = $1 FOR UPDATE";
     // The whole directory rather than a list, so that no migration can be left out of it.
     const MIGRATOR: &'static Migrator = &sqlx::migrate!("./migrations/postgres");
+    const REPO_BRANCH: &'static str = "WITH RECURSIVE reach (id, is_target) AS ( \
+             SELECT target, 1 FROM repo_refs WHERE project_id = $1 AND name = $2 \
+           UNION \
+             SELECT link.id, 0 FROM reach \
+             JOIN repo_objects o ON o.project_id = $1 AND o.id = reach.id \
+             CROSS JOIN LATERAL jsonb_array_elements_text(COALESCE(o.links, '[]')::jsonb) \
+               AS link (id) \
+         ) \
+         SELECT reach.id, reach.is_target, o.data, o.links FROM reach \
+         LEFT JOIN repo_objects o ON o.project_id = $1 AND o.id = reach.id";
 
     fn rows_affected(result: &PgQueryResult) -> u64 {
         result.rows_affected()
@@ -66,31 +76,6 @@ impl Backend for Postgres {
         .await
         .map_err(db_error)?;
         Ok(())
-    }
-
-    async fn get_repo_branch(
-        pool: &PgPool,
-        project: uuid::Uuid,
-        name: &str,
-    ) -> Result<Option<RepoBranch>> {
-        let rows: Vec<super::BranchRow> = sqlx::query_as(
-            "WITH RECURSIVE reach (id, is_target) AS ( \
-                 SELECT target, 1 FROM repo_refs WHERE project_id = $1 AND name = $2 \
-               UNION \
-                 SELECT link.id, 0 FROM reach \
-                 JOIN repo_objects o ON o.project_id = $1 AND o.id = reach.id \
-                 CROSS JOIN LATERAL jsonb_array_elements_text(COALESCE(o.links, '[]')::jsonb) \
-                   AS link (id) \
-             ) \
-             SELECT reach.id, reach.is_target, o.data, o.links FROM reach \
-             LEFT JOIN repo_objects o ON o.project_id = $1 AND o.id = reach.id",
-        )
-        .bind(project)
-        .bind(name)
-        .fetch_all(pool)
-        .await
-        .map_err(db_error)?;
-        repo_branch(rows)
     }
 }
 

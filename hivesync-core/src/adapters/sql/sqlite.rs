@@ -10,8 +10,8 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use super::{Backend, db_error, links_json, repo_branch, repo_object};
-use crate::domain::{RepoBranch, RepoObject};
+use super::{Backend, db_error, links_json, repo_object};
+use crate::domain::RepoObject;
 use crate::error::{Error, ErrorKind, Result};
 
 /// The `Store` on SQLite.
@@ -22,6 +22,15 @@ impl Backend for Sqlite {
     const LOCK_PROJECT: &'static str = "SELECT id FROM projects WHERE id = $1";
     // The whole directory rather than a list, so that no migration can be left out of it.
     const MIGRATOR: &'static Migrator = &sqlx::migrate!("./migrations/sqlite");
+    const REPO_BRANCH: &'static str = "WITH RECURSIVE reach (id, is_target) AS ( \
+             SELECT target, 1 FROM repo_refs WHERE project_id = $1 AND name = $2 \
+           UNION \
+             SELECT link.value, 0 FROM reach \
+             JOIN repo_objects o ON o.project_id = $1 AND o.id = reach.id \
+             JOIN json_each(COALESCE(o.links, '[]')) AS link \
+         ) \
+         SELECT reach.id, reach.is_target, o.data, o.links FROM reach \
+         LEFT JOIN repo_objects o ON o.project_id = $1 AND o.id = reach.id";
 
     fn rows_affected(result: &SqliteQueryResult) -> u64 {
         result.rows_affected()
@@ -78,30 +87,6 @@ impl Backend for Sqlite {
             query.execute(pool).await.map_err(db_error)?;
         }
         Ok(())
-    }
-
-    async fn get_repo_branch(
-        pool: &SqlitePool,
-        project: uuid::Uuid,
-        name: &str,
-    ) -> Result<Option<RepoBranch>> {
-        let rows: Vec<super::BranchRow> = sqlx::query_as(
-            "WITH RECURSIVE reach (id, is_target) AS ( \
-                 SELECT target, 1 FROM repo_refs WHERE project_id = $1 AND name = $2 \
-               UNION \
-                 SELECT link.value, 0 FROM reach \
-                 JOIN repo_objects o ON o.project_id = $1 AND o.id = reach.id \
-                 JOIN json_each(COALESCE(o.links, '[]')) AS link \
-             ) \
-             SELECT reach.id, reach.is_target, o.data, o.links FROM reach \
-             LEFT JOIN repo_objects o ON o.project_id = $1 AND o.id = reach.id",
-        )
-        .bind(project)
-        .bind(name)
-        .fetch_all(pool)
-        .await
-        .map_err(db_error)?;
-        repo_branch(rows)
     }
 }
 

@@ -15,7 +15,7 @@ use sqlx::types::Json;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, Pool, Row, Type};
 use uuid::Uuid;
 
-use super::{Backend, ColumnType, db_error, now};
+use super::{Backend, ColumnType, db_error, now, repo_object};
 use crate::domain::{
     Credentials, Email, Job, JobCount, JobFilter, JobId, JobState, JobUpdate, Member, NewJob,
     NewNotification, NewProject, NewUser, Notification, NotificationId, Page, Project, ProjectId,
@@ -79,6 +79,7 @@ where
     i64: ColumnType<DB>,
     f64: ColumnType<DB>,
     Vec<u8>: ColumnType<DB>,
+    Option<Vec<u8>>: ColumnType<DB>,
 {
     pub fn into_dyn(self) -> Arc<dyn Store> {
         Arc::new(self)
@@ -260,6 +261,7 @@ where
     i64: ColumnType<DB>,
     f64: ColumnType<DB>,
     Vec<u8>: ColumnType<DB>,
+    Option<Vec<u8>>: ColumnType<DB>,
 {
     async fn migrate(&self) -> Result<()> {
         DB::MIGRATOR
@@ -979,6 +981,32 @@ where
     }
 
     async fn get_repo_branch(&self, project: ProjectId, name: &str) -> Result<Option<RepoBranch>> {
-        DB::get_repo_branch(&self.pool, project.as_uuid(), name).await
+        let rows: Vec<BranchRow> = sqlx::query_as(DB::REPO_BRANCH)
+            .bind(project.as_uuid())
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        repo_branch(rows)
     }
+}
+
+/// A row of a branch query: id, whether it is the reference's target (1) or reached from it
+/// (0), and the object's data and links (absent for a target that is not stored).
+type BranchRow = (String, i32, Option<Vec<u8>>, Option<String>);
+
+/// The rows of a branch query as the reference's target and its objects; no rows: no such
+/// reference.
+fn repo_branch(rows: Vec<BranchRow>) -> Result<Option<RepoBranch>> {
+    let mut target = None;
+    let mut objects = Vec::with_capacity(rows.len());
+    for (id, is_target, data, links) in rows {
+        if is_target == 1 {
+            target = Some(id.clone());
+        }
+        if let Some(data) = data {
+            objects.push(repo_object(id, data, links)?);
+        }
+    }
+    Ok(target.map(|target| RepoBranch { target, objects }))
 }
