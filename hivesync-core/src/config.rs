@@ -26,6 +26,8 @@
 //! | `PREVIEW_STATUS_CACHE` | `true` | with PostgreSQL, serve build status from memory, kept correct by the database's change feed |
 //! | `PREVIEW_OPTIMIZE` | `false` | build previews as for release: minified, and Hermes bytecode for Expo (slower builds, smaller bundles); off, previews are unminified JavaScript, which Hermes runs too and whose stack traces are readable |
 //! | `PREVIEW_SANDBOX` | `auto` | `auto` (bubblewrap when it runs here), `bwrap` (required), `none`: how the bundler, which runs the project's code, is confined |
+//! | `PREVIEW_INSTALL_HOSTS` | `registry.npmjs.org,registry.yarnpkg.com` | the only hosts a dependency install may reach (`host`, `*.domain`, `host:port`): the registries; a manifest or lockfile naming anything else fails the build |
+//! | `PREVIEW_INSTALL_ALLOW_PRIVATE` | `false` | let those hosts be at loopback or private addresses (a registry mirror on the local network) |
 //! | `PUBLIC_URL` | unset (the request's `Host`) | external base URL used in preview URLs and QR codes |
 //! | `WORKER_CONCURRENCY` | 2 | parallel jobs per CPU worker |
 //! | `OBJECT_STORAGE_PROVIDER` | `filesystem` (`s3` when a bucket is set) | `filesystem`, `s3`, `r2`, `linode`, `minio` |
@@ -52,6 +54,10 @@
 //! | `MAX_REQUEST_BODY_BYTES` | 1048576 | JSON request bodies larger than this get 413 |
 //! | `LOGIN_RATE_LIMIT_PER_MINUTE` | 10 | login attempts per client address, failed logins per account |
 //! | `TRUST_PROXY_HEADERS` | `false` | behind one reverse proxy: the client address is the last `X-Forwarded-For` entry |
+//! | `HTTP_HEADER_TIMEOUT_SECONDS` | 20 | the longest a request head may take to arrive (and a keep-alive connection may idle) |
+//! | `HTTP_BODY_TIMEOUT_SECONDS` | 30 | the longest a request body may pause before the request gets `408` |
+//! | `HTTP_MAX_CONNECTIONS` | ¾ of the open-file limit | connections held at once; more are answered `503` and closed |
+//! | `HTTP_MAX_CONNECTIONS_PER_CLIENT` | 128 (0 with `TRUST_PROXY_HEADERS`) | connections one client address holds at once; more are answered `429` and closed; 0: no bound |
 //! | `SYNC_MAX_FILE_BYTES` | 52428800 (50 MiB) | largest file a sync may carry |
 //! | `SYNC_MAX_UPLOAD_BYTES` | 524288000 (500 MiB) | largest sync upload (request body, and unpacked archive contents) |
 //! | `SYNC_MAX_FILES` | 100000 | most files in one tree |
@@ -223,9 +229,49 @@ pub struct PreviewConfig {
     pub sandbox: SandboxMode,
     /// Previews minified (and, for Expo, as Hermes bytecode) as for a release.
     pub optimize: bool,
+    /// The hosts dependency installs may reach (`PREVIEW_INSTALL_HOSTS`).
+    pub install_hosts: Vec<String>,
+    /// Whether those hosts may be at private addresses (`PREVIEW_INSTALL_ALLOW_PRIVATE`).
+    pub install_allow_private: bool,
     /// The externally visible base URL (`https://hivesync.example.com`) that preview URLs and QR
     /// codes use; `None` takes it from each request's `Host` header.
     pub public_url: Option<String>,
+}
+
+/// The registries dependency installs reach when `PREVIEW_INSTALL_HOSTS` is not set: npm's, and
+/// yarn's alias of it (yarn lockfiles name it).
+pub const DEFAULT_INSTALL_HOSTS: &[&str] = &["registry.npmjs.org", "registry.yarnpkg.com"];
+
+/// One entry of `PREVIEW_INSTALL_HOSTS`: a host name (`*.example.com` for a domain's subdomains),
+/// lowercased, and its port when one is named.
+pub fn parse_install_host(text: &str) -> std::result::Result<(String, Option<u16>), String> {
+    let text = text.trim().to_ascii_lowercase();
+    let (name, port) = match text.rsplit_once(':') {
+        Some((name, port)) => {
+            let port = port
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("{text:?}: the port must be a number from 1 to 65535"))?;
+            (name.to_owned(), Some(port))
+        }
+        None => (text.clone(), None),
+    };
+    let bare = name.strip_prefix("*.").unwrap_or(&name);
+    let valid = !bare.is_empty()
+        && bare.len() <= 253
+        && bare.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !valid {
+        return Err(format!(
+            "{text:?} is not a host name (expected e.g. registry.npmjs.org, *.example.com or mirror.lan:4873)"
+        ));
+    }
+    Ok((name, port))
 }
 
 /// `PREVIEW_SANDBOX`: how preview builds confine the project's code.
@@ -400,6 +446,14 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     pub login_attempts_per_minute: u32,
     pub trust_proxy_headers: bool,
+    /// The longest a request head may take to arrive, and a keep-alive connection may idle.
+    pub header_timeout: Duration,
+    /// The longest a request body may pause.
+    pub body_timeout: Duration,
+    /// Connections the server holds at once; `None`: three quarters of the open-file limit.
+    pub max_connections: Option<usize>,
+    /// Connections one client address holds at once; `None`: no bound.
+    pub max_connections_per_client: Option<usize>,
 }
 
 impl Config {
@@ -605,6 +659,31 @@ impl PreviewConfig {
             download_redirect: env.boolean("PREVIEW_DOWNLOAD_REDIRECT", false)?,
             status_cache: env.boolean("PREVIEW_STATUS_CACHE", true)?,
             optimize: env.boolean("PREVIEW_OPTIMIZE", false)?,
+            install_hosts: match env.get("PREVIEW_INSTALL_HOSTS") {
+                None => DEFAULT_INSTALL_HOSTS
+                    .iter()
+                    .map(|h| h.to_string())
+                    .collect(),
+                Some(list) => {
+                    let hosts: Vec<String> = list
+                        .split(',')
+                        .map(|h| h.trim().to_owned())
+                        .filter(|h| !h.is_empty())
+                        .collect();
+                    if hosts.is_empty() {
+                        return Err(invalid(
+                            "PREVIEW_INSTALL_HOSTS",
+                            "expected host names separated by commas",
+                        ));
+                    }
+                    for host in &hosts {
+                        parse_install_host(host)
+                            .map_err(|why| invalid("PREVIEW_INSTALL_HOSTS", why))?;
+                    }
+                    hosts
+                }
+            },
+            install_allow_private: env.boolean("PREVIEW_INSTALL_ALLOW_PRIVATE", false)?,
             sandbox: match env.get("PREVIEW_SANDBOX").as_deref().map(str::trim) {
                 None | Some("auto") => SandboxMode::Auto,
                 Some("bwrap") => SandboxMode::Bwrap,
@@ -784,6 +863,35 @@ impl HttpConfig {
             login_attempts_per_minute: env.number("LOGIN_RATE_LIMIT_PER_MINUTE", 10, 1..=100_000)?
                 as u32,
             trust_proxy_headers: env.boolean("TRUST_PROXY_HEADERS", false)?,
+            header_timeout: Duration::from_secs(env.number(
+                "HTTP_HEADER_TIMEOUT_SECONDS",
+                20,
+                1..=3600,
+            )?),
+            body_timeout: Duration::from_secs(env.number(
+                "HTTP_BODY_TIMEOUT_SECONDS",
+                30,
+                1..=3600,
+            )?),
+            max_connections: env
+                .get("HTTP_MAX_CONNECTIONS")
+                .map(|_| env.number("HTTP_MAX_CONNECTIONS", 0, 16..=10_000_000))
+                .transpose()?
+                .map(|n| n as usize),
+            // Behind a reverse proxy every connection comes from the proxy: the proxy bounds its
+            // clients, not this server.
+            max_connections_per_client: match env.number(
+                "HTTP_MAX_CONNECTIONS_PER_CLIENT",
+                if env.boolean("TRUST_PROXY_HEADERS", false)? {
+                    0
+                } else {
+                    128
+                },
+                0..=10_000_000,
+            )? {
+                0 => None,
+                n => Some(n as usize),
+            },
         })
     }
 }
@@ -1216,6 +1324,14 @@ mod tests {
             ("PREVIEW_DOWNLOAD_REDIRECT", "maybe"),
             ("PUBLIC_URL", "ftp://example.com"),
             ("PREVIEW_SANDBOX", "docker"),
+            ("PREVIEW_INSTALL_HOSTS", "https://registry.npmjs.org/"),
+            ("PREVIEW_INSTALL_HOSTS", " , "),
+            ("PREVIEW_INSTALL_HOSTS", "mirror.lan:0"),
+            ("PREVIEW_INSTALL_ALLOW_PRIVATE", "maybe"),
+            ("HTTP_HEADER_TIMEOUT_SECONDS", "0"),
+            ("HTTP_BODY_TIMEOUT_SECONDS", "forever"),
+            ("HTTP_MAX_CONNECTIONS", "3"),
+            ("HTTP_MAX_CONNECTIONS_PER_CLIENT", "-1"),
             ("WORKER_CONCURRENCY", "two"),
             ("DATABASE_URL", "mysql://localhost/db"),
             ("REDIS_URL", "http://localhost"),

@@ -134,6 +134,53 @@ fn metro_cache_key(
     hex::encode(hasher.finalize())
 }
 
+/// `message` with the paths in `known` replaced by their names (longest first, so a checkout
+/// inside `DATA_DIR` becomes `.`, not `$DATA_DIR/...`), and any other absolute path by `<path>`.
+fn without_server_paths(message: &str, known: &[(&Path, &str)]) -> String {
+    let mut known: Vec<(String, &str)> = known
+        .iter()
+        .flat_map(|(path, name)| {
+            let canonical = path.canonicalize().ok();
+            std::iter::once(path.to_path_buf())
+                .chain(canonical)
+                .map(move |p| (p.to_string_lossy().trim_end_matches('/').to_owned(), *name))
+        })
+        .filter(|(path, _)| path.len() > 1)
+        .collect();
+    known.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+    let mut text = message.to_owned();
+    for (path, name) in &known {
+        text = text.replace(path.as_str(), name);
+    }
+    // What is left: paths outside the build (npm's own files, the system's). A path starts at a
+    // `/` that begins a word (not `https://` or `a/b`) and ends at a space or a quote.
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.char_indices().peekable();
+    let mut previous: Option<char> = None;
+    while let Some((at, c)) = chars.next() {
+        let starts_word = previous.is_none_or(|p| p.is_whitespace() || "'\"`([{=,".contains(p));
+        let next = text[at + 1..].chars().next();
+        if c == '/'
+            && starts_word
+            && next.is_some_and(|n| n.is_alphanumeric() || n == '.' || n == '_')
+        {
+            out.push_str("<path>");
+            previous = Some(c);
+            while let Some(&(_, n)) = chars.peek() {
+                if n.is_whitespace() || "'\"`)]},;".contains(n) {
+                    break;
+                }
+                previous = Some(n);
+                chars.next();
+            }
+            continue;
+        }
+        out.push(c);
+        previous = Some(c);
+    }
+    out
+}
+
 #[async_trait]
 impl TypedHandler<PreviewRequest> for PreviewBuilder {
     fn start_state(&self) -> JobState {
@@ -187,6 +234,28 @@ impl TypedHandler<PreviewRequest> for PreviewBuilder {
                 &ctx.stop,
             )
             .await;
+        // A failure's message is shown to whoever asks for the build's status: it names files in
+        // the project, never where the worker keeps them.
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let checkout = slot.project();
+        let mut known: Vec<(&Path, &str)> = vec![
+            (checkout.as_path(), "."),
+            (slot.dir(), "."),
+            (work.as_path(), "."),
+            (self.data_dir.as_path(), "$DATA_DIR"),
+        ];
+        known.extend(home.as_deref().map(|home| (home, "~")));
+        let outcome = outcome.map_err(|err| match err {
+            JobError::Permanent { code, message } => JobError::Permanent {
+                code,
+                message: without_server_paths(&message, &known),
+            },
+            JobError::Retryable { code, message } => JobError::Retryable {
+                code,
+                message: without_server_paths(&message, &known),
+            },
+            JobError::Stopped => JobError::Stopped,
+        });
         let elapsed = started.elapsed();
         match &outcome {
             Ok(_) => {
@@ -617,5 +686,41 @@ impl PreviewBuilder {
                 last.map_or_else(|| "unknown error".to_owned(), |e| e.message().to_owned())
             ),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_messages_name_no_server_paths() {
+        let data = Path::new("/srv/hivesync/data");
+        let checkout = Path::new("/srv/hivesync/data/cache/preview_build/slot-0/project");
+        let home = Path::new("/home/worker");
+        let known = [(checkout, "."), (data, "$DATA_DIR"), (home, "~")];
+        let cases = [
+            (
+                "Unable to resolve module ./Foo from /srv/hivesync/data/cache/preview_build/slot-0/project/App.js: none",
+                "Unable to resolve module ./Foo from ./App.js: none",
+            ),
+            (
+                "npm error A complete log of this run can be found in: /home/worker/.npm/_logs/x.log",
+                "npm error A complete log of this run can be found in: ~/.npm/_logs/x.log",
+            ),
+            (
+                "npm error path /usr/lib/node_modules/npm/x (see '/etc/npmrc')",
+                "npm error path <path> (see '<path>')",
+            ),
+            (
+                "fetch https://registry.npmjs.org/a/-/a-1.tgz failed: a/b c/d 1/2",
+                "fetch https://registry.npmjs.org/a/-/a-1.tgz failed: a/b c/d 1/2",
+            ),
+            ("cd $DATA_DIR/tmp/x", "cd $DATA_DIR/tmp/x"),
+            ("at /srv/hivesync/data/secrets", "at $DATA_DIR/secrets"),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(without_server_paths(message, &known), expected);
+        }
     }
 }

@@ -12,7 +12,8 @@
 //!
 //! On a miss, npm installs into a staging directory beside the store entry — `npm ci` with a
 //! lockfile, `npm install --legacy-peer-deps` without, offline-first, with install scripts off
-//! (a project's dependencies must not run code on the worker) — and the staging directory is
+//! (a project's dependencies must not run code on the worker) and the network only as far as the
+//! registries ([`crate::install_network`]) — and the staging directory is
 //! renamed into place only when npm succeeded: a failed or interrupted install leaves nothing a
 //! later build could pick up. Builds of one key take turns, so one installs and the others reuse.
 
@@ -28,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 use crate::log::BuildLog;
 use crate::process::{Step, StepError};
 
-use crate::manager::{Manager, Plan, Tools, inherit_network, plan};
+use crate::install_network::{InstallError, InstallNetwork};
+use crate::manager::{Manager, Plan, Tools, plan};
 
 /// Where a build's `node_modules` came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,16 +268,25 @@ pub struct DepsStore {
     toolchain: String,
     /// yarn and pnpm, when a lockfile asks for them.
     tools: Tools,
+    /// What installs may reach.
+    network: InstallNetwork,
     turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl DepsStore {
-    /// A store under `root` using the `npm` program; `toolchain` names the Node and npm versions.
-    pub fn new(root: PathBuf, npm: impl Into<OsString>, toolchain: impl Into<String>) -> Self {
+    /// A store under `root` using the `npm` program; `toolchain` names the Node and npm versions;
+    /// installs reach only what `network` allows.
+    pub fn new(
+        root: PathBuf,
+        npm: impl Into<OsString>,
+        toolchain: impl Into<String>,
+        network: InstallNetwork,
+    ) -> Self {
         DepsStore {
             tools: Tools::new(root.with_file_name("preview_tools"), npm),
             root,
             toolchain: toolchain.into(),
+            network,
             turns: Mutex::default(),
         }
     }
@@ -466,7 +477,7 @@ impl DepsStore {
         }
         let program = self
             .tools
-            .program(&plan.manager, log, deadline, stop)
+            .program(&plan.manager, &self.network, log, deadline, stop)
             .await
             .map_err(|err| match err {
                 crate::manager::ToolError::Failed(why) => DepsError::Missing(why),
@@ -542,11 +553,14 @@ impl DepsStore {
                 .arg(self.tools.cache("pnpm-store")?),
             ),
         };
-        let step = inherit_network(step);
         let mark = log.mark();
-        match step.run(log, deadline, stop).await {
+        let tools = self.tools.root();
+        match self.network.run(step, &[tools], log, deadline, stop).await {
             Ok(()) => Ok(()),
-            Err(StepError::Failed(status)) => {
+            Err(InstallError::Refused(targets)) => {
+                Err(DepsError::Missing(self.network.refusal(&command, &targets)))
+            }
+            Err(InstallError::Step(StepError::Failed(status))) => {
                 let tail = log.since(mark, 64 * 1024);
                 let reason = tail
                     .lines()
@@ -557,6 +571,9 @@ impl DepsStore {
                             || l.contains("ERR_PNPM")
                             || l.contains("YN0") && (l.contains("Error") || l.contains("error"))
                     })
+                    // npm's "a complete log of this run can be found in: <path>" says nothing
+                    // a user can act on.
+                    .filter(|l| !l.contains("A complete log of this run"))
                     .take(6)
                     .collect::<Vec<_>>()
                     .join("\n");
@@ -569,10 +586,10 @@ impl DepsStore {
                     }
                 )))
             }
-            Err(StepError::Spawn(err)) => Err(DepsError::Missing(format!(
+            Err(InstallError::Step(StepError::Spawn(err))) => Err(DepsError::Missing(format!(
                 "{command} could not be started: {err}"
             ))),
-            Err(err) => Err(DepsError::Interrupted(err)),
+            Err(InstallError::Step(err)) => Err(DepsError::Interrupted(err)),
         }
     }
 }
@@ -583,7 +600,12 @@ mod tests {
     use std::time::Duration;
 
     fn store(root: &Path) -> DepsStore {
-        DepsStore::new(root.to_path_buf(), "npm", "node-test")
+        DepsStore::new(
+            root.to_path_buf(),
+            "npm",
+            "node-test",
+            InstallNetwork::registries_only(root),
+        )
     }
 
     #[test]
@@ -609,7 +631,12 @@ mod tests {
         )
         .unwrap();
         assert_ne!(store.key(project).unwrap(), locked);
-        let other = DepsStore::new(dir.path().join("store"), "npm", "node-other");
+        let other = DepsStore::new(
+            dir.path().join("store"),
+            "npm",
+            "node-other",
+            InstallNetwork::registries_only(dir.path()),
+        );
         assert_ne!(other.key(project).unwrap(), store.key(project).unwrap());
     }
 

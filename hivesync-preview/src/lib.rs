@@ -9,6 +9,7 @@
 //! - [`detect`]: Expo or bare React Native, and the entry file.
 //! - [`deps`]: the dependency store and its restore into a checkout.
 //! - [`manager`]: npm, yarn or pnpm, as the project's lockfile asks.
+//! - [`install_network`]: what an install may reach (the registries), through a filtering proxy.
 //! - [`package`]: `bundle.zip` and its `metadata.json`.
 //! - [`runtime`]: what a client app must be to run a bundle, and the check against it.
 //! - [`process`]: build steps in their own process group, with a minimal environment.
@@ -24,6 +25,7 @@ pub mod bundler;
 pub mod client;
 pub mod deps;
 pub mod detect;
+pub mod install_network;
 pub mod job;
 pub mod log;
 pub mod manager;

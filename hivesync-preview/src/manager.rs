@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::install_network::{InstallError, InstallNetwork};
 use crate::log::BuildLog;
 use crate::process::{Step, StepError};
 
@@ -169,20 +170,6 @@ pub fn plan(dir: &Path, package: &serde_json::Value) -> Result<Plan, String> {
     })
 }
 
-/// Variables an install step needs to reach the registry where the host sets them (a proxy, its
-/// certificate authority): configuration, not secrets.
-pub const NETWORK_VARIABLES: &[&str] = &[
-    "NODE_EXTRA_CA_CERTS",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "HTTPS_PROXY",
-    "HTTP_PROXY",
-    "NO_PROXY",
-    "https_proxy",
-    "http_proxy",
-    "no_proxy",
-];
-
 /// The package managers other than npm, installed from the npm registry on first use.
 #[derive(Debug)]
 pub struct Tools {
@@ -213,6 +200,11 @@ impl Tools {
         }
     }
 
+    /// Where the tools and their caches live.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Where a package manager keeps its downloads (created, and marked as in use: cleanup
     /// removes what was unused for `CACHE_RETENTION_SECONDS`).
     pub fn cache(&self, name: &str) -> std::io::Result<PathBuf> {
@@ -228,6 +220,7 @@ impl Tools {
     pub async fn program(
         &self,
         manager: &Manager,
+        network: &InstallNetwork,
         log: &BuildLog,
         deadline: Instant,
         stop: &CancellationToken,
@@ -258,7 +251,7 @@ impl Tools {
             staging.join("package.json"),
             r#"{"name": "hivesync-preview-tool", "private": true}"#,
         )?;
-        let mut step = Step::new(&self.npm, &staging)
+        let step = Step::new(&self.npm, &staging)
             .args([
                 "install",
                 "--no-save",
@@ -270,35 +263,27 @@ impl Tools {
             ])
             .arg(format!("{package}@{version}"))
             .env("npm_config_update_notifier", "false");
-        step = inherit_network(step);
-        let outcome = step.run(log, deadline, stop).await;
+        let outcome = network.run(step, &[], log, deadline, stop).await;
         let result = match outcome {
             Ok(()) if staging.join("node_modules/.bin").join(bin).exists() => Ok(()),
             Ok(()) => Err(ToolError::Failed(format!(
                 "{package}@{version} installed without its {bin} program"
             ))),
-            Err(StepError::Failed(status)) => Err(ToolError::Failed(format!(
+            Err(InstallError::Refused(targets)) => Err(ToolError::Failed(
+                network.refusal(&format!("installing {package}@{version}"), &targets),
+            )),
+            Err(InstallError::Step(StepError::Failed(status))) => Err(ToolError::Failed(format!(
                 "npm could not install {package}@{version} ({status})"
             ))),
-            Err(StepError::Spawn(err)) => Err(ToolError::Failed(format!(
+            Err(InstallError::Step(StepError::Spawn(err))) => Err(ToolError::Failed(format!(
                 "npm could not be started: {err}"
             ))),
-            Err(err) => Err(ToolError::Interrupted(err)),
+            Err(InstallError::Step(err)) => Err(ToolError::Interrupted(err)),
         };
         let ready = |dir: &Path| dir.join("node_modules/.bin").join(bin).exists();
         crate::deps::publish(&staging, &dir, result.is_ok(), ready)?;
         result.map(|()| program.into_os_string())
     }
-}
-
-/// Passes the host's network settings ([`NETWORK_VARIABLES`]) to an install step.
-pub fn inherit_network(mut step: Step<'_>) -> Step<'_> {
-    for name in NETWORK_VARIABLES {
-        if let Some(value) = std::env::var_os(name) {
-            step = step.env(name, value);
-        }
-    }
-    step
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use hivesync_core::testkit::examples::example_app;
 use hivesync_preview::bundler::{BundleError, BundleJob, Platform};
 use hivesync_preview::deps::DepsStore;
 use hivesync_preview::detect::{ProjectKind, detect};
+use hivesync_preview::install_network::InstallNetwork;
 use hivesync_preview::log::BuildLog;
 use hivesync_preview::sandbox::{Sandbox, SandboxMode};
 use hivesync_preview::workspace::Layout;
@@ -41,7 +42,12 @@ struct Build {
 
 fn build_of(name: &str) -> Build {
     let dir = tempfile::tempdir().unwrap();
-    let store = DepsStore::new(dir.path().join("store"), "npm", "test-toolchain");
+    let store = DepsStore::new(
+        dir.path().join("store"),
+        "npm",
+        "test-toolchain",
+        InstallNetwork::registries_only(dir.path()),
+    );
     let project = dir.path().join("job/project");
     copy_sources(&example_app(name), &project);
     let log = BuildLog::create(&dir.path().join("job/logs/build.log")).unwrap();

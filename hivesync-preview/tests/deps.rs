@@ -7,6 +7,7 @@ use hivesync_core::testkit::examples::example_app;
 use std::os::unix::fs::MetadataExt;
 
 use hivesync_preview::deps::{DepsSource, DepsStore, Placement};
+use hivesync_preview::install_network::InstallNetwork;
 use hivesync_preview::log::BuildLog;
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +22,12 @@ fn project_from(example: &Path, into: &Path) {
 #[tokio::test]
 async fn the_first_build_installs_and_the_next_one_uses_the_same_store_entry() {
     let dir = tempfile::tempdir().unwrap();
-    let store = DepsStore::new(dir.path().join("store"), "npm", "test-toolchain");
+    let store = DepsStore::new(
+        dir.path().join("store"),
+        "npm",
+        "test-toolchain",
+        InstallNetwork::registries_only(dir.path()),
+    );
     let log = BuildLog::create(&dir.path().join("build.log")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(600);
     let stop = CancellationToken::new();

@@ -15,11 +15,11 @@ use hivesync_core::{Error, ErrorKind, Result};
 use hivesync_queue::backends::Backends;
 use hivesync_queue::jobs::{JobRecord, Submission, submit};
 use hivesync_queue::worker::{Ping, WorkerConfig};
-use poem::listener::{Acceptor, Listener, TcpListener};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{self, ServerArgs};
 use crate::http::health::{self, ComponentStatus, DetailedHealth, OverallStatus};
+use crate::http::serve;
 use crate::runtime;
 use crate::state::AppState;
 
@@ -305,19 +305,29 @@ async fn migrate(config: Config) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn listen(bind: SocketAddr) -> Result<(impl Acceptor, SocketAddr)> {
-    let acceptor = TcpListener::bind(bind).into_acceptor().await.map_err(|e| {
+async fn listen(bind: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr)> {
+    let cannot = |e: std::io::Error| {
         Error::new(ErrorKind::Config, "cannot listen on the bind address")
             .with_context("variable", "HIVESYNC_BIND")
             .with_context("address", bind)
             .with_source(e)
-    })?;
-    let local = acceptor
-        .local_addr()
-        .into_iter()
-        .find_map(|addr| addr.as_socket_addr().copied())
-        .unwrap_or(bind);
-    Ok((acceptor, local))
+    };
+    let listener = tokio::net::TcpListener::bind(bind).await.map_err(cannot)?;
+    let local = listener.local_addr().map_err(cannot)?;
+    Ok((listener, local))
+}
+
+/// The connection limits of `config`, with the open-file limit raised as far as it goes.
+fn http_limits(config: &hivesync_core::config::HttpConfig) -> serve::Limits {
+    let open_files = serve::raise_open_file_limit();
+    serve::Limits {
+        header_timeout: config.header_timeout,
+        body_timeout: config.body_timeout,
+        max_connections: config
+            .max_connections
+            .unwrap_or_else(|| (open_files.saturating_mul(3) / 4).max(16) as usize),
+        max_connections_per_client: config.max_connections_per_client,
+    }
 }
 
 async fn serve(config: Config, bind: Option<SocketAddr>, no_workers: bool) -> Result<ExitCode> {
@@ -327,7 +337,8 @@ async fn serve(config: Config, bind: Option<SocketAddr>, no_workers: bool) -> Re
     let backends = Backends::open(&config, system_clock(), true).await?;
     let embedded_queue = backends.queue_is_embedded();
     let state = AppState::new(config, backends, Some(metrics))?;
-    let (acceptor, local) = listen(bind).await?;
+    let (listener, local) = listen(bind).await?;
+    let limits = http_limits(&state.config.http);
 
     let shutdown = CancellationToken::new();
     tokio::spawn(forward_signals(shutdown.clone()));
@@ -346,14 +357,15 @@ async fn serve(config: Config, bind: Option<SocketAddr>, no_workers: bool) -> Re
     // Tests and scripts read this line to find the port when binding to port 0.
     println!("hivesync listening on http://{local}");
     let stopping = shutdown.clone();
-    poem::Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(
-            crate::http::app(state),
-            async move { stopping.cancelled().await },
-            Some(Duration::from_secs(30)),
-        )
-        .await
-        .map_err(|e| Error::internal("the server stopped with an error").with_source(e))?;
+    serve::serve(
+        listener,
+        crate::http::app(state),
+        limits,
+        async move { stopping.cancelled().await },
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|e| Error::internal("the server stopped with an error").with_source(e))?;
     shutdown.cancel();
     for task in tasks {
         let _ = task.await;
@@ -376,7 +388,8 @@ async fn run_worker(
     let mut tasks = runtime::spawn_worker(&state, worker.clone(), &shutdown);
     tasks.push(runtime::spawn_reconciler(&state, &worker.id, &shutdown));
     if let Some(bind) = metrics_bind {
-        let (acceptor, local) = listen(bind).await?;
+        let (listener, local) = listen(bind).await?;
+        let limits = http_limits(&state.config.http);
         tracing::info!(address = %local, "serving worker metrics");
         let app = crate::http::with_middleware(
             poem::Route::new().at("/metrics", poem::get(crate::http::metrics_endpoint)),
@@ -384,13 +397,14 @@ async fn run_worker(
         );
         let stopping = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            let _ = poem::Server::new_with_acceptor(acceptor)
-                .run_with_graceful_shutdown(
-                    app,
-                    async move { stopping.cancelled().await },
-                    Some(Duration::from_secs(5)),
-                )
-                .await;
+            let _ = serve::serve(
+                listener,
+                app,
+                limits,
+                async move { stopping.cancelled().await },
+                Duration::from_secs(5),
+            )
+            .await;
         }));
     }
     println!("hivesync worker {} ({}) started", worker.id, worker.role);

@@ -14,6 +14,7 @@ use hivesync_core::preview_token::PreviewTokenSigner;
 use hivesync_core::repo::{Repos, SharedRepos};
 use hivesync_preview::builder::PreviewBuilder;
 use hivesync_preview::deps::DepsStore;
+use hivesync_preview::install_network::{InstallNetwork, InstallPolicy};
 use hivesync_preview::request::Previews;
 use hivesync_preview::sandbox::Sandbox;
 use hivesync_preview::toolchain::toolchain;
@@ -192,12 +193,23 @@ impl AppState {
                     tracing::warn!(%reason, "preview builds run the project's code unconfined");
                 }
             }
+            let sandbox = Arc::new(sandbox);
+            let policy = InstallPolicy::new(
+                &self.config.preview.install_hosts,
+                self.config.preview.install_allow_private,
+            )
+            .unwrap_or_else(|why| {
+                // Checked at startup, so this cannot happen; the registries alone are still safe.
+                tracing::error!(%why, "PREVIEW_INSTALL_HOSTS: using the default registries");
+                InstallPolicy::default()
+            });
             let deps = DepsStore::new(
                 self.config.data_dir.join("cache/preview_deps"),
                 "npm",
                 toolchain().to_string(),
+                InstallNetwork::new(policy, sandbox.clone()),
             );
-            (Arc::new(deps), Arc::new(sandbox))
+            (Arc::new(deps), sandbox)
         });
         PreviewBuilder {
             repos: self.repos.clone(),

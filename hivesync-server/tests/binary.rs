@@ -1,74 +1,17 @@
 //! The real `hivesync` binary on `127.0.0.1:0`: on the embedded defaults, against PostgreSQL and
 //! an S3-compatible server by configuration alone, shutdown on SIGTERM, and configuration errors.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use hivesync_core::testkit;
 use serde_json::{Value, json};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_hivesync");
+#[path = "common/binary.rs"]
+mod binary;
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    /// Starts `hivesync serve --bind 127.0.0.1:0` with exactly `env` (plus PATH) and waits for the
-    /// line that announces the address.
-    fn start(env: &[(&str, String)]) -> Server {
-        let mut command = Command::new(BINARY);
-        command
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("LOG_LEVEL", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().expect("spawn hivesync");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the address line");
-        let base = line
-            .trim()
-            .strip_prefix("hivesync listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
-        Server { child, base }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// Sends SIGTERM and returns the exit status.
-    fn terminate(self) -> std::process::ExitStatus {
-        self.signal("-TERM")
-    }
-
-    /// Sends `signal` (as `kill` spells it) and returns the exit status.
-    fn signal(mut self, signal: &str) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args([signal, &pid]).status().unwrap();
-        assert!(sent.success());
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use binary::{BINARY, Server};
 
 /// Sends a request and returns its status and JSON body (`Null` when there is none).
 async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {

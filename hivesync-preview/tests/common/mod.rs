@@ -18,6 +18,7 @@ use hivesync_core::testkit::examples::{example_app, tar_of_sources};
 use hivesync_preview::builder::PreviewBuilder;
 use hivesync_preview::bundler::Platform;
 use hivesync_preview::deps::DepsStore;
+use hivesync_preview::install_network::InstallNetwork;
 use hivesync_preview::job::PreviewRequest;
 use hivesync_preview::sandbox::{Sandbox, SandboxMode};
 use hivesync_queue::SqliteBackend;
@@ -70,6 +71,7 @@ pub(crate) async fn env() -> Env {
             data.join("cache/preview_deps"),
             "npm",
             "test-toolchain",
+            InstallNetwork::registries_only(&data),
         )),
         objects: Arc::new(
             FilesystemObjectStore::open(data.join("objects"))

@@ -160,7 +160,7 @@ pub fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Respon
     )
 }
 
-fn json_error(status: StatusCode, body: ErrorBody) -> Response {
+pub(crate) fn json_error(status: StatusCode, body: ErrorBody) -> Response {
     Response::builder()
         .status(status)
         .content_type("application/json; charset=utf-8")

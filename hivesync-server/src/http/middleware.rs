@@ -91,12 +91,24 @@ impl BodyLimits {
 
 /// Refuses bodies larger than the route's limit with 413: at once when `Content-Length` says
 /// so; otherwise a buffered route reads the body (then handed on from memory) and a streamed one
-/// leaves the counting to its handler.
+/// leaves the counting to its handler. Refuses a NUL character anywhere in the URL or in a
+/// buffered JSON body with 400: PostgreSQL cannot store it in text and SQLite would, so no input
+/// may carry it, and every database answers the same.
 pub async fn limit_body<E: Endpoint>(
     ep: E,
     mut req: Request,
     limits: BodyLimits,
 ) -> poem::Result<E::Output> {
+    let nul = || {
+        poem::Error::from_string(
+            "text may not contain the NUL character (\\u0000)",
+            StatusCode::BAD_REQUEST,
+        )
+    };
+    let uri = req.uri();
+    if uri.path().contains("%00") || uri.query().is_some_and(|q| q.contains("%00")) {
+        return Err(nul());
+    }
     let limit = limits.for_path(req.uri().path());
     let bytes = match limit {
         BodyLimit::Buffered(n) | BodyLimit::Streamed(n) => n,
@@ -112,19 +124,45 @@ pub async fn limit_body<E: Endpoint>(
         .get(poem::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    match (declared, limit) {
-        (Some(length), _) if length > bytes => return Err(too_large()),
-        (Some(_), _) | (None, BodyLimit::Streamed(_)) => {}
-        (None, BodyLimit::Buffered(_)) => {
-            let body = req.take_body();
-            match body.into_bytes_limit(bytes as usize).await {
-                Ok(body) => req.set_body(body),
-                Err(poem::error::ReadBodyError::PayloadTooLarge) => return Err(too_large()),
-                Err(err) => return Err(err.into()),
-            }
+    if declared.is_some_and(|length| length > bytes) {
+        return Err(too_large());
+    }
+    if let BodyLimit::Buffered(_) = limit {
+        let body = req.take_body();
+        let body = match body.into_bytes_limit(bytes as usize).await {
+            Ok(body) => body,
+            Err(poem::error::ReadBodyError::PayloadTooLarge) => return Err(too_large()),
+            Err(err) => return Err(err.into()),
+        };
+        let json = req
+            .content_type()
+            .is_some_and(|t| t.starts_with("application/json") || t.contains("+json"));
+        if json && has_nul(&body) {
+            return Err(nul());
         }
+        req.set_body(body);
     }
     ep.call(req).await
+}
+
+/// Whether JSON text holds a NUL character: a raw zero byte, or a `\u0000` escape (not an
+/// escaped backslash followed by `u0000`).
+fn has_nul(json: &[u8]) -> bool {
+    let mut i = 0;
+    while i < json.len() {
+        match json[i] {
+            0 => return true,
+            b'\\' => {
+                if json.get(i + 1) == Some(&b'u') && json.get(i + 2..i + 6) == Some(b"0000") {
+                    return true;
+                }
+                // Whatever is escaped is skipped, so `\\` never starts another escape.
+                i += 2;
+            }
+            _ => i += 1,
+        }
+    }
+    false
 }
 
 /// The client's address: the socket's peer, or — behind a trusted reverse proxy — the last
@@ -150,6 +188,22 @@ pub fn client_ip(req: &Request, trust_proxy_headers: bool) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_characters_are_found_in_json_text_only_as_escapes_or_raw_bytes() {
+        for (text, nul) in [
+            (r#"{"a": "x\u0000y"}"#, true),
+            (r#"{"a": "\u0000"}"#, true),
+            ("{\"a\": \"\0\"}", true),
+            (r#"{"a": "\\u0000"}"#, false),
+            (r#"{"a": "\\\u0000"}"#, true),
+            (r#"{"a": "\u00001"}"#, true),
+            (r#"{"a": "\u0001 \u1000"}"#, false),
+            (r#"{"a": "u0000"}"#, false),
+        ] {
+            assert_eq!(has_nul(text.as_bytes()), nul, "{text}");
+        }
+    }
 
     #[test]
     fn uploads_stream_and_manifests_get_their_own_limit() {

@@ -26,6 +26,7 @@ pub mod middleware;
 pub mod preview;
 pub mod projects;
 pub mod security;
+pub mod serve;
 pub mod sync;
 pub mod text;
 pub mod users;
