@@ -453,3 +453,66 @@ async fn a_nul_character_is_refused_alike_on_every_database() {
         }
     }
 }
+
+/// Item 4: failures spread over many addresses keep guessing as slow as before (the account is
+/// locked for addresses it never signed in from), but never lock its owner out of an address
+/// they signed in from.
+#[tokio::test]
+async fn distributed_login_failures_do_not_lock_the_owner_out() {
+    let data = tempfile::tempdir().unwrap();
+    let server = embedded(data.path(), &[("TRUST_PROXY_HEADERS", "true")]);
+    let http = reqwest::Client::new();
+    let email = format!("owner-{}@example.org", testkit::unique_suffix());
+    let password = "the owner's long password";
+    let login = |from: String, password: &'static str| {
+        let request = http
+            .post(server.url("/api/v1/auth/login"))
+            .header("x-forwarded-for", from)
+            .json(&json!({"email": email, "password": password}));
+        async move { send(request).await.0 }
+    };
+    let (status, _) = send(
+        http.post(server.url("/api/v1/auth/register"))
+            .header("x-forwarded-for", "10.0.0.1")
+            .json(&json!({"email": email, "password": password})),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    // Two addresses at their own limit, and thirteen with one failure each.
+    let mut answers = Vec::new();
+    for from in ["10.9.0.1", "10.9.0.2"] {
+        for _ in 0..10 {
+            answers.push(login(from.to_owned(), "wrong guess").await);
+        }
+    }
+    for i in 0..13 {
+        answers.push(login(format!("10.8.0.{i}"), "wrong guess").await);
+    }
+    assert!(
+        answers.iter().all(|s| *s == 401 || *s == 429),
+        "{answers:?}"
+    );
+    assert_eq!(
+        answers.iter().filter(|s| **s == 401).count(),
+        10,
+        "the account took ten failures a minute from new addresses, as before: {answers:?}"
+    );
+    // Guessing stays locked from any other new address, even with the right password.
+    assert_eq!(login("10.7.0.1".to_owned(), "wrong guess").await, 429);
+    assert_eq!(login("10.7.0.2".to_owned(), password).await, 429);
+    // The owner, from where they signed in, gets in every time.
+    for _ in 0..8 {
+        assert_eq!(login("10.0.0.1".to_owned(), password).await, 200);
+    }
+    // Their address's own failures still count, against that address.
+    let mut own = Vec::new();
+    for _ in 0..2 {
+        own.push(login("10.0.0.1".to_owned(), "a typo").await);
+    }
+    assert_eq!(
+        own,
+        [401, 429],
+        "ten attempts a minute per address, as before"
+    );
+}

@@ -1,11 +1,12 @@
 //! `POST /auth/register` and `POST /auth/login`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hivesync_core::Error;
 use hivesync_core::auth::validate_new_password;
 use hivesync_core::domain::{self, Email, NewUser};
-use hivesync_core::ports::RateDecision;
+use hivesync_core::ports::{Quota, RateDecision};
 use poem::Request;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
@@ -72,35 +73,91 @@ pub struct AuthApi {
     pub state: Arc<AppState>,
 }
 
+/// How long an address an account signed in from stays known to it.
+const KNOWN_ADDRESS_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
 impl AuthApi {
+    /// The client's address, as the rate limits key it.
+    fn client(&self, req: &Request) -> String {
+        client_ip(req, self.state.config.http.trust_proxy_headers)
+            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+    }
+
     /// Counts one attempt against the client's address.
-    async fn limit_client(&self, req: &Request) -> Result<(), ApiError> {
+    async fn limit_client(&self, client: &str) -> Result<(), ApiError> {
         let state = &self.state;
-        let ip = client_ip(req, state.config.http.trust_proxy_headers)
-            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
         let decision = state
             .rate_limiter
-            .check(&format!("auth:ip:{ip}"), state.login_quota)
+            .check(&format!("auth:ip:{client}"), state.login_quota)
             .await?;
         refuse_unless_allowed(decision)
     }
 
-    /// Refuses a login to an account that has had too many failed attempts, without counting
-    /// this one: only failures count, so its owner's successful logins never lock it.
-    async fn ensure_account_open(&self, email: &Email) -> Result<(), ApiError> {
+    /// Whether `email` signed in from `client` within [`KNOWN_ADDRESS_TTL`]: a quota of one per
+    /// that period, spent by [`AuthApi::remember_client`], is the marker (in the rate limiter, so
+    /// every server replica shares it).
+    async fn is_known_client(&self, email: &Email, client: &str) -> Result<bool, ApiError> {
+        if client == "unknown" {
+            return Ok(false);
+        }
         let decision = self
             .state
             .rate_limiter
-            .peek(&account_key(email), self.state.login_quota)
+            .peek(&known_key(email, client), known_quota())
+            .await?;
+        Ok(!decision.allowed)
+    }
+
+    async fn remember_client(&self, email: &Email, client: &str) -> Result<(), ApiError> {
+        if client != "unknown" {
+            self.state
+                .rate_limiter
+                .check(&known_key(email, client), known_quota())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a login to an account that has had too many failed attempts, without counting
+    /// this one: only failures count, so its owner's successful logins never lock it. From an
+    /// address the account signed in from before, only that address's own failures count, so
+    /// guesses spread over many other addresses never lock the owner out there.
+    async fn ensure_account_open(
+        &self,
+        email: &Email,
+        client: &str,
+        known: bool,
+    ) -> Result<(), ApiError> {
+        let key = if known {
+            pair_key(email, client)
+        } else {
+            account_key(email)
+        };
+        let decision = self
+            .state
+            .rate_limiter
+            .peek(&key, self.state.login_quota)
             .await?;
         refuse_unless_allowed(decision)
     }
 
-    async fn count_failed_login(&self, email: &Email) -> Result<(), ApiError> {
-        self.state
-            .rate_limiter
-            .check(&account_key(email), self.state.login_quota)
+    /// Counts a failed login: against the address and account pair, and against the account as
+    /// a whole unless the address is known to it.
+    async fn count_failed_login(
+        &self,
+        email: &Email,
+        client: &str,
+        known: bool,
+    ) -> Result<(), ApiError> {
+        let limiter = &self.state.rate_limiter;
+        limiter
+            .check(&pair_key(email, client), self.state.login_quota)
             .await?;
+        if !known {
+            limiter
+                .check(&account_key(email), self.state.login_quota)
+                .await?;
+        }
         Ok(())
     }
 
@@ -118,6 +175,21 @@ impl AuthApi {
 
 fn account_key(email: &Email) -> String {
     format!("auth:account:{email}")
+}
+
+fn pair_key(email: &Email, client: &str) -> String {
+    format!("auth:account-ip:{email}:{client}")
+}
+
+fn known_key(email: &Email, client: &str) -> String {
+    format!("auth:known:{email}:{client}")
+}
+
+fn known_quota() -> Quota {
+    Quota {
+        limit: 1,
+        period: KNOWN_ADDRESS_TTL,
+    }
 }
 
 fn refuse_unless_allowed(decision: RateDecision) -> Result<(), ApiError> {
@@ -140,7 +212,8 @@ impl AuthApi {
         body: Json<RegisterRequest>,
     ) -> Result<RegisterResponse, ApiError> {
         let body = body.0;
-        self.limit_client(req).await?;
+        let client = self.client(req);
+        self.limit_client(&client).await?;
         let email = Email::parse(body.email.as_str())?;
         validate_new_password(body.password.as_str())?;
         let display_name = match body.display_name {
@@ -163,6 +236,7 @@ impl AuthApi {
             })
             .await?;
         tracing::info!(user_id = %user.id, "account created");
+        self.remember_client(&user.email, &client).await?;
         Ok(RegisterResponse::Created(Json(self.session(user)?)))
     }
 
@@ -170,7 +244,9 @@ impl AuthApi {
     ///
     /// Exchanges an e-mail address and password for an access token. Rate limited per client
     /// address (every attempt counts) and per account (failed attempts count): past either limit
-    /// the answer is 429 with `Retry-After`.
+    /// the answer is 429 with `Retry-After`. From an address the account signed in from in the
+    /// last 30 days, only that address's own failures count, so failures elsewhere never lock
+    /// the owner out there.
     #[oai(path = "/login", method = "post", operation_id = "login")]
     async fn login(
         &self,
@@ -178,12 +254,14 @@ impl AuthApi {
         body: Json<LoginRequest>,
     ) -> Result<LoginResponse, ApiError> {
         let body = body.0;
-        self.limit_client(req).await?;
+        let client = self.client(req);
+        self.limit_client(&client).await?;
         let rejected = || ApiError::unauthorized("invalid email or password");
         let Ok(email) = Email::parse(body.email.as_str()) else {
             return Err(rejected());
         };
-        self.ensure_account_open(&email).await?;
+        let known = self.is_known_client(&email, &client).await?;
+        self.ensure_account_open(&email, &client, known).await?;
         let Some(credentials) = self.state.store.get_credentials(&email).await? else {
             // Spend the time a real check would, so the answer does not reveal whether the
             // account exists.
@@ -191,7 +269,7 @@ impl AuthApi {
                 .passwords
                 .verify_decoy(body.password.as_str())
                 .await?;
-            self.count_failed_login(&email).await?;
+            self.count_failed_login(&email, &client, known).await?;
             return Err(rejected());
         };
         if !self
@@ -201,7 +279,7 @@ impl AuthApi {
             .await?
         {
             tracing::info!(user_id = %credentials.user_id, "login refused: wrong password");
-            self.count_failed_login(&email).await?;
+            self.count_failed_login(&email, &client, known).await?;
             return Err(rejected());
         }
         let user = self
@@ -211,6 +289,7 @@ impl AuthApi {
             .await?
             .ok_or_else(rejected)?;
         tracing::info!(user_id = %user.id, "logged in");
+        self.remember_client(&email, &client).await?;
         Ok(LoginResponse::Ok(Json(self.session(user)?)))
     }
 }
