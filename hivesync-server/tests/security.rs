@@ -516,3 +516,102 @@ async fn distributed_login_failures_do_not_lock_the_owner_out() {
         "ten attempts a minute per address, as before"
     );
 }
+
+/// Item 5, in part (schemathesis runs the rest): the served document states what the server
+/// enforces — closed request objects, nullable optional fields, parameter bounds, the 408 and
+/// 415 answers — and a 405 names the methods the path takes.
+#[tokio::test]
+async fn the_served_spec_states_what_the_server_enforces() {
+    let data = tempfile::tempdir().unwrap();
+    let server = embedded(data.path(), &[]);
+    let http = reqwest::Client::new();
+    let (status, spec) = send(http.get(server.url("/api/v1/openapi.json"))).await;
+    assert_eq!(status, 200);
+    let schemas = &spec["components"]["schemas"];
+    let token = register(&server, &http, "spec").await;
+
+    let mut bodies = 0;
+    for (path, methods) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in methods.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            let Some(body) = operation.get("requestBody") else {
+                continue;
+            };
+            assert!(responses.contains_key("415"), "{method} {path}");
+            assert!(responses.contains_key("408"), "{method} {path}");
+            let Some(reference) = body
+                .pointer("/content/application~1json; charset=utf-8/schema/$ref")
+                .or_else(|| body.pointer("/content/application~1json/schema/$ref"))
+                .and_then(Value::as_str)
+            else {
+                continue;
+            };
+            let name = reference.trim_start_matches("#/components/schemas/");
+            assert_eq!(
+                schemas[name]["additionalProperties"], false,
+                "{method} {path}: {name} takes no unknown properties"
+            );
+            bodies += 1;
+        }
+    }
+    assert!(bodies >= 10, "{bodies} JSON request bodies");
+    // And the server refuses what the document says it refuses.
+    let (status, answer) = send(
+        http.post(server.url("/api/v1/projects"))
+            .bearer_auth(&token)
+            .json(&json!({"name": "p", "colour": "red"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        schemas["ProjectList"]["properties"]["next_after"]["nullable"],
+        true
+    );
+    let limit = spec["paths"]["/projects"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap();
+    assert_eq!(limit["schema"]["minimum"].as_f64(), Some(1.0));
+    assert_eq!(limit["schema"]["maximum"].as_f64(), Some(200.0));
+    let (status, answer) = send(
+        http.get(server.url("/api/v1/projects?limit=0"))
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["details"]["field"], "limit", "{answer}");
+
+    // A method the path does not take: 405 with Allow.
+    for (method, path, allow) in [
+        ("TRACE", "/api/v1/projects", "GET, HEAD, POST"),
+        ("PUT", "/api/v1/users/me", "GET, HEAD, PATCH"),
+        ("DELETE", "/api/v1/health", "GET, HEAD"),
+    ] {
+        let response = http
+            .request(method.parse().unwrap(), server.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(
+            response
+                .headers()
+                .get("allow")
+                .and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "{method} {path}"
+        );
+    }
+    // A missing Content-Type: the documented 415, in the standard shape.
+    let (status, answer) = send(
+        http.post(server.url("/api/v1/projects"))
+            .bearer_auth(&token)
+            .body(r#"{"name": "p"}"#),
+    )
+    .await;
+    assert_eq!(status, 415, "{answer}");
+    assert_eq!(answer["code"], "VALIDATION_ERROR", "{answer}");
+}

@@ -1396,7 +1396,10 @@ impl ProjectRepo {
                 .map(|commit| commit.id)
                 .ok_or_else(|| Error::not_found("no such commit in this project"));
         }
-        let name = BranchName::parse(rev).map_err(|err| err.with_context("field", "ref"))?;
+        // A name no branch can have names nothing: not found, like any other missing ref.
+        let name = BranchName::parse(rev).map_err(|_| {
+            Error::not_found("no such branch, tag or commit").with_context("field", "ref")
+        })?;
         if self.remote.is_some() {
             for full in [name.full_ref(), format!("refs/tags/{name}")] {
                 if let Some(commit) = self.ref_target(&full)? {

@@ -322,7 +322,7 @@ impl AdminApi {
         queue: Query<Option<String>>,
         state: Query<Option<String>>,
         worker_type: Query<Option<String>>,
-        limit: Query<Option<u32>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))] limit: Query<Option<u32>>,
         after: Query<Option<Uuid>>,
     ) -> Result<Json<JobList>, ApiError> {
         self.require_admin(auth.0).await?;
@@ -382,7 +382,7 @@ impl AdminApi {
         &self,
         auth: BearerAuth,
         queue: Query<Option<String>>,
-        limit: Query<Option<u32>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))] limit: Query<Option<u32>>,
     ) -> Result<Json<DeadLetterList>, ApiError> {
         self.require_admin(auth.0).await?;
         let limit = parse_limit(limit.0)?;

@@ -27,11 +27,22 @@ enum AuthTags {
 #[derive(Object)]
 #[oai(deny_unknown_fields)]
 struct RegisterRequest {
-    /// The login e-mail address (compared case-insensitively).
+    /// The login e-mail address (compared case-insensitively): printable ASCII, one `@`, a
+    /// domain with a dot (or `localhost`).
+    #[oai(validator(
+        max_length = 254,
+        pattern = r"^\s*[!-?A-~]{1,64}@(localhost|[!-,/-?A-~][!-\-/-?A-~]*(\.[!-,/-?A-~][!-\-/-?A-~]*)+)\s*$"
+    ))]
     email: Text,
-    /// At least 8 characters, at most 1024 bytes.
+    /// 8 to 256 characters.
+    #[oai(validator(min_length = 8, max_length = 256))]
     password: Text,
-    /// Up to 100 characters; defaults to the part of the address before `@`.
+    /// Up to 100 characters, not all spaces, no control characters; defaults to the part of the
+    /// address before `@`.
+    #[oai(validator(
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    ))]
     display_name: Option<Text>,
 }
 

@@ -53,9 +53,15 @@ pub enum ApiError {
     /// The request conflicts with the current state.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
+    /// The request body stopped arriving before it was complete.
+    #[oai(status = 408)]
+    RequestTimeout(Json<ErrorBody>),
     /// The request body is larger than allowed.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
+    /// The request body's `Content-Type` is missing or not one this operation takes.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
     /// Too many requests; retry after the given number of seconds.
     #[oai(status = 429)]
     RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
@@ -96,7 +102,9 @@ impl ApiError {
             | ApiError::Forbidden(b)
             | ApiError::NotFound(b)
             | ApiError::Conflict(b)
+            | ApiError::RequestTimeout(b)
             | ApiError::PayloadTooLarge(b)
+            | ApiError::UnsupportedMediaType(b)
             | ApiError::RateLimited(b, _)
             | ApiError::Internal(b)
             | ApiError::Unavailable(b) => &b.0,
@@ -207,7 +215,24 @@ pub async fn standard_error_response(err: poem::Error) -> Response {
         }
         _ => (ApiErrorCode::ValidationError.as_str(), err.to_string()),
     };
-    json_error(status, ErrorBody::new(code, message))
+    let mut body = ErrorBody::new(code, message);
+    // poem-openapi names what failed inside its message (`field `email` verification failed`,
+    // `failed to parse parameter `limit``): as `details.field`, like our own validation errors.
+    if status == StatusCode::BAD_REQUEST
+        && let Some(field) = named_field(&body.message)
+    {
+        body = body.with_detail("field", field);
+    }
+    json_error(status, body)
+}
+
+/// The field or parameter a poem-openapi parse error names.
+fn named_field(message: &str) -> Option<String> {
+    ["field `", "parameter `"].iter().find_map(|marker| {
+        let start = message.find(marker)? + marker.len();
+        let length = message[start..].find('`')?;
+        Some(message[start..start + length].to_owned())
+    })
 }
 
 #[cfg(test)]
@@ -251,6 +276,19 @@ mod tests {
             panic!("expected 429");
         };
         assert_eq!(seconds, 1);
+    }
+
+    #[test]
+    fn parse_errors_name_their_field() {
+        assert_eq!(
+            named_field("parse request payload error: failed to parse \"X\": field `email` verification failed. pattern(...)").as_deref(),
+            Some("email")
+        );
+        assert_eq!(
+            named_field("failed to parse parameter `limit`: verification failed").as_deref(),
+            Some("limit")
+        );
+        assert_eq!(named_field("something else"), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use poem::endpoint::BoxEndpoint;
 use poem::middleware::CatchPanic;
-use poem::{Endpoint, EndpointExt, Response, Route};
+use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route};
 use poem_openapi::OpenApiService;
 
 use crate::state::AppState;
@@ -27,6 +27,7 @@ pub mod preview;
 pub mod projects;
 pub mod security;
 pub mod serve;
+pub mod spec;
 pub mod sync;
 pub mod text;
 pub mod users;
@@ -76,13 +77,35 @@ fn api_service(state: &Arc<AppState>) -> OpenApiService<Apis, ()> {
 
 /// The OpenAPI document, as served at `/api/v1/openapi.json`.
 pub fn openapi_json(state: &Arc<AppState>) -> String {
-    api_service(state).spec()
+    spec::conformed(&api_service(state).spec())
 }
 
 /// The whole HTTP application.
 pub fn app(state: Arc<AppState>) -> BoxEndpoint<'static, Response> {
     let service = api_service(&state);
-    let spec = service.spec_endpoint();
+    let document = spec::conformed(&service.spec());
+    let methods = Arc::new(spec::Methods::of(
+        &document,
+        API_PREFIX,
+        &[
+            (
+                &format!("{API_PREFIX}/projects/{{id}}/files/{{*path}}"),
+                &["GET"],
+            ),
+            (&format!("{API_PREFIX}/openapi.json"), &["GET"]),
+            ("/metrics", &["GET"]),
+            ("/admin", &["GET"]),
+            ("/admin/admin.js", &["GET"]),
+            ("/admin/admin.css", &["GET"]),
+            ("/preview", &["GET"]),
+            ("/preview/preview.js", &["GET"]),
+        ],
+    ));
+    let spec = poem::endpoint::make_sync(move |_| {
+        Response::builder()
+            .content_type("application/json; charset=utf-8")
+            .body(document.clone())
+    });
     let docs = service.swagger_ui();
     let routes = Route::new()
         .nest(API_PREFIX, service)
@@ -98,8 +121,37 @@ pub fn app(state: Arc<AppState>) -> BoxEndpoint<'static, Response> {
         .at("/admin/admin.js", poem::get(dashboard::script))
         .at("/admin/admin.css", poem::get(dashboard::style))
         .at("/preview", poem::get(dashboard::preview_page))
-        .at("/preview/preview.js", poem::get(dashboard::preview_script));
+        .at("/preview/preview.js", poem::get(dashboard::preview_script))
+        .around(move |ep, req| allow_methods(ep, req, methods.clone()));
     with_middleware(routes, state)
+}
+
+/// A `405` names the methods the path takes (`Allow`), as RFC 9110 asks.
+async fn allow_methods<E: Endpoint>(
+    ep: E,
+    req: poem::Request,
+    methods: Arc<spec::Methods>,
+) -> poem::Result<Response> {
+    let path = req.uri().path().to_owned();
+    let response = match ep.call(req).await {
+        Ok(output) => output.into_response(),
+        Err(err) if err.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED => {
+            error::standard_error_response(err).await
+        }
+        Err(err) => return Err(err),
+    };
+    if response.status() != poem::http::StatusCode::METHOD_NOT_ALLOWED {
+        return Ok(response);
+    }
+    let mut response = response;
+    if let Some(allow) = methods.allow(&path)
+        && let Ok(value) = poem::http::HeaderValue::from_str(&allow)
+    {
+        response
+            .headers_mut()
+            .insert(poem::http::header::ALLOW, value);
+    }
+    Ok(response)
 }
 
 /// Wraps `routes` in the middleware every request passes through (see the module docs).

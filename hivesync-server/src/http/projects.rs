@@ -29,9 +29,17 @@ enum ProjectTags {
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 struct CreateProject {
-    /// 1 to 100 characters.
+    /// 1 to 100 characters, not all spaces, no control characters.
+    #[oai(validator(
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    ))]
     name: Text,
-    /// Up to 2000 characters.
+    /// Up to 2000 characters; no control characters but newlines and tabs.
+    #[oai(validator(
+        max_length = 2000,
+        pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
+    ))]
     description: Option<Text>,
 }
 
@@ -39,7 +47,17 @@ struct CreateProject {
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 struct UpdateProject {
+    /// 1 to 100 characters, not all spaces, no control characters.
+    #[oai(validator(
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    ))]
     name: Option<Text>,
+    /// Up to 2000 characters; no control characters but newlines and tabs.
+    #[oai(validator(
+        max_length = 2000,
+        pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
+    ))]
     description: Option<Text>,
 }
 
@@ -47,6 +65,10 @@ struct UpdateProject {
 #[oai(deny_unknown_fields)]
 struct AddMember {
     /// The e-mail address of an existing account.
+    #[oai(validator(
+        max_length = 254,
+        pattern = r"^\s*[!-?A-~]{1,64}@(localhost|[!-,/-?A-~][!-\-/-?A-~]*(\.[!-,/-?A-~][!-\-/-?A-~]*)+)\s*$"
+    ))]
     email: Text,
     role: RoleView,
 }
@@ -147,7 +169,7 @@ impl ProjectsApi {
     async fn list(
         &self,
         auth: BearerAuth,
-        limit: Query<Option<u32>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))] limit: Query<Option<u32>>,
         after: Query<Option<Uuid>>,
     ) -> Result<Json<ProjectList>, ApiError> {
         let limit = limit.0.unwrap_or(50);

@@ -1,5 +1,6 @@
 //! `GET|PATCH /users/me`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use hivesync_core::domain::{self, UserPatch};
@@ -23,11 +24,15 @@ enum UserTags {
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 struct UpdateProfile {
-    /// 1 to 100 characters.
+    /// 1 to 100 characters, not all spaces, no control characters.
+    #[oai(validator(
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    ))]
     display_name: Option<Text>,
     /// Replaces the stored preferences: a JSON object of at most 16 KiB; `null` resets them to
     /// `{}`.
-    preferences: MaybeUndefined<serde_json::Value>,
+    preferences: MaybeUndefined<BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Debug)]
@@ -67,6 +72,7 @@ impl UsersApi {
             MaybeUndefined::Undefined => None,
             MaybeUndefined::Null => Some(serde_json::json!({})),
             MaybeUndefined::Value(preferences) => {
+                let preferences = serde_json::Value::Object(preferences.into_iter().collect());
                 domain::validate_preferences(&preferences)?;
                 Some(preferences)
             }
