@@ -1202,8 +1202,9 @@ fn browsing_resolves_branches_tags_and_commits_and_rejects_bad_input() {
     let first = fx.sync_tar(&sample_tree());
     let err = fx.repos.tree(fx.project, "nope", "").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
+    // A name no branch can have is as missing as any other.
     let err = fx.repos.tree(fx.project, "a..b", "").unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Validation);
+    assert_eq!(err.kind(), ErrorKind::NotFound);
     let err = fx.repos.tree(fx.project, "main", "../etc").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Validation);
     let err = fx
