@@ -17,8 +17,9 @@ use std::process::Command;
 use hivesync_core::config::Config;
 use hivesync_core::domain::UserId;
 use hivesync_server::http::app;
+use hivesync_server::http::serve::{self, Limits};
 use hivesync_server::state::AppState;
-use poem::listener::{Acceptor, Listener};
+use poem::listener::Listener;
 
 const DATABASE: &str = "hivesync_bench_status";
 const JWT_SECRET: &str = "bench-secret-not-for-production-use";
@@ -168,21 +169,38 @@ fn main() {
         .issue(user0, chrono_now())
         .expect("a token for user 0");
 
-    let serve = |state: std::sync::Arc<AppState>| {
-        let acceptor = runtime
-            .block_on(poem::listener::TcpListener::bind("127.0.0.1:0").into_acceptor())
+    // The production server loop (`http::serve`: timeouts and connection bounds), and poem's own
+    // `Server`, which served before them, to measure what the bounds cost.
+    let serve = |state: std::sync::Arc<AppState>, poem_loop: bool| {
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
-        let addr = acceptor
-            .local_addr()
-            .into_iter()
-            .find_map(|a| a.as_socket_addr().copied())
-            .unwrap();
-        runtime.spawn(async move {
-            poem::Server::new_with_acceptor(acceptor)
-                .run(app(state))
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits::from_config(&state.config.http);
+        if poem_loop {
+            drop(listener);
+            let acceptor = runtime
+                .block_on(poem::listener::TcpListener::bind(addr).into_acceptor())
+                .unwrap();
+            runtime.spawn(async move {
+                poem::Server::new_with_acceptor(acceptor)
+                    .run(app(state))
+                    .await
+                    .unwrap();
+            });
+        } else {
+            runtime.spawn(async move {
+                serve::serve(
+                    listener,
+                    app(state),
+                    limits,
+                    std::future::pending(),
+                    std::time::Duration::ZERO,
+                )
                 .await
                 .unwrap();
-        });
+            });
+        }
         format!("http://{addr}")
     };
     let wrk = |url: &str, seconds: u64, latency: bool| {
@@ -207,10 +225,13 @@ fn main() {
                 .unwrap();
         }
     });
-    let cached_url = serve(state.clone());
+    let cached_url = serve(state.clone(), false);
     wrk(&cached_url, warmup, false);
     let ours = result_line(&wrk(&cached_url, duration, true), "RESULT");
-    let uncached_url = serve(open(false));
+    let poem_url = serve(state.clone(), true);
+    wrk(&poem_url, warmup, false);
+    let poem_loop = result_line(&wrk(&poem_url, duration, true), "RESULT");
+    let uncached_url = serve(open(false), false);
     wrk(&uncached_url, warmup, false);
     let uncached = result_line(&wrk(&uncached_url, duration, true), "RESULT");
     let rss_mb = std::fs::read_to_string("/proc/self/status")
@@ -230,8 +251,9 @@ fn main() {
     };
     show("fastapi-ref (2 workers)", &baseline);
     show("hivesync", &ours);
+    show("hivesync on poem's Server", &poem_loop);
     show("hivesync, no status cache", &uncached);
-    for result in [&ours, &uncached] {
+    for result in [&ours, &poem_loop, &uncached] {
         assert_eq!(
             result["non2xx"], 0.0,
             "every request must be an authorised hit"
@@ -240,7 +262,8 @@ fn main() {
     println!(
         "RESULT preview_status requests_per_sec={:.0} p99_ms={:.2} baseline_requests_per_sec={:.0} \
          baseline_p99_ms={:.2} ratio={:.2} uncached_requests_per_sec={:.0} uncached_p99_ms={:.2} \
-         uncached_ratio={:.2} peak_rss_mb={rss_mb} baseline_peak_rss_mb={}",
+         uncached_ratio={:.2} poem_server_requests_per_sec={:.0} bounded_vs_poem={:.2} \
+         peak_rss_mb={rss_mb} baseline_peak_rss_mb={}",
         ours["requests_per_sec"],
         ours["p99_ms"],
         baseline["requests_per_sec"],
@@ -249,6 +272,8 @@ fn main() {
         uncached["requests_per_sec"],
         uncached["p99_ms"],
         uncached["requests_per_sec"] / baseline["requests_per_sec"],
+        poem_loop["requests_per_sec"],
+        ours["requests_per_sec"] / poem_loop["requests_per_sec"],
         baseline.get("peak_rss_mb").copied().unwrap_or(0.0),
     );
     runtime.shutdown_background();

@@ -317,19 +317,6 @@ async fn listen(bind: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr
     Ok((listener, local))
 }
 
-/// The connection limits of `config`, with the open-file limit raised as far as it goes.
-fn http_limits(config: &hivesync_core::config::HttpConfig) -> serve::Limits {
-    let open_files = serve::raise_open_file_limit();
-    serve::Limits {
-        header_timeout: config.header_timeout,
-        body_timeout: config.body_timeout,
-        max_connections: config
-            .max_connections
-            .unwrap_or_else(|| (open_files.saturating_mul(3) / 4).max(16) as usize),
-        max_connections_per_client: config.max_connections_per_client,
-    }
-}
-
 async fn serve(config: Config, bind: Option<SocketAddr>, no_workers: bool) -> Result<ExitCode> {
     let bind = bind.unwrap_or(config.http.bind);
     config::prepare_data_dir(&config)?;
@@ -338,7 +325,7 @@ async fn serve(config: Config, bind: Option<SocketAddr>, no_workers: bool) -> Re
     let embedded_queue = backends.queue_is_embedded();
     let state = AppState::new(config, backends, Some(metrics))?;
     let (listener, local) = listen(bind).await?;
-    let limits = http_limits(&state.config.http);
+    let limits = serve::Limits::from_config(&state.config.http);
 
     let shutdown = CancellationToken::new();
     tokio::spawn(forward_signals(shutdown.clone()));
@@ -389,7 +376,7 @@ async fn run_worker(
     tasks.push(runtime::spawn_reconciler(&state, &worker.id, &shutdown));
     if let Some(bind) = metrics_bind {
         let (listener, local) = listen(bind).await?;
-        let limits = http_limits(&state.config.http);
+        let limits = serve::Limits::from_config(&state.config.http);
         tracing::info!(address = %local, "serving worker metrics");
         let app = crate::http::with_middleware(
             poem::Route::new().at("/metrics", poem::get(crate::http::metrics_endpoint)),

@@ -71,7 +71,7 @@ fn api_service(state: &Arc<AppState>) -> OpenApiService<Apis, ()> {
         },
     );
     OpenApiService::new(apis, "HiveSync", env!("CARGO_PKG_VERSION"))
-        .description("Self-hostable backend for previewing React Native / Expo apps and documenting code with AI.")
+        .description("Self-hostable backend for previewing React Native / Expo apps and documenting code with AI. No text may contain the NUL character (U+0000): a request with one, in its URL or its JSON body, is answered 400.")
         .server(API_PREFIX)
 }
 

@@ -49,6 +49,22 @@ pub struct Limits {
     pub max_connections_per_client: Option<usize>,
 }
 
+impl Limits {
+    /// The limits `config` sets, with the open-file limit raised as far as it goes (the default
+    /// `HTTP_MAX_CONNECTIONS` is three quarters of it).
+    pub fn from_config(config: &hivesync_core::config::HttpConfig) -> Limits {
+        let open_files = raise_open_file_limit();
+        Limits {
+            header_timeout: config.header_timeout,
+            body_timeout: config.body_timeout,
+            max_connections: config
+                .max_connections
+                .unwrap_or_else(|| (open_files.saturating_mul(3) / 4).max(16) as usize),
+            max_connections_per_client: config.max_connections_per_client,
+        }
+    }
+}
+
 /// Serves `endpoint` on `listener` until `shutdown` resolves, then lets open requests finish for
 /// up to `grace`.
 pub async fn serve(
@@ -473,15 +489,12 @@ impl AsyncWrite for Connection {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let first = bufs.iter().find(|b| !b.is_empty());
+        // hyper writes a head as one buffer, so an automatic answer (a head alone) is `first`.
         if this.replacing.is_none()
             && let Some(first) = first
-            && first.starts_with(b"HTTP/1.")
+            && let Some(replacement) = this.replacement_for(first)
         {
-            // Rare (a head starts this write): look at it whole.
-            let joined: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
-            if let Some(replacement) = this.replacement_for(&joined) {
-                this.replacing = Some((replacement, 0));
-            }
+            this.replacing = Some((replacement, 0));
         }
         if this.replacing.is_some() {
             let total = bufs.iter().map(|b| b.len()).sum();
