@@ -11,15 +11,7 @@ use serde_json::{Value, json};
 #[path = "common/binary.rs"]
 mod binary;
 
-use binary::{BINARY, Server};
-
-/// Sends a request and returns its status and JSON body (`Null` when there is none).
-async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let body = response.json().await.unwrap_or(Value::Null);
-    (status, body)
-}
+use binary::{BINARY, Server, send};
 
 /// Register, log in, read the profile, create and list a project: the path every client takes.
 async fn exercise(server: &Server) {

@@ -12,15 +12,7 @@ use serde_json::{Value, json};
 #[path = "common/binary.rs"]
 mod binary;
 
-use binary::Server;
-
-/// Sends a request and returns its status and JSON body (`Null` when there is none).
-async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let body = response.json().await.unwrap_or(Value::Null);
-    (status, body)
-}
+use binary::{Server, send};
 
 /// A server on the embedded defaults in `data`, with npm's cache from this machine's `HOME`.
 fn embedded(data: &std::path::Path, extra: &[(&str, &str)]) -> Server {

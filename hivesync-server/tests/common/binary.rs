@@ -66,3 +66,11 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// Sends a request and returns its status and JSON body (`Null` when there is none).
+pub async fn send(request: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
