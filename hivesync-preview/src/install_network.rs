@@ -167,13 +167,21 @@ impl ProxyServer {
             Some((credentials, address)) => (Some(credentials), address),
             None => (None, authority),
         };
-        let (host, port) = match address.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || address.starts_with('[') => {
-                (host, port.parse().ok()?)
+        let (host, port) = match address.strip_prefix('[') {
+            // `[v6]` or `[v6]:port`.
+            Some(bracketed) => {
+                let (host, after) = bracketed.split_once(']')?;
+                match after.strip_prefix(':') {
+                    Some(port) => (host, port.parse().ok()?),
+                    None if after.is_empty() => (host, 80),
+                    None => return None,
+                }
             }
-            _ => (address, 80),
+            None => match address.split_once(':') {
+                Some((host, port)) => (host, port.parse().ok()?),
+                None => (address, 80),
+            },
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
             return None;
         }
@@ -558,6 +566,17 @@ struct Target {
     origin_line: String,
 }
 
+impl Target {
+    /// `host:port`, with an IPv6 host in brackets.
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
 /// Parses a proxy request's first line: `CONNECT host:port HTTP/1.1` or
 /// `GET http://host[:port]/path HTTP/1.1`.
 fn parse_target(line: &str) -> Option<Target> {
@@ -664,11 +683,7 @@ async fn serve(
     let Some(target) = parse_target(first) else {
         return respond(&mut client, "400 Bad Request", "not a proxy request\n").await;
     };
-    let named = if target.host.contains(':') {
-        format!("[{}]:{}", target.host, target.port)
-    } else {
-        format!("{}:{}", target.host, target.port)
-    };
+    let named = target.authority();
     let refuse = |why: &str| refusals.record(&named, why);
     if !rules.policy.permits(&target.host, target.port) {
         refuse("not an allowed host");
@@ -785,11 +800,7 @@ async fn through_upstream(
         stream.write_all(rest).await.map_err(failed)?;
         return Ok(stream);
     }
-    let authority = if target.host.contains(':') {
-        format!("[{}]:{}", target.host, target.port)
-    } else {
-        format!("{}:{}", target.host, target.port)
-    };
+    let authority = target.authority();
     stream
         .write_all(
             format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{authorization}\r\n")
@@ -936,6 +947,11 @@ mod tests {
         assert!(upstream.for_host("npm.internal.corp", true).is_none());
         assert!(upstream.for_host("mirror.lan", true).is_none());
         assert!(ProxyServer::parse("socks5://x:1").is_none());
+        let v6 = |url: &str| ProxyServer::parse(url).map(|p| (p.host, p.port));
+        assert_eq!(v6("http://[::1]:3128"), Some(("::1".to_owned(), 3128)));
+        assert_eq!(v6("http://[::1]"), Some(("::1".to_owned(), 80)));
+        assert_eq!(v6("http://proxy.corp"), Some(("proxy.corp".to_owned(), 80)));
+        assert_eq!(v6("http://[::1]x"), None);
     }
 
     /// A proxy refuses what is not allowed without connecting to it, and tunnels to what is,
