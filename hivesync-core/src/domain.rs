@@ -83,7 +83,7 @@ define_id!(
 );
 
 /// Shortens user input before it is echoed back in an error, so errors stay small.
-pub(crate) fn truncate_for_display(s: &str) -> String {
+pub fn truncate_for_display(s: &str) -> String {
     const MAX: usize = 64;
     if s.chars().count() <= MAX {
         s.to_owned()

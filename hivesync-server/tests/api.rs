@@ -666,7 +666,7 @@ async fn members_and_the_last_owner() {
         json!({"email": "ghost@example.org", "role": "viewer"}),
     )
     .await
-    .assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    .assert_error(StatusCode::CONFLICT, "CONFLICT");
     app.post(
         &members_path,
         Some(&owner.token),

@@ -924,6 +924,8 @@ async fn an_api_server_without_the_workers_disk_serves_the_same_build() {
     assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.text);
     let job = accepted.body["job_id"].as_str().unwrap().to_owned();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    // The earliest log read while the build was still running. A poll can read the log just as
+    // the build finishes, so "mid-build" is proven against the final log below, not assumed.
     let mut live_log = None;
     loop {
         let now = status(&api, &token, &job).await;
@@ -931,11 +933,13 @@ async fn an_api_server_without_the_workers_disk_serves_the_same_build() {
             assert_eq!(now.body["status"], "success", "{}", now.text);
             break;
         }
-        let log = api
-            .get(&format!("/api/v1/preview/logs/{job}"), Some(&token))
-            .await;
-        if log.status == StatusCode::OK {
-            live_log = Some(log.text);
+        if live_log.is_none() {
+            let log = api
+                .get(&format!("/api/v1/preview/logs/{job}"), Some(&token))
+                .await;
+            if log.status == StatusCode::OK {
+                live_log = Some(log.text);
+            }
         }
         assert!(tokio::time::Instant::now() < deadline, "build stuck");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -945,7 +949,21 @@ async fn an_api_server_without_the_workers_disk_serves_the_same_build() {
         live_log.contains(&format!("preview build {job}")),
         "{live_log}"
     );
-    assert!(!live_log.contains("success after"), "{live_log}");
+    let final_log = api
+        .get(&format!("/api/v1/preview/logs/{job}"), Some(&token))
+        .await;
+    assert_eq!(final_log.status, StatusCode::OK);
+    assert!(
+        final_log.text.contains("success after"),
+        "{}",
+        final_log.text
+    );
+    // What was served mid-build is the beginning of the finished log, and only the beginning.
+    assert!(
+        final_log.text.starts_with(&live_log) && final_log.text.len() > live_log.len(),
+        "live:\n{live_log}\nfinal:\n{}",
+        final_log.text
+    );
     shutdown.cancel();
     for worker in workers {
         worker.await.unwrap();

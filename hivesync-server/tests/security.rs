@@ -606,4 +606,59 @@ async fn the_served_spec_states_what_the_server_enforces() {
     .await;
     assert_eq!(status, 415, "{answer}");
     assert_eq!(answer["code"], "VALIDATION_ERROR", "{answer}");
+
+    // Rules that need look-aheads are in the document as patterns, and configured bounds as
+    // bounds; the server answers by them (a test next to each rule shows pattern and check agree).
+    let file = &schemas["ManifestFileView"]["properties"];
+    assert_eq!(
+        file["path"]["pattern"],
+        hivesync_core::repo::RepoPath::PATTERN
+    );
+    assert_eq!(file["size"]["maximum"].as_u64(), Some(50 * 1024 * 1024));
+    assert_eq!(
+        schemas["PlanRequest"]["properties"]["branch"]["pattern"],
+        hivesync_core::repo::BranchName::PATTERN
+    );
+    assert_eq!(
+        schemas["ImportRequest"]["properties"]["url"]["pattern"],
+        hivesync_core::repo::IMPORT_URL_PATTERN
+    );
+    let (status, project) = send(
+        http.post(server.url("/api/v1/projects"))
+            .bearer_auth(&token)
+            .json(&json!({"name": "rules"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{project}");
+    let plan = server.url(&format!(
+        "/api/v1/projects/{}/sync/plan",
+        project["id"].as_str().unwrap()
+    ));
+    let file = |path: &str, size: u64| json!({"path": path, "size": size, "mode": "file", "hash": "0".repeat(40)});
+    for (body, field) in [
+        (json!({"branch": "HEAD", "files": [file("a", 1)]}), "branch"),
+        (
+            json!({"branch": "x.lock", "files": [file("a", 1)]}),
+            "branch",
+        ),
+        (json!({"files": [file("a/.git/config", 1)]}), "path"),
+        (json!({"files": [file(&"é".repeat(64), 1)]}), "path"),
+        (json!({"files": [file("a", 50 * 1024 * 1024 + 1)]}), "size"),
+        (json!({"files": []}), "files"),
+    ] {
+        let (status, answer) = send(http.post(&plan).bearer_auth(&token).json(&body)).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["details"]["field"], field, "{body}: {answer}");
+    }
+    let (status, answer) =
+        send(http.post(&plan).bearer_auth(&token).json(
+            &json!({"branch": "feature/été", "files": [file("dir/é.txt", 50 * 1024 * 1024)]}),
+        ))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["missing"].as_array().map(Vec::len),
+        Some(1),
+        "{answer}"
+    );
 }

@@ -385,7 +385,12 @@ async fn a_one_file_change_sends_one_content_through_the_delta_path() {
         )
         .await;
     let body = bad.assert_error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
-    assert_eq!(body["details"]["index"], "0");
+    assert_eq!(body["details"]["field"], "path", "{}", bad.text);
+    assert!(
+        body["message"].as_str().unwrap().contains("\"../x\""),
+        "{}",
+        bad.text
+    );
     let bad = s
         .app
         .post(
@@ -650,6 +655,7 @@ async fn imports_from_allowed_file_roots_and_refuses_the_rest() {
     assert_eq!(file.bytes, b"1;\n");
 
     // The server's own data, other places, private networks, other schemes.
+    let missing_repo = format!("file://{}", roots.join("nothing-here").display());
     let data_repo = format!(
         "file://{}",
         s.app.data_dir().join("repos").join(&s.project).display()
@@ -677,6 +683,19 @@ async fn imports_from_allowed_file_roots_and_refuses_the_rest() {
             StatusCode::BAD_REQUEST,
             "VALIDATION_ERROR",
         ),
+        (
+            "https://example.com/x.git?secret=1",
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+        ),
+        // Well formed, but nothing is there: the request conflicts with the world, and the
+        // project is not what is missing (404 would say it is).
+        (
+            "https://no-such-host.invalid/x.git",
+            StatusCode::CONFLICT,
+            "CONFLICT",
+        ),
+        (missing_repo.as_str(), StatusCode::CONFLICT, "CONFLICT"),
     ] {
         let answer = s
             .app
@@ -684,6 +703,29 @@ async fn imports_from_allowed_file_roots_and_refuses_the_rest() {
             .await;
         answer.assert_error(status, code);
         assert!(!answer.text.contains("secret"), "{}", answer.text);
+    }
+    // A ref is what git would fetch, exactly: no padding, nothing git reads as another ref.
+    for reference in [
+        " main",
+        "main ",
+        "refs/heads/HEAD",
+        "refs/remotes/x",
+        "a..b",
+    ] {
+        let answer = s
+            .app
+            .post(
+                &s.url("import"),
+                Some(&s.owner.token),
+                json!({"url": url, "ref": reference}),
+            )
+            .await;
+        let body = answer.assert_error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+        assert_eq!(
+            body["details"]["field"], "ref",
+            "{reference:?}: {}",
+            answer.text
+        );
     }
 }
 
@@ -797,6 +839,7 @@ async fn imports_over_smart_http() {
             json!({"url": format!("{base}/app.git"), "ref": "nope", "branch": "other"}),
         )
         .await;
-    missing.assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    // A ref the other end lacks is a conflict with the request; 404 would say the project is.
+    missing.assert_error(StatusCode::CONFLICT, "CONFLICT");
     server.abort();
 }

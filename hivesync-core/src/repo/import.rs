@@ -86,9 +86,10 @@ impl ImportPolicy {
                 if !allowed(&path) {
                     return Err(forbidden());
                 }
-                let path = path
-                    .canonicalize()
-                    .map_err(|_| refuse("no repository at that path"))?;
+                let path = path.canonicalize().map_err(|_| {
+                    Error::conflict("cannot import from this URL: no repository at that path")
+                        .with_context("field", "url")
+                })?;
                 if !allowed(&path) {
                     return Err(forbidden());
                 }
@@ -104,7 +105,12 @@ impl ImportPolicy {
                     let host = host.trim_start_matches('[').trim_end_matches(']');
                     let addresses: Vec<IpAddr> = (host, port)
                         .to_socket_addrs()
-                        .map_err(|_| refuse("its host cannot be resolved"))?
+                        .map_err(|_| {
+                            Error::conflict(
+                                "cannot import from this URL: its host cannot be resolved",
+                            )
+                            .with_context("field", "url")
+                        })?
                         .map(|a| a.ip())
                         .collect();
                     if addresses.is_empty() || addresses.iter().any(|ip| is_private(*ip)) {
@@ -195,9 +201,33 @@ impl Drop for Scratch {
     }
 }
 
+/// What an import's `ref` may be: empty or `HEAD`, a branch or tag name, or `refs/heads/…` or
+/// `refs/tags/…` (an ECMA-262 pattern with look-aheads, for the OpenAPI document).
+pub const IMPORT_REF_PATTERN: &str = concat!(
+    r"^(?:HEAD|(?:refs/(?:heads|tags)/)?",
+    super::path::branch_name_pattern!(),
+    r")?$"
+);
+
+/// What an import's `url` may be (a pattern without look-aheads): `http(s)://` a host name whose
+/// last label starts with a letter, or a dotted IPv4 address, an optional port and a path; or
+/// `file://` a local path. No credentials, query or fragment; nothing `url` cannot parse.
+pub const IMPORT_URL_PATTERN: &str = concat!(
+    r"^(?:[hH][tT][tT][pP][sS]?://",
+    r"(?:(?:[a-zA-Z0-9]+(?:-[a-zA-Z0-9]+)*\.)*[a-zA-Z][a-zA-Z0-9]*(?:-[a-zA-Z0-9]+)*",
+    r"|(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]))",
+    r"(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?",
+    r"(?:/(?:[A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2})*)?",
+    r"|[fF][iI][lL][eE]://(?:localhost)?/(?:[A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2})*)$"
+);
+
+/// Whether `reference` is a ref an import may fetch ([`IMPORT_REF_PATTERN`]).
+pub fn check_import_ref(reference: &str) -> Result<()> {
+    refspecs(reference).map(drop)
+}
+
 /// The refspecs that fetch `reference` into the quarantine's `refs/import/*`.
 fn refspecs(reference: &str) -> Result<Vec<String>> {
-    let reference = reference.trim();
     if reference.is_empty() || reference == "HEAD" {
         return Ok(vec!["+HEAD:refs/import/head".to_owned()]);
     }
@@ -263,7 +293,7 @@ pub(crate) fn import(
             .map_err(git_error("cannot read a fetched reference"))?
         {
             let commit = found.peel_to_commit().map_err(|_| {
-                Error::validation("the imported ref does not name a commit")
+                Error::conflict("the imported ref does not name a commit")
                     .with_context("field", "ref")
             })?;
             imported = Some(commit.id);
@@ -271,7 +301,7 @@ pub(crate) fn import(
         }
     }
     let commit = imported.ok_or_else(|| {
-        Error::not_found("the repository has no such branch or tag").with_context("field", "ref")
+        Error::conflict("the repository has no such branch or tag").with_context("field", "ref")
     })?;
     let files = check_tree(&quarantine, commit, &repos.limits)?;
 
@@ -336,9 +366,10 @@ fn fetch(
     specs: &[String],
     timeout: Duration,
 ) -> Result<()> {
-    // The URL is the caller's: not reaching it, or it not being a repository, is theirs to fix.
+    // The request is well formed; the repository it names cannot be read (a 409, like every
+    // failure that depends on what is at the other end rather than on what was sent).
     let unreachable = |err: gix::Error| {
-        Error::validation("cannot fetch from the repository")
+        Error::conflict("cannot fetch from the repository")
             .with_context("field", "url")
             .with_context("cause", err)
     };
@@ -369,7 +400,7 @@ fn fetch(
             .prepare_fetch(gix::progress::Discard, Default::default())
             .map_err(unreachable)?;
         if prepared.ref_map().is_missing_required_mapping() {
-            return Err(Error::not_found("the repository has no such branch or tag")
+            return Err(Error::conflict("the repository has no such branch or tag")
                 .with_context("field", "ref"));
         }
         prepared
@@ -556,6 +587,143 @@ mod tests {
             allow_private_networks: private,
             timeout: Duration::from_secs(5),
         }
+    }
+
+    #[test]
+    fn the_ref_pattern_accepts_exactly_the_refs_an_import_fetches() {
+        let pattern = fancy_regex::Regex::new(IMPORT_REF_PATTERN).unwrap();
+        let tokens = [
+            "",
+            "HEAD",
+            "refs/",
+            "heads/",
+            "tags/",
+            "refs/heads/",
+            "refs/tags/",
+            "main",
+            "v1",
+            ".",
+            "..",
+            "/",
+            "-",
+            " ",
+            "~",
+            "@{",
+            ".lock",
+            "é",
+        ];
+        let mut seen = (0, 0);
+        for a in tokens {
+            for b in tokens {
+                for c in tokens {
+                    let sample = format!("{a}{b}{c}");
+                    let accepted = check_import_ref(&sample).is_ok();
+                    if accepted {
+                        seen.0 += 1;
+                    } else {
+                        seen.1 += 1;
+                    }
+                    assert_eq!(pattern.is_match(&sample).unwrap(), accepted, "{sample:?}");
+                }
+            }
+        }
+        assert!(seen.0 > 100 && seen.1 > 100, "{seen:?}");
+    }
+
+    #[test]
+    fn every_url_the_pattern_accepts_parses_and_names_no_credentials() {
+        let pattern = regex_lite_free(IMPORT_URL_PATTERN);
+        let good = [
+            "https://github.com/expo/expo.git",
+            "HTTP://a",
+            "http://8.8.8.8:65535/x%2Fy/@v1",
+            "https://git-host.example.org:0/a/b.git",
+            "file:///srv/git/app",
+            "file://localhost/srv/git/app",
+            "https://1.2.3.a/x",
+        ];
+        let bad = [
+            "",
+            " https://github.com/x",
+            "https://user:pw@github.com/x",
+            "https://github.com/x?token=1",
+            "https://github.com/x#main",
+            "https://256.1.1.1/x",
+            "https://1.2.3/x",
+            "https://0x7f.1/x",
+            "https://xn--a.com/x",
+            "https://a..b/x",
+            "https://a.b:65536/x",
+            "https://a.b:/x",
+            "ssh://github.com/x",
+            "file://host/x",
+            "https://a.b/%zz",
+        ];
+        for url in good {
+            assert!(pattern.is_match(url).unwrap(), "{url}");
+        }
+        for url in bad {
+            assert!(!pattern.is_match(url).unwrap(), "{url}");
+        }
+        // Built from pieces: whatever matches, `url` parses without credentials or query.
+        let schemes = [
+            "http://",
+            "https://",
+            "HtTpS://",
+            "file://",
+            "file://localhost",
+        ];
+        let hosts = [
+            "a",
+            "a-b.c0",
+            "1.2.3.4",
+            "255.255.255.255",
+            "x.y.z9",
+            "9.a",
+            "",
+        ];
+        let ports = ["", ":0", ":80", ":08080", ":65535"];
+        let paths = [
+            "",
+            "/",
+            "/a b",
+            "/%41%e4",
+            "/a/../b",
+            "/@:;=!$'()*+,",
+            "/~x/./y",
+        ];
+        let mut matched = 0;
+        for scheme in schemes {
+            for host in hosts {
+                for port in ports {
+                    for path in paths {
+                        let raw = format!("{scheme}{host}{port}{path}");
+                        if !pattern.is_match(&raw).unwrap() {
+                            continue;
+                        }
+                        matched += 1;
+                        let url = url::Url::parse(&raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
+                        assert!(
+                            url.username().is_empty() && url.password().is_none(),
+                            "{raw}"
+                        );
+                        assert!(url.query().is_none() && url.fragment().is_none(), "{raw}");
+                        if url.scheme() == "file" {
+                            assert!(url.to_file_path().is_ok(), "{raw}");
+                        } else {
+                            assert!(url.host_str().is_some(), "{raw}");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(matched > 200, "{matched}");
+    }
+
+    /// The URL pattern needs no look-around: the server's validator (the `regex` crate) runs it.
+    fn regex_lite_free(pattern: &str) -> fancy_regex::Regex {
+        assert!(!pattern.contains("(?=") && !pattern.contains("(?!"));
+        fancy_regex::Regex::new(pattern).unwrap()
     }
 
     #[test]

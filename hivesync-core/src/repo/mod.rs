@@ -41,7 +41,10 @@ use serde::{Deserialize, Serialize};
 
 pub use archive::ArchiveKind;
 pub use checkout::{Checkout, Revision};
-pub use import::{ImportOutcome, ImportPolicy, is_private};
+pub use import::{
+    IMPORT_REF_PATTERN, IMPORT_URL_PATTERN, ImportOutcome, ImportPolicy, check_import_ref,
+    is_private,
+};
 pub use path::{BranchName, RepoPath};
 pub use shared::SharedRepos;
 use shared::{Home, Missing, Need, ReadAhead, SharingContents};

@@ -10,19 +10,53 @@ use crate::error::{Error, Result};
 ///
 /// Rules: UTF-8; `.` segments are dropped (archives often start with `./`); no empty path, no
 /// leading `/`, no `..`, no segment named `.git` in any case, no backslash, NUL or other control
-/// character; each segment at most 255 bytes, the whole at most 4096.
+/// character; at most 4096 characters; a segment at most 255 characters, or 63 when it holds a
+/// character outside ASCII (so that no file name a checkout writes exceeds 255 bytes).
+/// [`RepoPath::PATTERN`] states the same rules as a regular expression.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RepoPath(String);
 
+/// A segment git, HFS+ or NTFS would take for `.git`, in a pattern: the HFS+-ignored code points
+/// anywhere in `.git`, or `.git`/`git~1` followed by dots, spaces or an NTFS stream name.
+macro_rules! git_lookalike_pattern {
+    () => {
+        r"[\u200c-\u200f\u202a-\u202e\u206a-\u206f\ufeff]*\.[\u200c-\u200f\u202a-\u202e\u206a-\u206f\ufeff]*[gG][\u200c-\u200f\u202a-\u202e\u206a-\u206f\ufeff]*[iI][\u200c-\u200f\u202a-\u202e\u206a-\u206f\ufeff]*[tT][\u200c-\u200f\u202a-\u202e\u206a-\u206f\ufeff]*|(?:\.[gG][iI][tT]|[gG][iI][tT]~1)[ .]*(?::[^/]*)?"
+    };
+}
+
 impl RepoPath {
+    /// In characters.
     pub const MAX_LEN: usize = 4096;
+    /// In characters.
     const MAX_SEGMENT: usize = 255;
+    /// In characters, for a segment with a character outside ASCII (4 bytes at most each).
+    const MAX_WIDE_SEGMENT: usize = 63;
+
+    /// [`RepoPath::parse`]'s rules as an ECMA-262 regular expression (with look-aheads), for the
+    /// OpenAPI document: a string matches it exactly when `parse` accepts it.
+    pub const PATTERN: &'static str = concat!(
+        // Not absolute.
+        r"^(?!/)",
+        // No `..` and nothing taken for `.git` as a segment.
+        r"(?!(?:[^/]*/)*(?:\.\.|",
+        git_lookalike_pattern!(),
+        r")(?:/|$))",
+        // Segments: 255 characters, 63 with one outside ASCII.
+        r"(?!(?:[^/]*/)*[^/]{256})",
+        r"(?!(?:[^/]*/)*(?=[^/]*[^\x00-\x7f])[^/]{64})",
+        // Not only empty and `.` segments.
+        r"(?!(?:\.?/)*\.?$)",
+        r"[^\x00-\x1f\x7f-\x9f\\]{1,4096}$"
+    );
 
     pub fn parse(raw: &str) -> Result<Self> {
         let reject = |why: &str| {
             Error::validation(format!("invalid path in the tree: {why}"))
                 .with_context("path", truncate_for_display(raw))
         };
+        if raw.chars().count() > Self::MAX_LEN {
+            return Err(reject("it is longer than 4096 characters"));
+        }
         if raw.starts_with('/') {
             return Err(reject("absolute paths are not allowed"));
         }
@@ -40,8 +74,13 @@ impl RepoPath {
                         "nothing may be written under .git, or a name a filesystem takes for it",
                     ));
                 }
-                s if s.len() > Self::MAX_SEGMENT => {
-                    return Err(reject("a segment is longer than 255 bytes"));
+                s if s.chars().count() > Self::MAX_SEGMENT => {
+                    return Err(reject("a segment is longer than 255 characters"));
+                }
+                s if !s.is_ascii() && s.chars().count() > Self::MAX_WIDE_SEGMENT => {
+                    return Err(reject(
+                        "a segment with characters outside ASCII is longer than 63 characters",
+                    ));
                 }
                 s => segments.push(s),
             }
@@ -49,11 +88,7 @@ impl RepoPath {
         if segments.is_empty() {
             return Err(reject("it is empty"));
         }
-        let path = segments.join("/");
-        if path.len() > Self::MAX_LEN {
-            return Err(reject("it is longer than 4096 bytes"));
-        }
-        Ok(RepoPath(path))
+        Ok(RepoPath(segments.join("/")))
     }
 
     pub fn as_str(&self) -> &str {
@@ -118,15 +153,38 @@ pub(crate) fn is_git_lookalike(segment: &str, is_link: bool) -> bool {
     gix::validate::path::component(segment.into(), mode, options).is_err()
 }
 
+/// [`BranchName::parse`]'s rules as a regular expression without anchors: it runs to the end of
+/// the string.
+macro_rules! branch_name_pattern {
+    () => {
+        concat!(
+            r"(?![-/])(?!.*[/.]$)(?!.*(?:\.\.|//|@\{))(?!@$)",
+            // No component starts with `.` or ends with `.lock`.
+            r"(?!(?:[^/]*/)*\.)(?!.*\.lock(?:/|$))",
+            // Nothing git reads as something else.
+            r"(?![A-Z_]*HEAD$)(?!refs/)(?!(?:[0-9a-fA-F]{40}|[0-9a-fA-F]{64})$)",
+            // A component with a character outside ASCII: 63 characters at most.
+            r"(?!(?:[^/]*/)*(?=[^/]*[^\x00-\x7f])[^/]{64})",
+            r"[^\x00-\x20\x7f-\x9f~^:?*\[\\]{1,200}"
+        )
+    };
+}
+pub(crate) use branch_name_pattern;
+
 /// A branch name: what follows `refs/heads/`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BranchName(String);
 
 impl BranchName {
+    /// [`BranchName::parse`]'s rules as an ECMA-262 regular expression (with look-aheads), for
+    /// the OpenAPI document: a string matches it exactly when `parse` accepts it.
+    pub const PATTERN: &'static str = concat!("^", branch_name_pattern!(), "$");
+
     /// Validates `raw` by git's ref-name rules (`git check-ref-format`), and a few more: at most
-    /// 200 bytes, no leading `-`, and nothing git (or a browse request) would resolve to
-    /// something else: `HEAD` and the other `*_HEAD` names, a name starting with `refs/` (its
-    /// ref would be `refs/heads/refs/…`), a full commit id.
+    /// 200 characters, a component holding a character outside ASCII at most 63 (a ref is a
+    /// file, and a file name at most 255 bytes), no leading `-`, and nothing git (or a browse
+    /// request) would resolve to something else: `HEAD` and the other `*_HEAD` names, a name
+    /// starting with `refs/` (its ref would be `refs/heads/refs/…`), a full commit id.
     pub fn parse(raw: &str) -> Result<Self> {
         let invalid = || {
             Error::validation("invalid branch name")
@@ -135,7 +193,7 @@ impl BranchName {
         };
         let bad_char = |c: char| c.is_control() || " ~^:?*[\\".contains(c);
         let ok = !raw.is_empty()
-            && raw.len() <= 200
+            && raw.chars().count() <= 200
             && !raw.starts_with('-')
             && !raw.starts_with('/')
             && !raw.ends_with('/')
@@ -145,9 +203,11 @@ impl BranchName {
             && !raw.contains("@{")
             && raw != "@"
             && !raw.chars().any(bad_char)
-            && raw
-                .split('/')
-                .all(|c| !c.starts_with('.') && !c.ends_with(".lock"))
+            && raw.split('/').all(|c| {
+                !c.starts_with('.')
+                    && !c.ends_with(".lock")
+                    && (c.is_ascii() || c.chars().count() <= 63)
+            })
             && !is_ambiguous_ref_name(raw);
         if ok {
             Ok(BranchName(raw.to_owned()))
@@ -290,5 +350,80 @@ mod tests {
             BranchName::parse("main").unwrap().full_ref(),
             "refs/heads/main"
         );
+    }
+    /// Strings built from the pieces the rules are about, in every order: the patterns the
+    /// OpenAPI document states accept exactly what `parse` accepts.
+    fn pieces(tokens: &[&str], count: usize, seed: u64) -> Vec<String> {
+        let mut state = seed;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        (0..count)
+            .map(|_| {
+                let len = (next() % 7) as usize;
+                (0..len)
+                    .map(|_| tokens[(next() % tokens.len() as u64) as usize])
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn agree(pattern: &str, accepts: impl Fn(&str) -> bool, samples: &[String]) {
+        let pattern = fancy_regex::Regex::new(pattern).unwrap();
+        for sample in samples {
+            assert_eq!(
+                pattern
+                    .is_match(sample)
+                    .unwrap_or_else(|err| panic!("{err} on {sample:?}")),
+                accepts(sample),
+                "the pattern and parse disagree on {sample:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_branch_pattern_accepts_exactly_what_parse_accepts() {
+        let tokens = [
+            "a", "Z", "-", "/", ".", "..", "@", "{", "@{", "~", "^", ":", " ", "?", "*", "[", "\\",
+            "\n", "\u{7f}", "\u{85}", ".lock", "HEAD", "_", "refs/", "é", "0", "f",
+        ];
+        let mut samples = pieces(&tokens, 40_000, 0x9e37_79b9_7f4a_7c15);
+        for n in [39, 40, 41, 63, 64, 65] {
+            samples.push("a".repeat(n).replace('a', "b0"));
+            samples.push("0".repeat(n));
+            samples.push("é".repeat(n));
+            samples.push(format!("x/{}", "é".repeat(n)));
+            samples.push(format!("{}/x", "é".repeat(n)));
+        }
+        for n in [199, 200, 201] {
+            samples.push("a".repeat(n));
+        }
+        samples.push(format!("{}é", "a".repeat(70)));
+        agree(
+            BranchName::PATTERN,
+            |s| BranchName::parse(s).is_ok(),
+            &samples,
+        );
+    }
+
+    #[test]
+    fn the_path_pattern_accepts_exactly_what_parse_accepts() {
+        let tokens = [
+            "a", "/", ".", "..", "./", ".git", ".GiT", "git~1", "GIT~1", "~1", " ", ":", "::$D",
+            "\u{200c}", "\u{feff}", "g", "i", "t", "\\", "\t", "\u{9f}", "é", "x.",
+        ];
+        let mut samples = pieces(&tokens, 40_000, 0x2545_f491_4f6c_dd1d);
+        for n in [62, 63, 64, 254, 255, 256] {
+            samples.push("s".repeat(n));
+            samples.push(format!("d/{}", "é".repeat(n)));
+            samples.push(format!("{}/f", "é".repeat(n)));
+        }
+        for n in [4095, 4096, 4097] {
+            samples.push("d/".repeat((n - 1) / 2) + &"f".repeat(2 - n % 2));
+        }
+        agree(RepoPath::PATTERN, |s| RepoPath::parse(s).is_ok(), &samples);
     }
 }

@@ -1172,7 +1172,8 @@ fn imports_create_and_fast_forward_branches_and_refuse_what_uploads_refuse() {
         .repos
         .import(fx.project, &url, "no-such-branch", &request("other"))
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::NotFound, "{err:?}");
+    // What the other end lacks is a conflict with the request, not a missing project (404).
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err:?}");
     assert_eq!(fx.snapshot(), before);
 
     // Outside the import roots: refused before anything is fetched.

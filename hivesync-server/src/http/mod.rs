@@ -77,13 +77,16 @@ fn api_service(state: &Arc<AppState>) -> OpenApiService<Apis, ()> {
 
 /// The OpenAPI document, as served at `/api/v1/openapi.json`.
 pub fn openapi_json(state: &Arc<AppState>) -> String {
-    spec::conformed(&api_service(state).spec())
+    spec::conformed(
+        &api_service(state).spec(),
+        &spec::configured_bounds(&state.config),
+    )
 }
 
 /// The whole HTTP application.
 pub fn app(state: Arc<AppState>) -> BoxEndpoint<'static, Response> {
     let service = api_service(&state);
-    let document = spec::conformed(&service.spec());
+    let document = spec::conformed(&service.spec(), &spec::configured_bounds(&state.config));
     let methods = Arc::new(spec::Methods::of(
         &document,
         API_PREFIX,

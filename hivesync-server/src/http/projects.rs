@@ -363,7 +363,8 @@ impl ProjectsApi {
 
     /// Add a member
     ///
-    /// Owners only. The new member is named by the e-mail address of their account.
+    /// Owners only. The new member is named by the e-mail address of their account: `409` when
+    /// no account has it, or when it is already a member.
     #[oai(
         path = "/projects/:id/members",
         method = "post",
@@ -384,7 +385,15 @@ impl ProjectsApi {
             .store
             .get_user_by_email(&email)
             .await?
-            .ok_or_else(|| ApiError::not_found("no account with this email"))?;
+            // 409, not 404: the project is there; the account the request names is not.
+            .ok_or_else(|| {
+                ApiError::from(
+                    hivesync_core::Error::conflict(
+                        "no account with this email; they must register first",
+                    )
+                    .with_context("field", "email"),
+                )
+            })?;
         let member = self
             .state
             .store

@@ -13,11 +13,40 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
+/// A bound the server's configuration sets on a property, stated in the document: `keyword`
+/// (`maximum`, say) of `property` of the component schema `schema`.
+#[derive(Debug, Clone)]
+pub struct Stated {
+    pub schema: &'static str,
+    pub property: &'static str,
+    pub keyword: &'static str,
+    pub value: Value,
+}
+
+/// What the configuration bounds and the generator cannot know.
+pub fn configured_bounds(config: &hivesync_core::config::Config) -> Vec<Stated> {
+    vec![Stated {
+        schema: "ManifestFileView",
+        property: "size",
+        keyword: "maximum",
+        value: json!(config.sync.max_file_bytes),
+    }]
+}
+
 /// The completed document.
-pub fn conformed(spec: &str) -> String {
+pub fn conformed(spec: &str, bounds: &[Stated]) -> String {
     let Ok(mut spec) = serde_json::from_str::<Value>(spec) else {
         return spec.to_owned();
     };
+    for bound in bounds {
+        let pointer = format!(
+            "/components/schemas/{}/properties/{}",
+            bound.schema, bound.property
+        );
+        if let Some(property) = spec.pointer_mut(&pointer).and_then(Value::as_object_mut) {
+            property.insert(bound.keyword.to_owned(), bound.value.clone());
+        }
+    }
     let request_roots = roots(&spec, "requestBody");
     let closed = reachable(&spec, request_roots);
     if let Some(schemas) = spec
@@ -249,7 +278,13 @@ mod tests {
                 "Out": {"type": "object", "required": ["x"], "properties": {"x": {"type": "string"}, "next": {"type": "string"}}}
             }}
         });
-        let out: Value = serde_json::from_str(&conformed(&spec.to_string())).unwrap();
+        let bounds = [Stated {
+            schema: "Nested",
+            property: "b",
+            keyword: "maximum",
+            value: json!(7),
+        }];
+        let out: Value = serde_json::from_str(&conformed(&spec.to_string(), &bounds)).unwrap();
         let schemas = &out["components"]["schemas"];
         assert_eq!(schemas["In"]["additionalProperties"], false);
         assert_eq!(schemas["Nested"]["additionalProperties"], false);
@@ -262,6 +297,7 @@ mod tests {
         );
         assert_eq!(schemas["Out"]["properties"]["next"]["nullable"], true);
         assert_eq!(schemas["Nested"]["properties"]["b"]["minimum"], 0);
+        assert_eq!(schemas["Nested"]["properties"]["b"]["maximum"], 7);
         assert_eq!(
             out["paths"]["/a"]["post"]["parameters"][0]["schema"]["minimum"],
             0

@@ -27,7 +27,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::projects::{Needs, authorize};
 use super::security::{BearerAuth, Caller};
-use super::text::Text;
+use super::text::{BranchRule, ImportRefRule, ImportUrlRule, Ruled, Text, TreePathRule};
 use crate::state::AppState;
 
 #[derive(Tags)]
@@ -98,10 +98,11 @@ impl From<FileModeView> for EntryMode {
 #[oai(deny_unknown_fields)]
 pub struct ManifestFileView {
     /// `/`-separated, relative to the project's top.
-    path: Text,
+    path: Ruled<TreePathRule>,
     size: u64,
     mode: FileModeView,
     /// The git blob id: what `git hash-object <file>` prints.
+    #[oai(validator(pattern = r"^[0-9a-f]{40}$"))]
     hash: Text,
 }
 
@@ -109,8 +110,9 @@ pub struct ManifestFileView {
 #[oai(deny_unknown_fields)]
 struct PlanRequest {
     /// The branch the commit will go to (default `main`).
-    branch: Option<Text>,
+    branch: Option<Ruled<BranchRule>>,
     /// Every file of the tree to commit.
+    #[oai(validator(min_items = 1))]
     files: Vec<ManifestFileView>,
 }
 
@@ -163,12 +165,12 @@ impl From<SyncOutcome> for SyncView {
 #[oai(deny_unknown_fields)]
 struct ImportRequest {
     /// `https://…`, `http://…`, or `file://…` below the server's `IMPORT_FILE_ROOTS`.
-    url: Text,
+    url: Ruled<ImportUrlRule>,
     /// What to import: `HEAD` (default), a branch or tag name, or `refs/heads/…`/`refs/tags/…`.
     #[oai(rename = "ref")]
-    reference: Option<Text>,
+    reference: Option<Ruled<ImportRefRule>>,
     /// The branch to create or fast-forward (default `main`).
-    branch: Option<Text>,
+    branch: Option<Ruled<BranchRule>>,
 }
 
 /// The result of an import.
@@ -369,13 +371,13 @@ struct CommitQuery {
 
 impl CommitQuery {
     fn new(
-        branch: Query<Option<String>>,
+        branch: Query<Option<Ruled<BranchRule>>>,
         message: Query<Option<String>>,
         parent: Query<Option<String>>,
         force: Query<Option<bool>>,
     ) -> Self {
         CommitQuery {
-            branch: branch.0,
+            branch: branch.0.map(Ruled::into_string),
             message: message.0,
             parent: parent.0,
             force: force.0,
@@ -501,7 +503,7 @@ impl SyncApi {
         &self,
         auth: BearerAuth,
         id: Path<Uuid>,
-        branch: Query<Option<String>>,
+        branch: Query<Option<Ruled<BranchRule>>>,
         message: Query<Option<String>>,
         parent: Query<Option<String>>,
         force: Query<Option<bool>>,
@@ -549,13 +551,32 @@ impl SyncApi {
         let project = ProjectId::from_uuid(id.0);
         authorize(&self.state, auth.0, project, Needs::Edit).await?;
         let body = body.0;
-        let branch = branch_or_main(body.branch.as_ref().map(Text::as_str))?;
+        let branch = branch_or_main(body.branch.as_ref().map(Ruled::as_str))?;
+        // The document states this bound (`maximum`), so breaking it is a validation error here;
+        // an archive's contents over it are still 413.
+        let max_file_bytes = self.state.config.sync.max_file_bytes;
+        if let Some((index, file)) = body
+            .files
+            .iter()
+            .enumerate()
+            .find(|(_, f)| f.size > max_file_bytes)
+        {
+            return Err(ApiError::from(
+                Error::validation(format!(
+                    "{} is {} bytes; files may be at most {max_file_bytes} bytes",
+                    file.path.as_str(),
+                    file.size
+                ))
+                .with_context("field", "size")
+                .with_context("index", index),
+            ));
+        }
         let manifest = Manifest {
             files: body
                 .files
                 .into_iter()
                 .map(|f| ManifestEntry {
-                    path: f.path.0,
+                    path: f.path.into_string(),
                     size: f.size,
                     mode: f.mode.into(),
                     hash: f.hash.0,
@@ -589,7 +610,7 @@ impl SyncApi {
         &self,
         auth: BearerAuth,
         id: Path<Uuid>,
-        branch: Query<Option<String>>,
+        branch: Query<Option<Ruled<BranchRule>>>,
         message: Query<Option<String>>,
         parent: Query<Option<String>>,
         force: Query<Option<bool>>,
@@ -644,14 +665,16 @@ impl SyncApi {
         authorize(&self.state, auth.0, project, Needs::Edit).await?;
         let body = body.0;
         let query = CommitQuery {
-            branch: body.branch.map(|branch| branch.0),
+            branch: body.branch.map(Ruled::into_string),
             message: None,
             parent: None,
             force: None,
         };
         let request = self.commit_request(auth.0, query).await?;
-        let url = body.url.0;
-        let reference = body.reference.map_or_else(|| "HEAD".to_owned(), |r| r.0);
+        let url = body.url.into_string();
+        let reference = body
+            .reference
+            .map_or_else(|| "HEAD".to_owned(), Ruled::into_string);
         let repos = self.repos();
         let outcome = blocking(move || repos.import(project, &url, &reference, &request)).await?;
         tracing::info!(
