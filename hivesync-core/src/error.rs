@@ -61,10 +61,10 @@ impl ErrorKind {
             ErrorKind::TokenExpired => ApiErrorCode::TokenExpired,
             ErrorKind::TokenInvalid => ApiErrorCode::TokenInvalid,
             ErrorKind::PayloadTooLarge => ApiErrorCode::PayloadTooLarge,
-            ErrorKind::Unavailable
-            | ErrorKind::Unsupported
-            | ErrorKind::Config
-            | ErrorKind::Internal => ApiErrorCode::InternalError,
+            ErrorKind::Unavailable => ApiErrorCode::Unavailable,
+            ErrorKind::Unsupported | ErrorKind::Config | ErrorKind::Internal => {
+                ApiErrorCode::InternalError
+            }
         }
     }
 
@@ -114,12 +114,14 @@ pub enum ApiErrorCode {
     RuntimeMismatch,
     /// The route exists but not with this HTTP method.
     MethodNotAllowed,
+    /// A backend (the database, its disk, the object store) cannot serve now; retry later.
+    Unavailable,
     InternalError,
 }
 
 impl ApiErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ApiErrorCode; 18] = [
+    pub const ALL: [ApiErrorCode; 19] = [
         ApiErrorCode::ValidationError,
         ApiErrorCode::Unauthorized,
         ApiErrorCode::Forbidden,
@@ -137,6 +139,7 @@ impl ApiErrorCode {
         ApiErrorCode::AiProviderUnavailable,
         ApiErrorCode::RuntimeMismatch,
         ApiErrorCode::MethodNotAllowed,
+        ApiErrorCode::Unavailable,
         ApiErrorCode::InternalError,
     ];
 
@@ -160,6 +163,7 @@ impl ApiErrorCode {
             ApiErrorCode::AiProviderUnavailable => "AI_PROVIDER_UNAVAILABLE",
             ApiErrorCode::RuntimeMismatch => "RUNTIME_MISMATCH",
             ApiErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ApiErrorCode::Unavailable => "UNAVAILABLE",
             ApiErrorCode::InternalError => "INTERNAL_ERROR",
         }
     }

@@ -134,6 +134,31 @@ fn metro_cache_key(
     hex::encode(hasher.finalize())
 }
 
+/// A build's places on the worker, each with the name shown in their stead.
+#[derive(Debug, Clone)]
+struct ServerPaths(Arc<Vec<(PathBuf, &'static str)>>);
+
+impl ServerPaths {
+    fn new(known: impl IntoIterator<Item = (PathBuf, &'static str)>) -> Self {
+        ServerPaths(Arc::new(known.into_iter().collect()))
+    }
+
+    /// `text` naming no server path.
+    fn scrub(&self, text: &str) -> String {
+        let known: Vec<(&Path, &str)> = self.0.iter().map(|(p, n)| (p.as_path(), *n)).collect();
+        without_server_paths(text, &known)
+    }
+}
+
+/// Which copy of a build log is stored.
+#[derive(Debug, Clone, Copy)]
+enum LogCopy {
+    /// While the build runs: its whole lines so far.
+    Live,
+    /// When it has ended.
+    Whole,
+}
+
 /// `message` with the paths in `known` replaced by their names (longest first, so a checkout
 /// inside `DATA_DIR` becomes `.`, not `$DATA_DIR/...`), and any other absolute path by `<path>`.
 fn without_server_paths(message: &str, known: &[(&Path, &str)]) -> String {
@@ -159,7 +184,7 @@ fn without_server_paths(message: &str, known: &[(&Path, &str)]) -> String {
     let mut previous: Option<char> = None;
     while let Some((at, c)) = chars.next() {
         let starts_word = previous.is_none_or(|p| p.is_whitespace() || "'\"`([{=,".contains(p));
-        let next = text[at + 1..].chars().next();
+        let next = text[at + c.len_utf8()..].chars().next();
         if c == '/'
             && starts_word
             && next.is_some_and(|n| n.is_alphanumeric() || n == '.' || n == '_')
@@ -217,6 +242,18 @@ impl TypedHandler<PreviewRequest> for PreviewBuilder {
             .map_err(|err| internal("cannot create the work directory", err))?;
         let log = BuildLog::create(&self.files().live_log(job))
             .map_err(|err| internal("cannot create the build log", err))?;
+        // What readers of the log and of a failure's message are shown instead of where this
+        // worker keeps things: files in the project, never the server's layout.
+        let paths = ServerPaths::new(
+            [
+                (slot.project(), "."),
+                (slot.dir().to_path_buf(), "."),
+                (work.clone(), "."),
+                (self.data_dir.clone(), "$DATA_DIR"),
+            ]
+            .into_iter()
+            .chain(std::env::var_os("HOME").map(|home| (PathBuf::from(home), "~"))),
+        );
         log.line(format_args!(
             "preview build {job} (attempt {}): project {}, {} at {}, in build slot {}",
             ctx.job.attempts,
@@ -231,28 +268,19 @@ impl TypedHandler<PreviewRequest> for PreviewBuilder {
                 request.project_id,
                 job,
                 log.path(),
+                &paths,
                 &ctx.stop,
             )
             .await;
-        // A failure's message is shown to whoever asks for the build's status: it names files in
-        // the project, never where the worker keeps them.
-        let home = std::env::var_os("HOME").map(PathBuf::from);
-        let checkout = slot.project();
-        let mut known: Vec<(&Path, &str)> = vec![
-            (checkout.as_path(), "."),
-            (slot.dir(), "."),
-            (work.as_path(), "."),
-            (self.data_dir.as_path(), "$DATA_DIR"),
-        ];
-        known.extend(home.as_deref().map(|home| (home, "~")));
+        // A failure's message is shown to whoever asks for the build's status.
         let outcome = outcome.map_err(|err| match err {
             JobError::Permanent { code, message } => JobError::Permanent {
                 code,
-                message: without_server_paths(&message, &known),
+                message: paths.scrub(&message),
             },
             JobError::Retryable { code, message } => JobError::Retryable {
                 code,
-                message: without_server_paths(&message, &known),
+                message: paths.scrub(&message),
             },
             JobError::Stopped => JobError::Stopped,
         });
@@ -277,7 +305,8 @@ impl TypedHandler<PreviewRequest> for PreviewBuilder {
         let kept = std::fs::create_dir_all(self.files().kept_dir(job)).is_ok()
             && std::fs::copy(log.path(), self.files().kept_log(job)).is_ok();
         if !matches!(outcome, Err(JobError::Stopped)) {
-            self.store_log(request.project_id, job, log.path()).await;
+            self.store_log(request.project_id, job, log.path(), &paths, LogCopy::Whole)
+                .await;
         }
         // Nothing of the build stays on disk but what status, logs and downloads read (the
         // bundle and the log, under `previews/`, and in the object store) and the caches: the
@@ -552,7 +581,17 @@ impl PreviewBuilder {
     /// Stores the build log at `path` in the object store, beside the bundle, where the API
     /// reads it; whether it did. Best effort, and never longer than [`LOG_PUT_TIMEOUT`]: a store
     /// that is down or silent fails the upload of the bundle, and this worker keeps its copy.
-    async fn store_log(&self, project: ProjectId, job: JobId, path: &Path) -> bool {
+    ///
+    /// The copy names no server path ([`ServerPaths`]). A live copy ends at the last whole line,
+    /// so that each is the beginning of the next and of the final one.
+    async fn store_log(
+        &self,
+        project: ProjectId,
+        job: JobId,
+        path: &Path,
+        paths: &ServerPaths,
+        copy: LogCopy,
+    ) -> bool {
         let Ok(key) = PreviewFiles::log_object(project, job) else {
             return false;
         };
@@ -563,6 +602,12 @@ impl PreviewBuilder {
                 return false;
             }
         };
+        let text = String::from_utf8_lossy(&bytes);
+        let text = match copy {
+            LogCopy::Whole => &text[..],
+            LogCopy::Live => text.rfind('\n').map_or("", |end| &text[..=end]),
+        };
+        let bytes = paths.scrub(text).into_bytes();
         match tokio::time::timeout(LOG_PUT_TIMEOUT, self.objects.put_bytes(&key, bytes.into()))
             .await
         {
@@ -589,6 +634,7 @@ impl PreviewBuilder {
         project: ProjectId,
         job: JobId,
         path: &Path,
+        paths: &ServerPaths,
         stop: &tokio_util::sync::CancellationToken,
     ) -> T {
         tokio::pin!(build);
@@ -607,9 +653,12 @@ impl PreviewBuilder {
                     let size = std::fs::metadata(path).map(|m| m.len()).ok();
                     if live && copying.is_none() && size.is_some() && size != copied {
                         copied = size;
-                        let (builder, path) = (self.clone(), path.to_path_buf());
+                        let (builder, path, paths) =
+                            (self.clone(), path.to_path_buf(), paths.clone());
                         copying = Some(tokio::spawn(async move {
-                            builder.store_log(project, job, &path).await
+                            builder
+                                .store_log(project, job, &path, &paths, LogCopy::Live)
+                                .await
                         }));
                     }
                 }
@@ -718,6 +767,8 @@ mod tests {
             ),
             ("cd $DATA_DIR/tmp/x", "cd $DATA_DIR/tmp/x"),
             ("at /srv/hivesync/data/secrets", "at $DATA_DIR/secrets"),
+            // Progress bars and other text outside ASCII, next to paths and not.
+            ("▒▒▒ ⸩ é/x /usr/lib/é ▒/tmp", "▒▒▒ ⸩ é/x <path> ▒/tmp"),
         ];
         for (message, expected) in cases {
             assert_eq!(without_server_paths(message, &known), expected);

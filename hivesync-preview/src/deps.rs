@@ -173,6 +173,78 @@ impl Restored {
     }
 }
 
+/// A staging directory this process works in, `<root>/.staging-<name>`, with a lock file beside
+/// it (`.staging-<name>.lock`) that the process holds until it is done. A process that dies, even
+/// by SIGKILL, lets go of the lock: that is how a later install tells a directory left behind by
+/// a dead one from one a live process (perhaps another worker on this `DATA_DIR`) is filling.
+#[derive(Debug)]
+pub(crate) struct Staging {
+    dir: PathBuf,
+    lock_path: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl Staging {
+    /// Removes what dead processes left in `root`, then makes a new staging directory there.
+    pub(crate) fn create(root: &Path, name: &str) -> std::io::Result<Staging> {
+        remove_abandoned_staging(root);
+        let dir = root.join(format!(".staging-{name}"));
+        let lock_path = root.join(format!(".staging-{name}.lock"));
+        let lock = std::fs::File::create(&lock_path)?;
+        lock.try_lock().map_err(std::io::Error::other)?;
+        std::fs::create_dir(&dir)?;
+        Ok(Staging {
+            dir,
+            lock_path,
+            _lock: lock,
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(&self.lock_path);
+    }
+}
+
+/// Staging directories left in `root` by processes that died: their lock is free (or, from a
+/// version before the locks, they have not changed for an hour).
+fn remove_abandoned_staging(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str().filter(|n| n.starts_with(".staging-")) else {
+            continue;
+        };
+        let path = entry.path();
+        if let Some(dir) = name.strip_suffix(".lock") {
+            let free = std::fs::File::open(&path).is_ok_and(|lock| lock.try_lock().is_ok());
+            if free {
+                let _ = std::fs::remove_dir_all(root.join(dir));
+                let _ = std::fs::remove_file(&path);
+            }
+        } else if !root.join(format!("{name}.lock")).exists()
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| at.elapsed().unwrap_or_default() > LEGACY_STAGING_AGE)
+        {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
+/// How long a staging directory without a lock file (made before they had one) may sit unchanged
+/// before it counts as abandoned.
+const LEGACY_STAGING_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Renames a finished `staging` directory (`finished`) to `dest`, keeping the one another process
 /// published first (`ready(dest)`); `staging` is gone afterwards either way, so a failed or
 /// interrupted install leaves nothing a later build could pick up.
@@ -425,15 +497,15 @@ impl DepsStore {
         stop: &CancellationToken,
     ) -> Result<(), DepsError> {
         std::fs::create_dir_all(&self.root)?;
-        let staging = self.root.join(format!(
-            ".staging-{}-{}",
-            what.key,
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir(&staging)?;
-        let result = self.install_into(what, &staging, log, deadline, stop).await;
+        let staging = Staging::create(
+            &self.root,
+            &format!("{}-{}", what.key, uuid::Uuid::new_v4().simple()),
+        )?;
+        let result = self
+            .install_into(what, staging.path(), log, deadline, stop)
+            .await;
         // Another worker process may have finished the same key first: theirs is kept.
-        publish(&staging, entry, result.is_ok(), |entry| {
+        publish(staging.path(), entry, result.is_ok(), |entry| {
             entry.join("node_modules").is_dir()
         })?;
         result
@@ -598,6 +670,40 @@ impl DepsStore {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn staging_left_by_a_dead_process_is_removed_and_a_live_one_kept() {
+        let root = tempfile::tempdir().unwrap();
+        // What a killed install leaves: its directory and its lock file, no one holding it.
+        let dead = root.path().join(".staging-abc-1");
+        std::fs::create_dir_all(dead.join("node_modules/x")).unwrap();
+        std::fs::write(root.path().join(".staging-abc-1.lock"), "").unwrap();
+        // An install still running (in this process, as another worker would be).
+        let live = Staging::create(root.path(), "abc-2").unwrap();
+        std::fs::write(live.path().join("package.json"), "{}").unwrap();
+        assert!(!dead.exists(), "the dead install's directory was kept");
+        assert!(!root.path().join(".staging-abc-1.lock").exists());
+
+        let next = Staging::create(root.path(), "abc-3").unwrap();
+        assert!(
+            live.path().join("package.json").exists(),
+            "a live install was removed"
+        );
+        let (live_path, next_path) = (live.path().to_owned(), next.path().to_owned());
+        drop(live);
+        drop(next);
+        for gone in [live_path, next_path] {
+            assert!(!gone.exists());
+            assert!(
+                !gone
+                    .with_file_name(format!(
+                        "{}.lock",
+                        gone.file_name().unwrap().to_str().unwrap()
+                    ))
+                    .exists()
+            );
+        }
+    }
 
     fn store(root: &Path) -> DepsStore {
         DepsStore::new(

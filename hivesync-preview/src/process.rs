@@ -41,6 +41,19 @@ impl std::fmt::Display for StepError {
 /// need, nothing else.
 const INHERITED: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ"];
 
+/// The shell every step runs under (`sh -c SUPERVISOR sh program args…`): it starts the step,
+/// waits for it and exits with its status, while a watcher beside it checks every second that the
+/// worker that started it is alive, and kills the step's whole process group (itself and the
+/// shell included) once it is not. A worker killed with SIGKILL cannot kill its steps itself; this
+/// way none of their processes outlives it by more than a second, sandboxed or not, and none
+/// goes on writing into a directory the retry of the build uses.
+const SUPERVISOR: &str = r#"worker=$PPID
+"$@" & step=$!
+( while kill -0 "$worker" 2>/dev/null; do sleep 1; done; kill -KILL 0 ) & watcher=$!
+wait "$step"; status=$?
+kill "$watcher" 2>/dev/null
+exit "$status""#;
+
 /// A command to run as one build step.
 #[derive(Debug)]
 pub struct Step<'a> {
@@ -88,8 +101,12 @@ impl<'a> Step<'a> {
         deadline: Instant,
         stop: &CancellationToken,
     ) -> Result<(), StepError> {
-        let mut command = tokio::process::Command::new(&self.program);
+        let mut command = tokio::process::Command::new("/bin/sh");
         command
+            .arg("-c")
+            .arg(SUPERVISOR)
+            .arg("sh")
+            .arg(&self.program)
             .args(&self.args)
             .current_dir(self.cwd)
             .env_clear()
@@ -190,6 +207,50 @@ mod tests {
         }
         assert!(dead(), "the grandchild {grandchild} survived");
         assert!(log.tail(4096).contains("timed out"));
+    }
+
+    /// Whether process `pid` is gone (or a zombie, which runs nothing).
+    fn gone(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| stat.split_whitespace().nth(2) == Some("Z"))
+            .unwrap_or(true)
+    }
+
+    #[tokio::test]
+    async fn a_step_dies_with_the_worker_that_started_it() {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("step.pid");
+        let step = format!("echo $$ > {}; exec sleep 300", pid_file.display());
+        // A stand-in worker (in a process group of its own, as Step::run gives its steps) that
+        // starts a step under the supervisor and is then killed with SIGKILL.
+        let mut worker = std::process::Command::new("/bin/sh")
+            .args(["-c", r#"/bin/sh -c "$1" sh /bin/sh -c "$2" & wait"#, "sh"])
+            .arg(SUPERVISOR)
+            .arg(&step)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        let pid = loop {
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|text| text.trim().parse::<i32>().ok())
+            {
+                break pid;
+            }
+            assert!(Instant::now() < until, "the step never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(!gone(pid));
+        worker.kill().unwrap();
+        worker.wait().unwrap();
+        // The watcher looks once a second.
+        let until = Instant::now() + Duration::from_secs(10);
+        while !gone(pid) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(gone(pid), "the step {pid} outlived its worker");
     }
 
     #[tokio::test]

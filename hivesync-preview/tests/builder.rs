@@ -71,7 +71,7 @@ async fn a_commit_the_worker_cannot_see_is_retried_as_a_server_fault() {
         .run(env.builder(env.objects.clone(), long), &pinned)
         .await;
     assert_eq!(job.state, JobState::Failed);
-    assert_eq!(job.error_code.as_deref(), Some("INTERNAL_ERROR"));
+    assert_eq!(job.error_code.as_deref(), Some("UNAVAILABLE"));
     assert_eq!(job.attempts, 2, "retried: another worker may see it");
     assert!(
         job.error_message

@@ -149,6 +149,9 @@ async fn a_dependency_install_reaches_only_the_registries() {
     );
     assert!(message.contains("PREVIEW_INSTALL_HOSTS"), "{message}");
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".to_owned());
+    // Neither the message nor the build log (which preview-token holders read) shows where the
+    // worker keeps things.
+    assert!(log.contains("preview build"), "{log}");
     for path in [
         data.path().to_str().unwrap(),
         home.as_str(),
@@ -158,6 +161,10 @@ async fn a_dependency_install_reaches_only_the_registries() {
         assert!(
             !message.contains(path),
             "the message shows a server path ({path}): {message}"
+        );
+        assert!(
+            !log.contains(path),
+            "the build log shows a server path ({path}):\n{log}"
         );
     }
     assert_eq!(

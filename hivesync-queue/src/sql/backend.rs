@@ -29,6 +29,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{QueueBackend, RECLAIM_EVERY, WORKER_RETENTION, db_error, from_ms, lease_token, to_ms};
+use hivesync_core::adapters::sql::first_row;
 
 /// The job queue, worker registry and locks on a sqlx pool:
 /// [`SqliteBackend`](crate::SqliteBackend) or `PostgresBackend`.
@@ -304,8 +305,9 @@ where
             .bind(lease_token())
             .bind(now + lease.as_millis() as i64)
             .bind(worker)
-            .fetch_optional(&self.pool)
+            .fetch_all(&self.pool)
             .await
+            .map(first_row)
             .map_err(db_error)?;
         row.map(|row| Self::delivery_from_row(&row, queue))
             .transpose()
@@ -321,8 +323,9 @@ where
         .bind(lease.job_id.as_uuid())
         .bind(&lease.token)
         .bind(expires)
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await
+        .map(first_row)
         .map_err(db_error)?;
         Ok(match cancel_requested {
             None => LeaseStatus::Lost,
@@ -370,8 +373,9 @@ where
         .bind(now)
         .bind(&failure.code)
         .bind(&failure.message)
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await
+        .map(first_row)
         .map_err(db_error)?;
         Ok(match status.as_deref() {
             None => FailOutcome::LeaseLost,

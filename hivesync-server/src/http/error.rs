@@ -70,7 +70,7 @@ pub enum ApiError {
     Internal(Json<ErrorBody>),
     /// A backend (database, object store) is unavailable; retrying later may help.
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
+    Unavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }
 
 impl ApiError {
@@ -107,10 +107,14 @@ impl ApiError {
             | ApiError::UnsupportedMediaType(b)
             | ApiError::RateLimited(b, _)
             | ApiError::Internal(b)
-            | ApiError::Unavailable(b) => &b.0,
+            | ApiError::Unavailable(b, _) => &b.0,
         }
     }
 }
+
+/// What a `503` suggests waiting: a backend that is down (a full disk, a database restarting)
+/// is rarely back sooner, and clients that retry at once only add load.
+const UNAVAILABLE_RETRY_AFTER_SECONDS: u64 = 5;
 
 impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
@@ -125,10 +129,13 @@ impl From<Error> for ApiError {
             }
             ErrorKind::Unavailable => {
                 tracing::error!(error = ?err, "a backend is unavailable");
-                ApiError::Unavailable(Json(ErrorBody::new(
-                    code,
-                    "a backend service is unavailable; try again shortly",
-                )))
+                ApiError::Unavailable(
+                    Json(
+                        ErrorBody::new(code, "a backend service is unavailable; try again shortly")
+                            .with_detail("retry_after_seconds", UNAVAILABLE_RETRY_AFTER_SECONDS),
+                    ),
+                    UNAVAILABLE_RETRY_AFTER_SECONDS,
+                )
             }
             _ => {
                 let mut body = ErrorBody::new(code, err.message());
@@ -259,8 +266,16 @@ mod tests {
         assert_eq!(api.body().message, "internal error");
         assert!(api.body().details.is_empty());
         let api = ApiError::from(Error::unavailable("pg down"));
-        assert!(matches!(api, ApiError::Unavailable(_)));
-        assert_eq!(api.body().code, "INTERNAL_ERROR");
+        assert!(matches!(
+            api,
+            ApiError::Unavailable(_, UNAVAILABLE_RETRY_AFTER_SECONDS)
+        ));
+        assert_eq!(api.body().code, "UNAVAILABLE");
+        assert!(!api.body().message.contains("pg down"));
+        assert_eq!(
+            api.body().details["retry_after_seconds"],
+            UNAVAILABLE_RETRY_AFTER_SECONDS
+        );
     }
 
     #[test]

@@ -107,6 +107,8 @@ pub async fn limit_body<E: Endpoint>(
     };
     let uri = req.uri();
     if uri.path().contains("%00") || uri.query().is_some_and(|q| q.contains("%00")) {
+        let body = req.take_body().into_bytes_stream();
+        discard_unread(&req, body).await;
         return Err(nul());
     }
     let limit = limits.for_path(req.uri().path());
@@ -125,7 +127,30 @@ pub async fn limit_body<E: Endpoint>(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > bytes) {
+        let body = req.take_body().into_bytes_stream();
+        discard_unread(&req, body).await;
         return Err(too_large());
+    }
+    if let BodyLimit::Streamed(_) = limit {
+        // A handler may answer without reading the upload (it refuses who is asking, or the
+        // disk is full): what it leaves comes back here to be read and discarded.
+        let (sent_back, mut left) = tokio::sync::oneshot::channel();
+        let body = Unread {
+            stream: Some(Box::pin(req.take_body().into_bytes_stream())),
+            sent_back: Some(sent_back),
+        };
+        let head = (
+            req.headers().get(poem::http::header::EXPECT).cloned(),
+            declared,
+        );
+        req.set_body(poem::Body::from_bytes_stream(body));
+        let output = ep.call(req).await;
+        // Whatever the handler owned is dropped once it has answered (a task it spawned with
+        // the body would still hold it: then there is nothing to take).
+        if let Ok(stream) = left.try_recv() {
+            discard(head.0.as_ref(), head.1, stream).await;
+        }
+        return output;
     }
     if let BodyLimit::Buffered(_) = limit {
         let body = req.take_body();
@@ -143,6 +168,88 @@ pub async fn limit_body<E: Endpoint>(
         req.set_body(body);
     }
     ep.call(req).await
+}
+
+/// The most of a request body read and discarded after answering without it, and for how long.
+/// A client still sending an upload the server refused (who is asking, a full disk, its size)
+/// then reads the answer instead of a reset connection. Past these bounds the connection is
+/// closed (`Connection: close`), as before.
+const DISCARD_MAX_BYTES: u64 = 32 << 20;
+const DISCARD_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+type BodyStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send>>;
+
+/// A request body handed to a handler; if the handler drops it before its end, the rest is sent
+/// back to [`limit_body`].
+struct Unread {
+    stream: Option<BodyStream>,
+    sent_back: Option<tokio::sync::oneshot::Sender<BodyStream>>,
+}
+
+impl futures::Stream for Unread {
+    type Item = std::io::Result<bytes::Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let Some(stream) = self.stream.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let next = stream.as_mut().poll_next(cx);
+        if let std::task::Poll::Ready(None) = next {
+            self.stream = None;
+        }
+        next
+    }
+}
+
+impl Drop for Unread {
+    fn drop(&mut self) {
+        if let (Some(stream), Some(sent_back)) = (self.stream.take(), self.sent_back.take()) {
+            let _ = sent_back.send(stream);
+        }
+    }
+}
+
+/// Reads and drops what is left of `req`'s body (see [`DISCARD_MAX_BYTES`]).
+async fn discard_unread(
+    req: &Request,
+    stream: impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+) {
+    let declared = req
+        .headers()
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    discard(
+        req.headers().get(poem::http::header::EXPECT),
+        declared,
+        Box::pin(stream),
+    )
+    .await;
+}
+
+async fn discard(expect: Option<&HeaderValue>, declared: Option<u64>, mut stream: BodyStream) {
+    use futures::StreamExt;
+    // A client that waits for `100 Continue` has sent nothing; reading would ask it for all.
+    if expect.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue")) {
+        return;
+    }
+    if declared.is_some_and(|length| length > DISCARD_MAX_BYTES) {
+        return;
+    }
+    let _ = tokio::time::timeout(DISCARD_MAX_TIME, async {
+        let mut read = 0u64;
+        while let Some(Ok(chunk)) = stream.next().await {
+            read += chunk.len() as u64;
+            if read > DISCARD_MAX_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Whether JSON text holds a NUL character: a raw zero byte, or a `\u0000` escape (not an

@@ -201,7 +201,7 @@ fn refuse(stream: TcpStream, refusal: Refusal) {
         ),
         Refusal::Server => error_bytes(
             StatusCode::SERVICE_UNAVAILABLE,
-            ApiErrorCode::InternalError,
+            ApiErrorCode::Unavailable,
             "the server is at its connection limit; try again shortly",
             "retry-after: 1\r\n",
         ),
@@ -249,7 +249,10 @@ async fn serve_connection(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        // A client may shut down its sending side once its request is sent and wait for the
+        // answer; without this the answer to such a request could be dropped unwritten.
+        .half_close(true);
     builder
         .http2()
         .timer(TokioTimer::new())

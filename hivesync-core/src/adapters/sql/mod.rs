@@ -105,7 +105,38 @@ pub(crate) fn now() -> DateTime<Utc> {
 
 /// Converts a sqlx error into ours. Bound values never appear in sqlx's messages, so nothing a
 /// user sent (a password hash, an e-mail address) can leak through an error.
+/// Whether a connection given back to the pool may serve another request: not when it is still
+/// in a transaction (its rollback failed, on a full disk say), which would make every later
+/// `BEGIN` on it a savepoint and every request it serves fail. Such a connection is closed and
+/// the pool opens a fresh one, so the server heals by itself once the cause is gone.
+pub(crate) async fn fit_for_reuse<C: sqlx::Connection>(conn: &mut C) -> sqlx::Result<bool> {
+    let fit = !conn.is_in_transaction();
+    if !fit {
+        tracing::warn!("closing a database connection left inside a transaction");
+    }
+    Ok(fit)
+}
+
+/// The first row a write `… RETURNING` gave back, read with `fetch_all` so that the statement
+/// has run to its end: on SQLite a statement outside a transaction commits there, and an error
+/// at that point (a full disk) comes after the rows. `fetch_one`/`fetch_optional` stop at the
+/// first row and drop that error, reporting a write that was never stored as done.
+pub fn first_row<T>(rows: Vec<T>) -> Option<T> {
+    rows.into_iter().next()
+}
+
+/// As [`first_row`], for a write that must return one.
+pub fn only_row<T>(rows: Vec<T>) -> std::result::Result<T, sqlx::Error> {
+    rows.into_iter().next().ok_or(sqlx::Error::RowNotFound)
+}
+
 pub fn db_error(err: sqlx::Error) -> Error {
+    if let sqlx::Error::Database(db) = &err
+        && let Some(what) = unavailable_because(db.code().as_deref())
+    {
+        // The operator's log gets the cause; the client a 503 that says what is wrong.
+        return Error::unavailable(what).with_source(err);
+    }
     let kind = match &err {
         sqlx::Error::Database(db) if db.is_unique_violation() => ErrorKind::Conflict,
         sqlx::Error::Database(db) if db.is_foreign_key_violation() || db.is_check_violation() => {
@@ -125,6 +156,36 @@ pub fn db_error(err: sqlx::Error) -> Error {
         _ => ErrorKind::Internal,
     };
     Error::new(kind, "database error").with_source(err)
+}
+
+/// What a database error that is the machine's, not the request's, says about the machine:
+/// SQLite's FULL, IOERR, READONLY, PERM and CANTOPEN (with their extended codes), PostgreSQL's
+/// insufficient resources (53…), connection exceptions (08…), I/O errors (58030), a read-only
+/// or not yet accepting server (25006, 55000).
+fn unavailable_because(code: Option<&str>) -> Option<&'static str> {
+    let code = code?;
+    // SQLite's codes are numbers below 10000; PostgreSQL's SQLSTATEs five characters.
+    if code.len() < 5
+        && let Ok(n) = code.parse::<i32>()
+    {
+        return match n & 0xff {
+            13 => Some("the database's disk is full"),
+            10 => Some("the database cannot read or write its files (I/O error)"),
+            8 => Some("the database's files are read-only"),
+            3 => Some("the database's files may not be accessed (permission denied)"),
+            14 => Some("the database's files cannot be opened"),
+            _ => None,
+        };
+    }
+    match code {
+        "53100" => Some("the database server's disk is full"),
+        "58030" => Some("the database server cannot read or write its files (I/O error)"),
+        "25006" => Some("the database server is read-only"),
+        "55000" => Some("the database server is not accepting this yet"),
+        _ if code.starts_with("53") => Some("the database server is out of resources"),
+        _ if code.starts_with("08") => Some("the connection to the database server failed"),
+        _ => None,
+    }
 }
 
 /// Database errors that a retry can clear: PostgreSQL's serialization failures, deadlocks,
@@ -150,6 +211,18 @@ mod tests {
             assert!(!is_transient(Some(code)), "{code}");
         }
         assert!(!is_transient(None));
+        for code in [
+            "13", "10", "4874", "8", "1032", "3", "14", "53100", "53300", "08006",
+        ] {
+            assert!(unavailable_because(Some(code)).is_some(), "{code}");
+        }
+        for code in ["1", "19", "2067", "23505", "42601", "40001"] {
+            assert!(unavailable_because(Some(code)).is_none(), "{code}");
+        }
+        assert_eq!(
+            unavailable_because(Some("13")),
+            Some("the database's disk is full")
+        );
         assert_eq!(
             db_error(sqlx::Error::PoolClosed).kind(),
             ErrorKind::Unavailable

@@ -85,6 +85,7 @@ impl SqlStore {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            .after_release(|conn, _| Box::pin(super::fit_for_reuse(conn)))
             .connect(url)
             .await
             .map_err(|e| Error::unavailable("cannot connect to PostgreSQL").with_source(e))?;

@@ -115,12 +115,46 @@ impl SqlStore {
                     .with_source(e)
             })?;
         }
+        if let Some(dir) = options
+            .get_filename()
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+        {
+            writable(dir)?;
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
+            .after_release(|conn, _| Box::pin(super::fit_for_reuse(conn)))
             .connect_with(options)
             .await
             .map_err(|e| Error::unavailable("cannot open the SQLite database").with_source(e))?;
         Ok(SqlStore::from_pool(pool))
     }
+}
+
+/// Whether the database's directory takes new files (the database, its WAL): said at start-up,
+/// naming the directory, rather than as SQLite's "unable to open database file".
+fn writable(dir: &std::path::Path) -> Result<()> {
+    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)
+        .map(drop);
+    let _ = std::fs::remove_file(&probe);
+    created.map_err(|err| {
+        let why = match err.kind() {
+            std::io::ErrorKind::PermissionDenied => "permission denied",
+            std::io::ErrorKind::ReadOnlyFilesystem => "the filesystem is read-only",
+            std::io::ErrorKind::StorageFull => "the disk is full",
+            _ => "it cannot be written",
+        };
+        Error::new(
+            ErrorKind::Config,
+            format!("cannot write the database in {}: {why}", dir.display()),
+        )
+        .with_source(err)
+    })
 }

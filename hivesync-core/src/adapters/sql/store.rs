@@ -15,7 +15,7 @@ use sqlx::types::Json;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, Pool, Row, Type};
 use uuid::Uuid;
 
-use super::{Backend, ColumnType, db_error, now, repo_object};
+use super::{Backend, ColumnType, db_error, first_row, now, only_row, repo_object};
 use crate::domain::{
     Credentials, Email, Job, JobCount, JobFilter, JobId, JobState, JobUpdate, Member, NewJob,
     NewNotification, NewProject, NewUser, Notification, NotificationId, Page, Project, ProjectId,
@@ -292,8 +292,9 @@ where
         .bind(&user.password_hash)
         .bind(Json(Value::Object(Default::default())))
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await
+        .and_then(only_row)
         .map_err(|e| match db_error(e) {
             err if err.kind() == ErrorKind::Conflict => {
                 Error::conflict("an account with this email already exists")
@@ -357,8 +358,9 @@ where
         .bind(patch.display_name)
         .bind(patch.preferences.map(Json))
         .bind(now())
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await
+        .map(first_row)
         .map_err(db_error)?
         .as_ref()
         .map(Self::user_from_row)
@@ -398,8 +400,9 @@ where
         .bind(&project.description)
         .bind(project.owner.as_uuid())
         .bind(now)
-        .fetch_one(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
+        .and_then(only_row)
         .map_err(|e| match db_error(e) {
             err if err.kind() == ErrorKind::Validation => {
                 Error::not_found("no such user").with_context("user_id", project.owner)
@@ -472,8 +475,9 @@ where
         .bind(patch.name)
         .bind(patch.description)
         .bind(now())
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await
+        .map(first_row)
         .map_err(db_error)?
         .as_ref()
         .map(Self::project_from_row)
@@ -632,8 +636,9 @@ where
             .bind(Json(&job.payload))
             .bind(job.dedup_key.as_deref())
             .bind(now())
-            .fetch_one(&self.pool)
+            .fetch_all(&self.pool)
             .await
+            .and_then(only_row)
             .map_err(db_error);
             let err = match inserted {
                 Ok(row) => return Self::job_from_row(&row),
@@ -732,8 +737,9 @@ where
         .bind(started)
         .bind(terminal)
         .bind(update.expected_attempts.map(|n| n as i32))
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await
+        .map(first_row)
         .map_err(db_error)?;
         match row {
             Some(row) => Self::job_from_row(&row),
@@ -763,8 +769,9 @@ where
         ))
         .bind(id.as_uuid())
         .bind(now())
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await
+        .map(first_row)
         .map_err(|e| match db_error(e) {
             // Another unfinished job took its dedup key meanwhile.
             err if err.kind() == ErrorKind::Conflict => {
@@ -841,8 +848,9 @@ where
         .bind(&notification.body)
         .bind(Json(&notification.data))
         .bind(now())
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await
+        .and_then(only_row)
         .map_err(|e| match db_error(e) {
             err if err.kind() == ErrorKind::Validation => {
                 Error::not_found("no such user").with_context("user_id", notification.user_id)
