@@ -426,3 +426,33 @@ async fn a_refused_upload_is_answered_not_cut() {
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
     assert!(answer.contains(r#""code":"NOT_FOUND""#), "{answer}");
 }
+
+/// A `DATA_DIR` that became read-only (a remounted disk) stops the server at start-up with a
+/// message naming the directory and why, not SQLite's "unable to open database file".
+#[tokio::test]
+async fn a_read_only_data_dir_is_named_at_start_up() {
+    let test = "a_read_only_data_dir_is_named_at_start_up";
+    let Some(disk) = SmallDisk::mount(test, 8) else {
+        return;
+    };
+    let data = disk.path().join("data");
+    assert!(serve(&data).terminate().success());
+    let remounted = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(disk.path())
+        .status()
+        .unwrap();
+    assert!(remounted.success());
+    let out = Command::new(binary::BINARY)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATA_DIR", &data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&data.display().to_string()), "{stderr}");
+    assert!(stderr.contains("read-only"), "{stderr}");
+    assert!(!stderr.contains("unable to open database file"), "{stderr}");
+}
