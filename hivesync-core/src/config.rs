@@ -19,7 +19,8 @@
 //! | `PREVIEW_TOKEN_KEY_ID` | `k1` | key id of the signing key |
 //! | `PREVIEW_TOKEN_PREVIOUS_SECRETS` | unset | `kid:secret,kid:secret`: keys that still verify |
 //! | `PREVIEW_TOKEN_TTL_SECONDS` | 300 | preview-token lifetime |
-//! | `PREVIEW_MAX_TIMEOUT_MS` | 120000 | a preview build's time limit |
+//! | `PREVIEW_MAX_TIMEOUT_MS` | 120000 | a preview build's time limit, not counting its dependency install |
+//! | `PREVIEW_INSTALL_TIMEOUT_MS` | 600000 | a dependency install's own time limit (it fills a cache later builds reuse) |
 //! | `PREVIEW_BUILDER_CONCURRENCY` | 2 | parallel builds per worker |
 //! | `PREVIEW_BUILDS_PER_MINUTE` | 30 | `POST /preview/build` requests per user and project per minute |
 //! | `PREVIEW_DOWNLOAD_REDIRECT` | `false` | downloads redirect to a presigned object-store URL (S3 only) |
@@ -217,7 +218,10 @@ pub struct PreviewConfig {
     /// Older keys that still verify tokens during a rotation.
     pub previous_keys: Vec<PreviewKey>,
     pub token_ttl: Duration,
+    /// A build's limit, not counting its dependency install (`PREVIEW_MAX_TIMEOUT_MS`).
     pub max_build_time: Duration,
+    /// A dependency install's own limit (`PREVIEW_INSTALL_TIMEOUT_MS`).
+    pub max_install_time: Duration,
     pub builder_concurrency: usize,
     /// `POST /preview/build` requests per minute per user and project.
     pub builds_per_minute: u32,
@@ -489,10 +493,10 @@ impl Config {
             check_distinct(a, b)?;
         }
         let cleanup = CleanupConfig::parse(&env)?;
-        if cleanup.tmp_retention <= preview.max_build_time {
+        if cleanup.tmp_retention <= preview.max_build_time + preview.max_install_time {
             return Err(invalid(
                 "TMP_RETENTION_SECONDS",
-                "must be longer than PREVIEW_MAX_TIMEOUT_MS, or cleanup could remove a running build's files",
+                "must be longer than PREVIEW_MAX_TIMEOUT_MS and PREVIEW_INSTALL_TIMEOUT_MS together, or cleanup could remove a running build's files",
             ));
         }
         let object_storage = object_storage_config(&env, &data_dir)?;
@@ -652,6 +656,11 @@ impl PreviewConfig {
             max_build_time: Duration::from_millis(env.number(
                 "PREVIEW_MAX_TIMEOUT_MS",
                 120_000,
+                1..=86_400_000,
+            )?),
+            max_install_time: Duration::from_millis(env.number(
+                "PREVIEW_INSTALL_TIMEOUT_MS",
+                600_000,
                 1..=86_400_000,
             )?),
             builder_concurrency: env.number("PREVIEW_BUILDER_CONCURRENCY", 2, 1..=64)? as usize,

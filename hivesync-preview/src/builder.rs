@@ -43,8 +43,11 @@ pub struct PreviewBuilder {
     pub deps: Arc<DepsStore>,
     pub objects: Arc<dyn ObjectStore>,
     pub data_dir: PathBuf,
-    /// The whole build's time limit.
+    /// The build's time limit, not counting its dependency install (`PREVIEW_MAX_TIMEOUT_MS`).
     pub timeout: Duration,
+    /// The dependency install's own limit (`PREVIEW_INSTALL_TIMEOUT_MS`): an install fills the
+    /// store later builds reuse, so a slow first one is not cut short by the bundler's deadline.
+    pub install_timeout: Duration,
     /// `PREVIEW_BUILDER_CONCURRENCY` builds at once in this worker.
     pub slots: Arc<Semaphore>,
     /// How the bundler is confined (`PREVIEW_SANDBOX`).
@@ -59,6 +62,7 @@ impl std::fmt::Debug for PreviewBuilder {
             .field("objects", &self.objects.name())
             .field("data_dir", &self.data_dir)
             .field("timeout", &self.timeout)
+            .field("install_timeout", &self.install_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -71,10 +75,18 @@ fn internal(what: &str, err: impl std::fmt::Display) -> JobError {
     JobError::retryable(ApiErrorCode::InternalError, format!("{what}: {err}"))
 }
 
-fn interrupted(err: StepError, log: &BuildLog, files: &PreviewFiles, job: JobId) -> JobError {
+/// A step's end that was not its own: out of time (`timed_out` says which limit ran out) or asked
+/// to stop.
+fn interrupted(
+    err: StepError,
+    timed_out: &str,
+    log: &BuildLog,
+    files: &PreviewFiles,
+    job: JobId,
+) -> JobError {
     match err {
         StepError::TimedOut => {
-            log.line("the build ran out of time; its processes were killed");
+            log.line(format_args!("{timed_out}; its processes were killed"));
             // Spec §7.10: the timeout is written into the job's metadata.
             let _ = std::fs::create_dir_all(files.kept_dir(job));
             let _ = std::fs::write(
@@ -82,10 +94,7 @@ fn interrupted(err: StepError, log: &BuildLog, files: &PreviewFiles, job: JobId)
                 serde_json::to_vec_pretty(&serde_json::json!({"job_id": job, "timeout": true}))
                     .unwrap_or_default(),
             );
-            permanent(
-                ApiErrorCode::PreviewTimeout,
-                "the build took longer than PREVIEW_MAX_TIMEOUT_MS",
-            )
+            permanent(ApiErrorCode::PreviewTimeout, timed_out)
         }
         StepError::Stopped => JobError::Stopped,
         other => internal("a build step failed", other),
@@ -408,21 +417,35 @@ impl PreviewBuilder {
         log.line(format_args!("project: {kind:?}"));
 
         progress(JobState::Building, 0.25, "dependencies").await?;
+        // The install has its own limit, and the build's does not count it: what it installs is
+        // kept for the builds after this one, even when this one then runs out of time.
+        let install_started = Instant::now();
+        let install_timed_out = format!(
+            "the dependency install took longer than PREVIEW_INSTALL_TIMEOUT_MS ({} ms)",
+            self.install_timeout.as_millis()
+        );
         let restored = self
             .deps
             .restore_workspace(
                 &layout.install_dir(&project_dir),
                 &layout.members,
                 log,
-                deadline,
+                install_started + self.install_timeout,
                 &ctx.stop,
             )
             .await
             .map_err(|err| match err {
                 DepsError::Missing(why) => permanent(ApiErrorCode::MissingDependencies, why),
-                DepsError::Interrupted(step) => interrupted(step, log, &self.files(), job),
+                DepsError::Interrupted(step) => {
+                    interrupted(step, &install_timed_out, log, &self.files(), job)
+                }
                 DepsError::Io(err) => internal("dependency store", err),
             })?;
+        let deadline = deadline + install_started.elapsed();
+        let build_timed_out = format!(
+            "the build took longer than PREVIEW_MAX_TIMEOUT_MS ({} ms, not counting the dependency install) while bundling",
+            self.timeout.as_millis()
+        );
 
         progress(JobState::Bundling, 0.50, "bundling").await?;
         let metro_cache = self.data_dir.join("cache/metro").join(metro_cache_key(
@@ -472,7 +495,9 @@ impl PreviewBuilder {
         .await
         .map_err(|err| match err {
             BundleError::Failed(why) => permanent(ApiErrorCode::PreviewBuildFailed, why),
-            BundleError::Interrupted(step) => interrupted(step, log, &self.files(), job),
+            BundleError::Interrupted(step) => {
+                interrupted(step, &build_timed_out, log, &self.files(), job)
+            }
             BundleError::Io(err) => internal("bundling", err),
         })?;
 
@@ -688,7 +713,10 @@ impl PreviewBuilder {
             log.line("the build ran out of time while uploading");
             permanent(
                 ApiErrorCode::PreviewTimeout,
-                "the build took longer than PREVIEW_MAX_TIMEOUT_MS",
+                format!(
+                    "the build took longer than PREVIEW_MAX_TIMEOUT_MS ({} ms, not counting the dependency install) while uploading",
+                    self.timeout.as_millis()
+                ),
             )
         };
         let mut last = None;

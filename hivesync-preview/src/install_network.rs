@@ -698,9 +698,25 @@ async fn serve(
         .upstream
         .as_ref()
         .and_then(|u| u.for_host(&target.host, target.tunnel));
-    let server = match via {
-        Some(proxy) => through_upstream(proxy, &target, &head, &rest).await,
-        None => direct(&rules.policy, &target).await,
+    // A registry that is briefly unreachable (a lookup or connect that fails under the load of
+    // a package manager's parallel fetches) is tried again before the client is told 502, which
+    // fails the whole install.
+    let mut attempt = 0;
+    let server = loop {
+        let server = match via {
+            Some(proxy) => through_upstream(proxy, &target, &head, &rest).await,
+            None => direct(&rules.policy, &target).await,
+        };
+        match server {
+            Err(Unreachable::Failed(_)) if attempt + 1 < CONNECT_ATTEMPTS => {
+                attempt += 1;
+                tokio::select! {
+                    () = tokio::time::sleep(CONNECT_RETRY_AFTER * attempt) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+            other => break other,
+        }
     };
     let mut server = match server {
         Ok(server) => server,
@@ -743,6 +759,11 @@ async fn serve(
         }
     }
 }
+
+/// How many times a registry is tried before the client is answered 502, and the wait before
+/// the second try (then twice that).
+const CONNECT_ATTEMPTS: u32 = 3;
+const CONNECT_RETRY_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
 
 enum Unreachable {
     /// The host resolves to an address builds may not reach.

@@ -326,3 +326,45 @@ async fn builds_succeed_fail_with_the_right_code_and_never_touch_the_repository(
     // None of it wrote to the repository.
     assert_eq!(env.repo_state(), repository);
 }
+
+/// A first build whose dependency install is slower than the build's whole limit keeps what it
+/// installed: the install has its own limit (the build's does not count it), the build then runs
+/// out of time while bundling and says so, and the next build restores the dependencies from the
+/// store instead of installing them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_first_install_is_kept_when_the_build_runs_out_of_time() {
+    let env = env().await;
+    env.sync("rn-app", "main", |_, bytes| Some(bytes));
+    // Far less than `npm ci` of the example app takes, let alone Metro.
+    let job = env
+        .build(
+            env.builder(env.objects.clone(), Duration::from_millis(1500)),
+            "main",
+        )
+        .await;
+    let log = env.log_of(&job);
+    assert_eq!(job.error_code.as_deref(), Some("PREVIEW_TIMEOUT"), "{log}");
+    let message = job.error_message.clone().unwrap_or_default();
+    assert!(
+        message.contains("PREVIEW_MAX_TIMEOUT_MS (1500 ms, not counting the dependency install)")
+            && message.contains("while bundling"),
+        "{message}\n{log}"
+    );
+    assert!(
+        log.contains("while bundling; its processes were killed"),
+        "{log}"
+    );
+
+    let job = env
+        .build(
+            env.builder(env.objects.clone(), Duration::from_secs(600)),
+            "main",
+        )
+        .await;
+    assert_eq!(job.state, JobState::Success, "{}", env.log_of(&job));
+    let result = job.result.clone().unwrap_or_default();
+    assert_ne!(
+        result["cache"]["dependencies"], "installed",
+        "the install of the build that ran out of time was lost: {result}"
+    );
+}

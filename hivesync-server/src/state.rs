@@ -219,6 +219,7 @@ impl AppState {
             objects: self.objects.clone(),
             data_dir: self.config.data_dir.clone(),
             timeout: self.config.preview.max_build_time,
+            install_timeout: self.config.preview.max_install_time,
             slots: Arc::new(Semaphore::new(self.config.preview.builder_concurrency)),
         }
     }

@@ -128,6 +128,7 @@ impl Env {
             objects,
             data_dir: self.data(),
             timeout,
+            install_timeout: Duration::from_secs(600),
             slots: Arc::new(tokio::sync::Semaphore::new(1)),
             sandbox: Arc::new(Sandbox::for_mode(SandboxMode::Auto, &self.data())),
             optimize: false,
