@@ -143,19 +143,36 @@ fn metro_cache_key(
     hex::encode(hasher.finalize())
 }
 
-/// A build's places on the worker, each with the name shown in their stead.
+/// A build's places on the worker, each with the name shown in their stead: as given and as
+/// resolved (once, when the build starts), longest first, so a checkout inside `DATA_DIR` becomes
+/// `.`, not `$DATA_DIR/...`.
 #[derive(Debug, Clone)]
-struct ServerPaths(Arc<Vec<(PathBuf, &'static str)>>);
+struct ServerPaths(Arc<Vec<(String, &'static str)>>);
 
 impl ServerPaths {
-    fn new(known: impl IntoIterator<Item = (PathBuf, &'static str)>) -> Self {
-        ServerPaths(Arc::new(known.into_iter().collect()))
+    fn new<'a>(known: impl IntoIterator<Item = (&'a Path, &'static str)>) -> Self {
+        let mut known: Vec<(String, &'static str)> = known
+            .into_iter()
+            .flat_map(|(path, name)| {
+                let canonical = path.canonicalize().ok();
+                std::iter::once(path.to_path_buf())
+                    .chain(canonical)
+                    .map(move |p| (p.to_string_lossy().trim_end_matches('/').to_owned(), name))
+            })
+            .filter(|(path, _)| path.len() > 1)
+            .collect();
+        known.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+        ServerPaths(Arc::new(known))
     }
 
-    /// `text` naming no server path.
+    /// `text` naming no server path: the known places by their names, and any other absolute
+    /// path as `<path>`.
     fn scrub(&self, text: &str) -> String {
-        let known: Vec<(&Path, &str)> = self.0.iter().map(|(p, n)| (p.as_path(), *n)).collect();
-        without_server_paths(text, &known)
+        let mut text = text.to_owned();
+        for (path, name) in self.0.iter() {
+            text = text.replace(path.as_str(), name);
+        }
+        without_other_paths(&text)
     }
 }
 
@@ -168,24 +185,8 @@ enum LogCopy {
     Whole,
 }
 
-/// `message` with the paths in `known` replaced by their names (longest first, so a checkout
-/// inside `DATA_DIR` becomes `.`, not `$DATA_DIR/...`), and any other absolute path by `<path>`.
-fn without_server_paths(message: &str, known: &[(&Path, &str)]) -> String {
-    let mut known: Vec<(String, &str)> = known
-        .iter()
-        .flat_map(|(path, name)| {
-            let canonical = path.canonicalize().ok();
-            std::iter::once(path.to_path_buf())
-                .chain(canonical)
-                .map(move |p| (p.to_string_lossy().trim_end_matches('/').to_owned(), *name))
-        })
-        .filter(|(path, _)| path.len() > 1)
-        .collect();
-    known.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
-    let mut text = message.to_owned();
-    for (path, name) in &known {
-        text = text.replace(path.as_str(), name);
-    }
+/// `text` with every absolute path replaced by `<path>`.
+fn without_other_paths(text: &str) -> String {
     // What is left: paths outside the build (npm's own files, the system's). A path starts at a
     // `/` that begins a word (not `https://` or `a/b`) and ends at a space or a quote.
     let mut out = String::with_capacity(text.len());
@@ -253,15 +254,16 @@ impl TypedHandler<PreviewRequest> for PreviewBuilder {
             .map_err(|err| internal("cannot create the build log", err))?;
         // What readers of the log and of a failure's message are shown instead of where this
         // worker keeps things: files in the project, never the server's layout.
+        let (checkout, home) = (slot.project(), std::env::var_os("HOME").map(PathBuf::from));
         let paths = ServerPaths::new(
             [
-                (slot.project(), "."),
-                (slot.dir().to_path_buf(), "."),
-                (work.clone(), "."),
-                (self.data_dir.clone(), "$DATA_DIR"),
+                (checkout.as_path(), "."),
+                (slot.dir(), "."),
+                (work.as_path(), "."),
+                (self.data_dir.as_path(), "$DATA_DIR"),
             ]
             .into_iter()
-            .chain(std::env::var_os("HOME").map(|home| (PathBuf::from(home), "~"))),
+            .chain(home.as_deref().map(|home| (home, "~"))),
         );
         log.line(format_args!(
             "preview build {job} (attempt {}): project {}, {} at {}, in build slot {}",
@@ -798,8 +800,9 @@ mod tests {
             // Progress bars and other text outside ASCII, next to paths and not.
             ("▒▒▒ ⸩ é/x /usr/lib/é ▒/tmp", "▒▒▒ ⸩ é/x <path> ▒/tmp"),
         ];
+        let paths = ServerPaths::new(known);
         for (message, expected) in cases {
-            assert_eq!(without_server_paths(message, &known), expected);
+            assert_eq!(paths.scrub(message), expected);
         }
     }
 }

@@ -105,10 +105,16 @@ pub async fn limit_body<E: Endpoint>(
             StatusCode::BAD_REQUEST,
         )
     };
+    let declared = req
+        .headers()
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let expect = req.headers().get(poem::http::header::EXPECT).cloned();
     let uri = req.uri();
     if uri.path().contains("%00") || uri.query().is_some_and(|q| q.contains("%00")) {
-        let body = req.take_body().into_bytes_stream();
-        discard_unread(&req, body).await;
+        let body = Box::pin(req.take_body().into_bytes_stream());
+        discard(expect.as_ref(), declared, body).await;
         return Err(nul());
     }
     let limit = limits.for_path(req.uri().path());
@@ -121,14 +127,9 @@ pub async fn limit_body<E: Endpoint>(
             StatusCode::PAYLOAD_TOO_LARGE,
         )
     };
-    let declared = req
-        .headers()
-        .get(poem::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > bytes) {
-        let body = req.take_body().into_bytes_stream();
-        discard_unread(&req, body).await;
+        let body = Box::pin(req.take_body().into_bytes_stream());
+        discard(expect.as_ref(), declared, body).await;
         return Err(too_large());
     }
     if let BodyLimit::Streamed(_) = limit {
@@ -139,16 +140,12 @@ pub async fn limit_body<E: Endpoint>(
             stream: Some(Box::pin(req.take_body().into_bytes_stream())),
             sent_back: Some(sent_back),
         };
-        let head = (
-            req.headers().get(poem::http::header::EXPECT).cloned(),
-            declared,
-        );
         req.set_body(poem::Body::from_bytes_stream(body));
         let output = ep.call(req).await;
         // Whatever the handler owned is dropped once it has answered (a task it spawned with
         // the body would still hold it: then there is nothing to take).
         if let Ok(stream) = left.try_recv() {
-            discard(head.0.as_ref(), head.1, stream).await;
+            discard(expect.as_ref(), declared, stream).await;
         }
         return output;
     }
@@ -213,24 +210,7 @@ impl Drop for Unread {
     }
 }
 
-/// Reads and drops what is left of `req`'s body (see [`DISCARD_MAX_BYTES`]).
-async fn discard_unread(
-    req: &Request,
-    stream: impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
-) {
-    let declared = req
-        .headers()
-        .get(poem::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    discard(
-        req.headers().get(poem::http::header::EXPECT),
-        declared,
-        Box::pin(stream),
-    )
-    .await;
-}
-
+/// Reads and drops what is left of a request body (see [`DISCARD_MAX_BYTES`]).
 async fn discard(expect: Option<&HeaderValue>, declared: Option<u64>, mut stream: BodyStream) {
     use futures::StreamExt;
     // A client that waits for `100 Continue` has sent nothing; reading would ask it for all.

@@ -1,7 +1,8 @@
 //! A JSON string field that accepts only JSON strings.
 //!
 //! poem-openapi's `String` also accepts numbers and booleans (`{"name": 42}` becomes `"42"`);
-//! a request with a wrong type must be a `VALIDATION_ERROR` instead.
+//! a request with a wrong type must be a `VALIDATION_ERROR` instead. [`Ruled`] strings also
+//! follow a rule the OpenAPI document states as a pattern (branch names, tree paths, imports).
 
 use std::borrow::Cow;
 
@@ -11,75 +12,34 @@ use poem_openapi::types::{
 };
 use serde_json::Value;
 
-/// A string that must arrive as a JSON string.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Text(pub String);
-
-impl Text {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Type for Text {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = String;
-    type RawElementValueType = String;
-
-    fn name() -> Cow<'static, str> {
-        "string".into()
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        MetaSchemaRef::Inline(Box::new(MetaSchema::new("string")))
-    }
-
-    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
-        Some(&self.0)
-    }
-
-    fn raw_element_iter<'a>(
-        &'a self,
-    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
-        Box::new(std::iter::once(&self.0))
-    }
-}
-
-impl ParseFromJSON for Text {
-    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
-        match value {
-            Some(Value::String(s)) => Ok(Text(s)),
-            // Not `ParseError::expected_type`, which would echo the value (a password, say) back
-            // in the error message.
-            Some(_) => Err(ParseError::custom("expected a string")),
-            None => Err(ParseError::expected_input()),
-        }
-    }
-}
-
-impl ToJSON for Text {
-    fn to_json(&self) -> Option<Value> {
-        Some(Value::String(self.0.clone()))
-    }
-}
-
-/// A rule a text field follows, stated in the OpenAPI document as a pattern that may need
-/// look-aheads (which poem-openapi's validators, compiled by the `regex` crate, cannot take):
-/// the document says the pattern, the server runs the check, and a test in the rule's crate
-/// shows the two accept the same strings.
+/// A rule a text field follows beyond being a JSON string, stated in the OpenAPI document as a
+/// pattern that may need look-aheads (which poem-openapi's validators, compiled by the `regex`
+/// crate, cannot take): the document says the pattern, the server runs the check, and a test in
+/// the rule's crate shows the two accept the same strings.
 pub trait TextRule: Send + Sync + 'static {
-    /// ECMA-262.
-    const PATTERN: &'static str;
+    /// ECMA-262; none for a rule-less string.
+    const PATTERN: Option<&'static str> = None;
     /// In characters.
-    const MAX_LENGTH: usize;
+    const MAX_LENGTH: Option<usize> = None;
     /// The field the rule is for, named in its error.
-    const FIELD: &'static str;
+    const FIELD: &'static str = "";
     /// Why `raw` breaks the rule, if it does.
-    fn check(raw: &str) -> Result<(), String>;
+    fn check(_raw: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
-/// A JSON string or query parameter that follows the rule `R`.
+/// A JSON string (or query parameter) that follows the rule `R`.
 pub struct Ruled<R>(pub String, std::marker::PhantomData<R>);
+
+/// Any string, as long as it arrives as a JSON string (field validators add their own rules).
+#[derive(Debug)]
+pub struct AnyText;
+
+impl TextRule for AnyText {}
+
+/// A string that must arrive as a JSON string.
+pub type Text = Ruled<AnyText>;
 
 impl<R> Ruled<R> {
     pub fn as_str(&self) -> &str {
@@ -103,6 +63,14 @@ impl<R> Clone for Ruled<R> {
     }
 }
 
+impl<R> PartialEq for Ruled<R> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl<R> Eq for Ruled<R> {}
+
 impl<R: TextRule> Ruled<R> {
     fn parse(raw: String) -> ParseResult<Self> {
         match R::check(&raw) {
@@ -123,8 +91,8 @@ impl<R: TextRule> Type for Ruled<R> {
 
     fn schema_ref() -> MetaSchemaRef {
         MetaSchemaRef::Inline(Box::new(MetaSchema {
-            pattern: Some(R::PATTERN.to_owned()),
-            max_length: Some(R::MAX_LENGTH),
+            pattern: R::PATTERN.map(str::to_owned),
+            max_length: R::MAX_LENGTH,
             ..MetaSchema::new("string")
         }))
     }
@@ -144,6 +112,8 @@ impl<R: TextRule> ParseFromJSON for Ruled<R> {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
         match value {
             Some(Value::String(s)) => Self::parse(s),
+            // Not `ParseError::expected_type`, which would echo the value (a password, say) back
+            // in the error message.
             Some(_) => Err(ParseError::custom("expected a string")),
             None => Err(ParseError::expected_input()),
         }
@@ -168,8 +138,8 @@ pub struct BranchRule;
 
 impl TextRule for BranchRule {
     const FIELD: &'static str = "branch";
-    const PATTERN: &'static str = hivesync_core::repo::BranchName::PATTERN;
-    const MAX_LENGTH: usize = 200;
+    const PATTERN: Option<&'static str> = Some(hivesync_core::repo::BranchName::PATTERN);
+    const MAX_LENGTH: Option<usize> = Some(200);
     fn check(raw: &str) -> Result<(), String> {
         hivesync_core::repo::BranchName::parse(raw)
             .map(drop)
@@ -183,8 +153,8 @@ pub struct TreePathRule;
 
 impl TextRule for TreePathRule {
     const FIELD: &'static str = "path";
-    const PATTERN: &'static str = hivesync_core::repo::RepoPath::PATTERN;
-    const MAX_LENGTH: usize = hivesync_core::repo::RepoPath::MAX_LEN;
+    const PATTERN: Option<&'static str> = Some(hivesync_core::repo::RepoPath::PATTERN);
+    const MAX_LENGTH: Option<usize> = Some(hivesync_core::repo::RepoPath::MAX_LEN);
     fn check(raw: &str) -> Result<(), String> {
         // Named in the message: a manifest's entries are not numbered in a parse error.
         hivesync_core::repo::RepoPath::parse(raw)
@@ -205,12 +175,15 @@ pub struct ImportRefRule;
 
 impl TextRule for ImportRefRule {
     const FIELD: &'static str = "ref";
-    const PATTERN: &'static str = hivesync_core::repo::IMPORT_REF_PATTERN;
-    const MAX_LENGTH: usize = 211;
+    const PATTERN: Option<&'static str> = Some(hivesync_core::repo::IMPORT_REF_PATTERN);
+    /// `refs/heads/` and a branch name.
+    const MAX_LENGTH: Option<usize> = Some(11 + 200);
     fn check(raw: &str) -> Result<(), String> {
         hivesync_core::repo::check_import_ref(raw).map_err(|err| err.message().to_owned())
     }
 }
+
+const IMPORT_URL_MAX_LENGTH: usize = 2048;
 
 /// Where an import fetches from: `http(s)://` or `file://`, no credentials, query or fragment.
 #[derive(Debug)]
@@ -218,13 +191,14 @@ pub struct ImportUrlRule;
 
 impl TextRule for ImportUrlRule {
     const FIELD: &'static str = "url";
-    const PATTERN: &'static str = hivesync_core::repo::IMPORT_URL_PATTERN;
-    const MAX_LENGTH: usize = 2048;
+    const PATTERN: Option<&'static str> = Some(hivesync_core::repo::IMPORT_URL_PATTERN);
+    const MAX_LENGTH: Option<usize> = Some(IMPORT_URL_MAX_LENGTH);
     fn check(raw: &str) -> Result<(), String> {
         static URL: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-            regex::Regex::new(ImportUrlRule::PATTERN).expect("the import URL pattern compiles")
+            regex::Regex::new(hivesync_core::repo::IMPORT_URL_PATTERN)
+                .expect("the import URL pattern compiles")
         });
-        if raw.chars().count() <= Self::MAX_LENGTH && URL.is_match(raw) {
+        if raw.chars().count() <= IMPORT_URL_MAX_LENGTH && URL.is_match(raw) {
             Ok(())
         } else {
             Err(

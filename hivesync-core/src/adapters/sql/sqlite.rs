@@ -114,12 +114,6 @@ impl SqlStore {
                     .with_context("path", dir.display())
                     .with_source(e)
             })?;
-        }
-        if let Some(dir) = options
-            .get_filename()
-            .parent()
-            .filter(|dir| !dir.as_os_str().is_empty())
-        {
             writable(dir)?;
         }
         let pool = SqlitePoolOptions::new()
