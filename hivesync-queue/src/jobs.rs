@@ -5,15 +5,22 @@
 //! flushed), the reconciler finds the unfinished record the queue no longer has and enqueues it
 //! again. It also finishes records whose job the queue dead-lettered on its own (a worker that
 //! died on the last attempt leaves no one to record the failure).
+//!
+//! The [`GoneWorkerSweeper`] watches the worker registry: a worker that missed three heartbeats
+//! is taken to be dead, and the jobs it leased go back to the front of their queues at once
+//! rather than after their leases run out.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use hivesync_core::clock::SharedClock;
 use hivesync_core::domain::{
     Job, JobFilter, JobId, JobState, JobUpdate, NewJob, Page, ProjectId, UserId,
 };
-use hivesync_core::ports::{Enqueued, JobQueue, Locks, NewQueuedJob, Queue, Store};
+use hivesync_core::ports::{Enqueued, JobQueue, Locks, NewQueuedJob, Queue, Store, WorkerRegistry};
 use hivesync_core::{Error, Result};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -363,5 +370,135 @@ impl Reconciler {
             }
         }
         let _ = locks.release(RECONCILER_LOCK, &owner).await;
+    }
+}
+
+/// Brings the records of jobs taken back from a gone worker in line with what the queue did with
+/// them: `failed` for a dead letter, `cancelled` for a job dropped on its cancellation request,
+/// `queued` for one back on its queue. Each write is fenced to the record's attempt, so a delivery
+/// that has already started the job again is left alone. Best effort: what this misses, the
+/// reconciler repairs.
+pub async fn settle_taken_back(store: &dyn Store, queue: &dyn JobQueue, jobs: &[JobId], why: &str) {
+    for &id in jobs {
+        let Ok(Some(record)) = store.get_job(id).await else {
+            continue;
+        };
+        if record.state.is_terminal() {
+            continue;
+        }
+        let update = match queue.find_dead(id).await {
+            Ok(Some(dead)) => JobUpdate::failed(dead.error_code, dead.error_message),
+            Ok(None) => match queue.contains(id).await {
+                Ok(true) if record.state == JobState::Queued => continue,
+                Ok(true) => JobUpdate::progress(JobState::Queued, 0.0, format!("re-queued: {why}")),
+                Ok(false) => JobUpdate::cancelled(record.progress, format!("cancelled; {why}")),
+                Err(_) => continue,
+            },
+            Err(_) => continue,
+        };
+        if let Err(err) = store
+            .update_job(id, update.for_attempt(record.attempts))
+            .await
+        {
+            tracing::debug!(job_id = %id, error = %err, "a taken-back job's record moved on");
+        }
+    }
+}
+
+/// The name of the lock that keeps one sweeper running at a time across the cluster.
+pub const SWEEPER_LOCK: &str = "gone-worker-sweeper";
+
+/// Gives back the jobs of workers whose heartbeats stopped ([`WorkerStatus::is_gone`]): at once
+/// and at the front of their queues, instead of after their leases run out behind the backlog.
+///
+/// [`WorkerStatus::is_gone`]: hivesync_core::ports::WorkerStatus::is_gone
+pub struct GoneWorkerSweeper {
+    store: Arc<dyn Store>,
+    queue: Arc<dyn JobQueue>,
+    registry: Arc<dyn WorkerRegistry>,
+    clock: SharedClock,
+    /// The last heartbeat of each worker already swept: a worker is swept once per silence.
+    swept: Mutex<HashMap<String, DateTime<Utc>>>,
+}
+
+impl std::fmt::Debug for GoneWorkerSweeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GoneWorkerSweeper").finish_non_exhaustive()
+    }
+}
+
+impl GoneWorkerSweeper {
+    pub fn new(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn JobQueue>,
+        registry: Arc<dyn WorkerRegistry>,
+        clock: SharedClock,
+    ) -> Self {
+        GoneWorkerSweeper {
+            store,
+            queue,
+            registry,
+            clock,
+            swept: Mutex::default(),
+        }
+    }
+
+    /// One look at the registry; returns the jobs taken back.
+    pub async fn run_once(&self) -> Result<Vec<JobId>> {
+        let now = self.clock.now();
+        let workers = self.registry.list().await?;
+        let gone: Vec<_> = {
+            let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+            swept.retain(|id, _| workers.iter().any(|w| &w.id == id));
+            workers
+                .iter()
+                .filter(|w| w.is_gone(now) && swept.get(&w.id) != Some(&w.heartbeat_at))
+                .map(|w| (w.id.clone(), w.heartbeat_at))
+                .collect()
+        };
+        let mut taken = Vec::new();
+        for (worker, heartbeat_at) in gone {
+            let jobs = self.queue.reclaim_worker(&worker).await?;
+            if !jobs.is_empty() {
+                tracing::warn!(worker = %worker, jobs = jobs.len(), last_heartbeat = %heartbeat_at,
+                    "a worker stopped sending heartbeats; took back its jobs");
+                let why = format!("its worker {worker} stopped responding");
+                settle_taken_back(&*self.store, &*self.queue, &jobs, &why).await;
+            }
+            taken.extend(jobs);
+            self.swept
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(worker, heartbeat_at);
+        }
+        Ok(taken)
+    }
+
+    /// Looks every `interval` while holding the cluster-wide sweeper lock, until `shutdown`.
+    pub async fn run(
+        self,
+        locks: Arc<dyn Locks>,
+        owner: String,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => break,
+            }
+            match locks.acquire(SWEEPER_LOCK, &owner, interval * 3).await {
+                Ok(true) => {
+                    if let Err(err) = self.run_once().await {
+                        tracing::warn!(error = %err, "cannot look for gone workers");
+                    }
+                }
+                Ok(false) => {}
+                Err(err) => tracing::warn!(error = %err, "cannot take the sweeper lock"),
+            }
+        }
+        let _ = locks.release(SWEEPER_LOCK, &owner).await;
     }
 }

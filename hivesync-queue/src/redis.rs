@@ -55,6 +55,7 @@ struct Scripts {
     complete_reserve: Script,
     fail: Script,
     release: Script,
+    reclaim_worker: Script,
     cancel: Script,
     retry_dead: Script,
     purge_dead: Script,
@@ -68,6 +69,7 @@ struct Scripts {
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     enqueue: Script::new(include_str!("../lua/enqueue.lua")),
     reserve: Script::new(concat!(
+        include_str!("../lua/lib/reclaim.lua"),
         include_str!("../lua/lib/reserve.lua"),
         include_str!("../lua/reserve.lua")
     )),
@@ -78,11 +80,16 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     )),
     complete_reserve: Script::new(concat!(
         include_str!("../lua/lib/complete.lua"),
+        include_str!("../lua/lib/reclaim.lua"),
         include_str!("../lua/lib/reserve.lua"),
         include_str!("../lua/complete_reserve.lua"),
     )),
     fail: Script::new(include_str!("../lua/fail.lua")),
     release: Script::new(include_str!("../lua/release.lua")),
+    reclaim_worker: Script::new(concat!(
+        include_str!("../lua/lib/reclaim.lua"),
+        include_str!("../lua/reclaim_worker.lua")
+    )),
     cancel: Script::new(include_str!("../lua/cancel.lua")),
     retry_dead: Script::new(include_str!("../lua/retry_dead.lua")),
     purge_dead: Script::new(include_str!("../lua/purge_dead.lua")),
@@ -447,6 +454,16 @@ impl JobQueue for RedisBackend {
             2 => ReleaseOutcome::Dropped,
             _ => ReleaseOutcome::LeaseLost,
         })
+    }
+
+    async fn reclaim_worker(&self, worker: &str) -> Result<Vec<JobId>> {
+        let mut script = SCRIPTS.reclaim_worker.prepare_invoke();
+        script.arg(&self.prefix).arg(worker).arg(self.now_ms());
+        for queue in Queue::ALL {
+            script.arg(queue.as_str());
+        }
+        let ids: Vec<String> = self.run(&mut script).await?;
+        ids.iter().map(|id| id.parse()).collect()
     }
 
     async fn cancel(&self, job: JobId) -> Result<CancelOutcome> {

@@ -68,6 +68,15 @@ pub enum Command {
         /// After SIGTERM, how long running jobs may take before they are given back (default 30).
         #[arg(long)]
         grace_seconds: Option<u64>,
+        /// A stable id for this worker (default: host, process and a random suffix). A worker
+        /// restarted under the same id takes back at once the jobs its previous run held; two
+        /// running workers must never share one.
+        #[arg(long, env = "WORKER_ID")]
+        id: Option<String>,
+        /// How often the worker reports to the registry, in milliseconds (default 5000); three
+        /// missed reports and its jobs are given to other workers.
+        #[arg(long)]
+        heartbeat_ms: Option<u64>,
     },
     /// Administer accounts.
     Admin {
@@ -267,6 +276,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             lease_seconds,
             metrics_bind,
             grace_seconds,
+            id,
+            heartbeat_ms,
         } => {
             let config = server_config()?;
             let mut worker =
@@ -277,6 +288,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             worker.lease = lease_seconds.map(Duration::from_secs);
             if let Some(grace) = grace_seconds {
                 worker.shutdown_grace = Duration::from_secs(grace);
+            }
+            if let Some(id) = id {
+                hivesync_queue::worker::check_worker_id(&id)?;
+                worker.id = id;
+            }
+            if let Some(ms) = heartbeat_ms {
+                worker.heartbeat_interval = Duration::from_millis(ms.clamp(100, 60_000));
             }
             run_worker(config, worker, metrics_bind).await
         }
@@ -336,6 +354,7 @@ async fn serve(config: Config, bind: Option<SocketAddr>, no_workers: bool) -> Re
         tasks.extend(runtime::spawn_embedded_workers(&state, &shutdown));
     }
     tasks.push(runtime::spawn_reconciler(&state, &owner, &shutdown));
+    tasks.push(runtime::spawn_sweeper(&state, &owner, &shutdown));
     tasks.extend(runtime::spawn_autoscaler(&state, &owner, &shutdown));
 
     tracing::info!(address = %local, embedded = state.config.is_embedded(), in_process_workers,
@@ -374,6 +393,7 @@ async fn run_worker(
     tokio::spawn(forward_signals(shutdown.clone()));
     let mut tasks = runtime::spawn_worker(&state, worker.clone(), &shutdown);
     tasks.push(runtime::spawn_reconciler(&state, &worker.id, &shutdown));
+    tasks.push(runtime::spawn_sweeper(&state, &worker.id, &shutdown));
     if let Some(bind) = metrics_bind {
         let (listener, local) = listen(bind).await?;
         let limits = serve::Limits::from_config(&state.config.http);

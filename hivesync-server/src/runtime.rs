@@ -9,7 +9,7 @@ use hivesync_core::ports::{Queue, WorkerRole};
 use hivesync_preview::job::PreviewRequest;
 use hivesync_queue::autoscaler::{self, Autoscaler, Bounds, Observation};
 use hivesync_queue::cleanup::{self, Cleaner, CleanupHandler, CleanupJob};
-use hivesync_queue::jobs::Reconciler;
+use hivesync_queue::jobs::{GoneWorkerSweeper, Reconciler};
 use hivesync_queue::worker::{Handlers, Ping, PingHandler, WorkerConfig, WorkerDeps};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +18,8 @@ use crate::state::AppState;
 
 /// How often the reconciler looks for jobs the queue lost.
 const RECONCILE_EVERY: Duration = Duration::from_secs(60);
+/// How often the registry is read for workers whose heartbeats stopped.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// The lock that keeps one autoscaler running across the cluster.
 const AUTOSCALER_LOCK: &str = "autoscaler";
 
@@ -115,6 +117,27 @@ pub fn spawn_reconciler(
         state.locks.clone(),
         format!("{owner}:reconciler"),
         RECONCILE_EVERY,
+        shutdown.clone(),
+    ))
+}
+
+/// Runs the sweeper that gives back the jobs of workers whose heartbeats stopped (under its
+/// cluster-wide lock) until `shutdown`.
+pub fn spawn_sweeper(
+    state: &Arc<AppState>,
+    owner: &str,
+    shutdown: &CancellationToken,
+) -> JoinHandle<()> {
+    let sweeper = GoneWorkerSweeper::new(
+        state.store.clone(),
+        state.queue.clone(),
+        state.registry.clone(),
+        state.clock.clone(),
+    );
+    tokio::spawn(sweeper.run(
+        state.locks.clone(),
+        format!("{owner}:sweeper"),
+        SWEEP_EVERY,
         shutdown.clone(),
     ))
 }

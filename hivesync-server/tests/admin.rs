@@ -206,6 +206,7 @@ async fn workers_and_the_autoscaler_are_reported() {
         draining: false,
         started_at: chrono::Utc::now(),
         heartbeat_at: chrono::Utc::now() - chrono::Duration::seconds(300),
+        heartbeat_interval_ms: 10_000,
     };
     app.state.registry.heartbeat(&status).await.unwrap();
     let workers = app.get("/api/v1/admin/workers", Some(&boss.token)).await;

@@ -15,6 +15,14 @@ use crate::ports::Queue;
 
 /// A worker silent for longer than this is reported unresponsive (spec §10.4).
 pub const UNRESPONSIVE_AFTER: Duration = Duration::from_secs(120);
+/// Heartbeats a worker may miss in a row before it is taken to be gone and its jobs are given
+/// back (long before [`UNRESPONSIVE_AFTER`] flags it to operators, and before its leases run out).
+pub const GONE_AFTER_MISSED_HEARTBEATS: u32 = 3;
+/// The shortest silence taken as gone, whatever the heartbeat interval: a busy machine can delay
+/// a heartbeat by a moment without anyone losing their job.
+pub const GONE_AFTER_AT_LEAST: Duration = Duration::from_secs(3);
+/// The interval assumed for a worker that did not report one (written by an older version).
+const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What a worker is for (spec §10.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -83,6 +91,9 @@ pub struct WorkerStatus {
     pub draining: bool,
     pub started_at: DateTime<Utc>,
     pub heartbeat_at: DateTime<Utc>,
+    /// How often this worker promised to report, in milliseconds (0: not said).
+    #[serde(default)]
+    pub heartbeat_interval_ms: u64,
 }
 
 impl WorkerStatus {
@@ -91,6 +102,20 @@ impl WorkerStatus {
         now.signed_duration_since(self.heartbeat_at)
             .to_std()
             .map_or(true, |silence| silence <= UNRESPONSIVE_AFTER)
+    }
+
+    /// Whether the worker has been silent for [`GONE_AFTER_MISSED_HEARTBEATS`] of its heartbeat
+    /// intervals (and at least [`GONE_AFTER_AT_LEAST`]) at `now`: it is taken to be dead, and the
+    /// jobs it leased are given back. A worker that comes back finds its leases lost and stops.
+    pub fn is_gone(&self, now: DateTime<Utc>) -> bool {
+        let interval = match self.heartbeat_interval_ms {
+            0 => DEFAULT_HEARTBEAT_INTERVAL,
+            ms => Duration::from_millis(ms),
+        };
+        let limit = (interval * GONE_AFTER_MISSED_HEARTBEATS).max(GONE_AFTER_AT_LEAST);
+        now.signed_duration_since(self.heartbeat_at)
+            .to_std()
+            .is_ok_and(|silence| silence > limit)
     }
 }
 
@@ -125,4 +150,51 @@ pub trait Locks: Send + Sync + 'static {
     async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool>;
     async fn release(&self, name: &str, owner: &str) -> Result<bool>;
     async fn holder(&self, name: &str) -> Result<Option<String>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn silent_since(heartbeat_at: DateTime<Utc>, interval_ms: u64) -> WorkerStatus {
+        WorkerStatus {
+            id: "w".to_owned(),
+            role: WorkerRole::Cpu,
+            queues: vec![],
+            hostname: "h".to_owned(),
+            pid: 1,
+            version: "0".to_owned(),
+            concurrency: 1,
+            active_jobs: vec![],
+            draining: false,
+            started_at: heartbeat_at,
+            heartbeat_at,
+            heartbeat_interval_ms: interval_ms,
+        }
+    }
+
+    #[test]
+    fn gone_takes_three_missed_heartbeats_and_never_less_than_the_floor() {
+        let at = Utc::now();
+        let after = |ms| at + chrono::Duration::milliseconds(ms);
+        let fast = silent_since(at, 200);
+        assert!(
+            !fast.is_gone(after(2_999)),
+            "the floor holds for short intervals"
+        );
+        assert!(fast.is_gone(after(3_001)));
+        let slow = silent_since(at, 5_000);
+        assert!(!slow.is_gone(after(15_000)));
+        assert!(slow.is_gone(after(15_001)));
+        let unsaid = silent_since(at, 0);
+        assert!(
+            !unsaid.is_gone(after(30_000)),
+            "an older worker: 10 s assumed"
+        );
+        assert!(unsaid.is_gone(after(30_001)));
+        assert!(
+            !unsaid.is_gone(after(-5_000)),
+            "a clock behind is not silence"
+        );
+    }
 }

@@ -11,7 +11,10 @@ pub mod rate_limit;
 pub mod scaler;
 pub mod store;
 
-pub use coordination::{Locks, UNRESPONSIVE_AFTER, WorkerRegistry, WorkerRole, WorkerStatus};
+pub use coordination::{
+    GONE_AFTER_AT_LEAST, GONE_AFTER_MISSED_HEARTBEATS, Locks, UNRESPONSIVE_AFTER, WorkerRegistry,
+    WorkerRole, WorkerStatus,
+};
 pub use object_store::{
     ByteStream, Capabilities, GetResult, ObjectKey, ObjectMeta, ObjectStore, ObjectStoreExt,
     bytes_stream,

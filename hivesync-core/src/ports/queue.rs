@@ -299,6 +299,11 @@ impl QueueStats {
 ///   purged. A lease that expires on the last attempt also dead-letters the job.
 /// - `release` gives a job back at the front of its queue without counting the attempt (a worker
 ///   shutting down) — or drops it, when its cancellation was requested.
+/// - A job taken back from a worker that is gone — its lease expired, or `reclaim_worker` named
+///   the worker — is handled as a failed attempt would be without a retry wait: back at the front
+///   of its queue (ahead of jobs enqueued after it), dead on its last attempt, dropped when its
+///   cancellation was requested. `reclaim_worker` does it at once for every lease of that worker
+///   and no other, and returns the jobs' ids; the old lease tokens are stale afterwards.
 /// - A delayed job is not delivered before its time.
 /// - A dedup key is held while its job waits, is delayed or runs; enqueueing the same key then
 ///   returns the existing job's id. Completion, dead-lettering and cancellation free it.
@@ -338,6 +343,9 @@ pub trait JobQueue: Send + Sync + 'static {
     }
     async fn fail(&self, lease: &LeaseRef, failure: Failure) -> Result<FailOutcome>;
     async fn release(&self, lease: &LeaseRef) -> Result<ReleaseOutcome>;
+    /// Takes back at once every job leased to `worker`, which is known to be gone (it restarted
+    /// under the same id, or its heartbeats stopped); returns their ids.
+    async fn reclaim_worker(&self, worker: &str) -> Result<Vec<JobId>>;
     async fn cancel(&self, job: JobId) -> Result<CancelOutcome>;
     async fn contains(&self, job: JobId) -> Result<bool>;
     async fn stats(&self, queue: Queue) -> Result<QueueStats>;

@@ -20,6 +20,7 @@ fn status(id: &str, role: WorkerRole, clock: &ManualClock) -> WorkerStatus {
         draining: false,
         started_at: clock.now(),
         heartbeat_at: clock.now(),
+        heartbeat_interval_ms: 10_000,
     }
 }
 
@@ -50,6 +51,16 @@ pub async fn registry(registry: &dyn WorkerRegistry, clock: &ManualClock) {
     let listed = registry.list().await.unwrap();
     assert_eq!(listed[1], busy, "a heartbeat replaces the status");
     assert!(listed[1].is_responsive(clock.now()));
+    let later = |secs| clock.now() + chrono::Duration::seconds(secs);
+    assert!(
+        !listed[1].is_gone(later(30)),
+        "three heartbeat intervals of silence are not yet gone"
+    );
+    assert!(
+        listed[1].is_gone(later(31)) && listed[1].is_responsive(later(31)),
+        "gone after three missed heartbeats (its jobs are given back), long before it is \
+         reported unresponsive"
+    );
 
     clock.advance(Duration::from_secs(121));
     let listed = registry.list().await.unwrap();

@@ -34,6 +34,8 @@ pub async fn run(queue: Arc<dyn JobQueue>, clock: ManualClock) {
     release_does_not_count_an_attempt(q).await;
     complete_and_reserve_chains_jobs(q).await;
     expiry_on_the_last_attempt_dead_letters(q, &clock).await;
+    an_expired_lease_comes_back_at_the_front(q, &clock).await;
+    a_gone_workers_jobs_come_back_at_once(q, &clock).await;
     stats_count_every_state(q, &clock).await;
     concurrent_reservers_never_share_a_job(queue.clone()).await;
     queue
@@ -801,6 +803,122 @@ async fn expiry_on_the_last_attempt_dead_letters(queue: &dyn JobQueue, clock: &M
         .find(|d| d.job_id == id)
         .expect("dead-lettered after its last lease expired");
     assert_eq!(letter.attempts, 1);
+    queue.purge_dead(Queue::AiJobs, None).await.unwrap();
+}
+
+async fn an_expired_lease_comes_back_at_the_front(queue: &dyn JobQueue, clock: &ManualClock) {
+    let crashed = add(queue, job(Queue::AiJobs, "crashed")).await;
+    queue
+        .reserve(Queue::AiJobs, "dead", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    clock.advance(Duration::from_secs(2));
+    let later = add(queue, job(Queue::AiJobs, "later")).await;
+    clock.advance(LEASE);
+    let d = queue
+        .reserve(Queue::AiJobs, "w", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (d.job_id(), d.attempt),
+        (crashed, 2),
+        "a job whose lease expired is next in line, not behind the jobs that came after it"
+    );
+    queue.complete(&d.lease).await.unwrap();
+    let d = queue
+        .reserve(Queue::AiJobs, "w", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.job_id(), later);
+    queue.complete(&d.lease).await.unwrap();
+}
+
+async fn a_gone_workers_jobs_come_back_at_once(queue: &dyn JobQueue, clock: &ManualClock) {
+    let take = |queue_name: Queue, worker: &'static str| async move {
+        queue
+            .reserve(queue_name, worker, LEASE)
+            .await
+            .unwrap()
+            .expect("a job to take")
+    };
+    let running = add(queue, job(Queue::AiJobs, "running")).await;
+    let on_its_last_attempt = add(
+        queue,
+        NewQueuedJob {
+            max_attempts: Some(1),
+            ..job(Queue::AiJobs, "last attempt")
+        },
+    )
+    .await;
+    let cancelled = add(queue, job(Queue::SystemEvents, "cancelled")).await;
+    let elsewhere = add(queue, job(Queue::AiJobs, "elsewhere")).await;
+    let gone_running = take(Queue::AiJobs, "gone").await;
+    let gone_last = take(Queue::AiJobs, "gone").await;
+    let gone_cancelled = take(Queue::SystemEvents, "gone").await;
+    let alive = take(Queue::AiJobs, "alive").await;
+    assert_eq!(
+        [
+            gone_running.job_id(),
+            gone_last.job_id(),
+            gone_cancelled.job_id(),
+            alive.job_id()
+        ],
+        [running, on_its_last_attempt, cancelled, elsewhere]
+    );
+    assert_eq!(
+        queue.cancel(cancelled).await.unwrap(),
+        CancelOutcome::Requested
+    );
+    clock.advance(Duration::from_secs(2));
+    let later = add(queue, job(Queue::AiJobs, "later")).await;
+
+    let mut taken = queue.reclaim_worker("gone").await.unwrap();
+    taken.sort();
+    let mut expected = vec![running, on_its_last_attempt, cancelled];
+    expected.sort();
+    assert_eq!(taken, expected, "every job of that worker, and only those");
+    for stale in [&gone_running, &gone_last, &gone_cancelled] {
+        assert_eq!(
+            queue.renew(&stale.lease, LEASE).await.unwrap(),
+            LeaseStatus::Lost,
+            "the gone worker's lease tokens are stale"
+        );
+    }
+    assert_eq!(
+        queue.renew(&alive.lease, LEASE).await.unwrap(),
+        LeaseStatus::Held,
+        "another worker's lease is untouched"
+    );
+    let again = take(Queue::AiJobs, "w").await;
+    assert_eq!(
+        (again.job_id(), again.attempt),
+        (running, 2),
+        "at once (no lease ran out), at the front, the attempt counted"
+    );
+    let dead = queue
+        .find_dead(on_its_last_attempt)
+        .await
+        .unwrap()
+        .expect("dead on its last attempt");
+    assert_eq!(dead.attempts, 1);
+    assert!(
+        !queue.contains(cancelled).await.unwrap(),
+        "dropped: its cancellation was requested"
+    );
+    assert!(
+        queue.reclaim_worker("gone").await.unwrap().is_empty(),
+        "nothing is taken twice"
+    );
+    assert!(queue.reclaim_worker("nobody").await.unwrap().is_empty());
+
+    queue.complete(&again.lease).await.unwrap();
+    queue.complete(&alive.lease).await.unwrap();
+    let d = take(Queue::AiJobs, "w").await;
+    assert_eq!(d.job_id(), later);
+    queue.complete(&d.lease).await.unwrap();
     queue.purge_dead(Queue::AiJobs, None).await.unwrap();
 }
 

@@ -31,6 +31,45 @@ use uuid::Uuid;
 use super::{QueueBackend, RECLAIM_EVERY, WORKER_RETENTION, db_error, from_ms, lease_token, to_ms};
 use hivesync_core::adapters::sql::first_row;
 
+/// The three statements that take back leased jobs matching `$scope` (`$1` the queue or worker,
+/// `$2` now): drop the cancelled, dead-letter those on their last attempt, re-queue the rest as
+/// due since they were first enqueued.
+macro_rules! take_back_statements {
+    ($scope:literal) => {
+        [
+            concat!(
+                "DELETE FROM queue_entries WHERE ",
+                $scope,
+                " AND cancel_requested RETURNING job_id"
+            ),
+            concat!(
+                "UPDATE queue_entries SET status = 'dead', died_at = $2, dedup_key = NULL, \
+                 lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, \
+                 error_code = 'LEASE_EXPIRED', \
+                 error_message = 'the worker stopped renewing its lease on the last attempt' \
+                 WHERE ",
+                $scope,
+                " AND attempt >= max_attempts RETURNING job_id"
+            ),
+            concat!(
+                "UPDATE queue_entries SET status = 'waiting', run_at = enqueued_at, \
+                 lease_token = NULL, lease_expires_at = NULL, worker_id = NULL WHERE ",
+                $scope,
+                " RETURNING job_id"
+            ),
+        ]
+    };
+}
+
+/// Whose leases [`SqlBackend::take_back`] takes back.
+#[derive(Debug, Clone, Copy)]
+enum Gone<'a> {
+    /// Leases of this queue that ran out.
+    Expired(Queue),
+    /// Every lease of a worker known to be gone.
+    Worker(&'a str),
+}
+
 /// The job queue, worker registry and locks on a sqlx pool:
 /// [`SqliteBackend`](crate::SqliteBackend) or `PostgresBackend`.
 pub struct SqlBackend<DB: Database> {
@@ -109,46 +148,44 @@ where
                 }
             }
         }
-        // Cancelled while running, and its worker is gone: drop it.
-        sqlx::query(
-            "DELETE FROM queue_entries WHERE queue = $1 AND status = 'leased' \
-             AND lease_expires_at <= $2 \
-             AND cancel_requested",
-        )
-        .bind(queue.as_str())
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        // Out of attempts: dead letter.
-        sqlx::query(
-            "UPDATE queue_entries SET status = 'dead', died_at = $2, dedup_key = NULL, \
-             lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, \
-             error_code = 'LEASE_EXPIRED', \
-             error_message = 'the worker stopped renewing its lease on the last attempt' \
-             WHERE queue = $1 AND status = 'leased' AND lease_expires_at <= $2 \
-             AND attempt >= max_attempts",
-        )
-        .bind(queue.as_str())
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        let requeued = sqlx::query(
-            "UPDATE queue_entries SET status = 'waiting', run_at = $2, lease_token = NULL, \
-             lease_expires_at = NULL, worker_id = NULL \
-             WHERE queue = $1 AND status = 'leased' AND lease_expires_at <= $2",
-        )
-        .bind(queue.as_str())
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        let requeued = DB::rows_affected(&requeued);
+        let requeued = self.take_back(Gone::Expired(queue), now_ms).await?.len();
         if requeued > 0 {
-            tracing::info!(queue = %queue, jobs = requeued, "re-queued jobs whose lease expired");
+            tracing::info!(queue = %queue, jobs = requeued, "took back jobs whose lease expired");
         }
         Ok(())
+    }
+
+    /// Takes back the jobs leased to workers that are gone: dropped when their cancellation was
+    /// requested, dead on their last attempt, otherwise due again as of when they were first
+    /// enqueued — next in line, not behind the jobs that arrived while they ran.
+    async fn take_back(&self, gone: Gone<'_>, now_ms: i64) -> Result<Vec<JobId>> {
+        let (statements, key) = match gone {
+            Gone::Expired(queue) => (
+                take_back_statements!(
+                    "queue = $1 AND status = 'leased' AND lease_expires_at <= $2"
+                ),
+                queue.as_str(),
+            ),
+            // `$2` is there for the statements that do not otherwise use the time.
+            Gone::Worker(worker) => (
+                take_back_statements!("worker_id = $1 AND status = 'leased' AND $2 = $2"),
+                worker,
+            ),
+        };
+        let mut taken = Vec::new();
+        for statement in statements {
+            let ids: Vec<Uuid> = sqlx::query_scalar(statement)
+                .bind(key)
+                .bind(now_ms)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_error)?;
+            taken.extend(ids.into_iter().map(JobId::from_uuid));
+        }
+        if !taken.is_empty() {
+            self.work_added.notify_waiters();
+        }
+        Ok(taken)
     }
 
     async fn job_with_key(&self, queue: Queue, key: &str) -> Result<Option<JobId>> {
@@ -433,6 +470,10 @@ where
             self.work_added.notify_one();
         }
         Ok(outcome)
+    }
+
+    async fn reclaim_worker(&self, worker: &str) -> Result<Vec<JobId>> {
+        self.take_back(Gone::Worker(worker), self.now_ms()).await
     }
 
     async fn cancel(&self, job: JobId) -> Result<CancelOutcome> {

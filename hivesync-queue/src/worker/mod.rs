@@ -9,7 +9,8 @@
 mod handler;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,8 +18,8 @@ use chrono::Utc;
 use hivesync_core::clock::SharedClock;
 use hivesync_core::domain::{JobId, JobState, JobUpdate};
 use hivesync_core::ports::{
-    Delivery, FailOutcome, Failure, JobQueue, LeaseStatus, Locks, Queue, ReleaseOutcome, Store,
-    WorkerRegistry, WorkerRole, WorkerStatus,
+    Delivery, FailOutcome, Failure, JobQueue, LeaseRef, LeaseStatus, Locks, Queue, ReleaseOutcome,
+    Store, WorkerRegistry, WorkerRole, WorkerStatus,
 };
 use hivesync_core::{ApiErrorCode, ErrorKind, Result};
 use rand::Rng;
@@ -66,7 +67,8 @@ impl WorkerConfig {
                 WorkerRole::Cpu => concurrency.max(1),
             },
             poll_interval: Duration::from_secs(1),
-            heartbeat_interval: Duration::from_secs(10),
+            // Three missed heartbeats and its jobs are given back: 15 s, well inside any lease.
+            heartbeat_interval: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
             lease: None,
         }
@@ -75,6 +77,30 @@ impl WorkerConfig {
     /// The lease this worker takes on jobs of `queue`.
     pub fn lease_for(&self, queue: Queue) -> Duration {
         self.lease.unwrap_or(queue.policy().lease)
+    }
+}
+
+/// The longest a worker waits between tries of a write the database refused as unavailable.
+const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
+/// The first such wait; each further one doubles it.
+const STORE_RETRY_FIRST: Duration = Duration::from_millis(100);
+
+/// Checks a worker id given by the operator (`--id`, `WORKER_ID`): a stable id lets a restarted
+/// worker take back at once the jobs its previous run held. Two running workers must never share
+/// one.
+pub fn check_worker_id(id: &str) -> Result<()> {
+    let fits = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+    if fits {
+        Ok(())
+    } else {
+        Err(hivesync_core::Error::validation(
+            "a worker id is 1 to 128 characters of letters, digits, '.', '_', ':' and '-'",
+        )
+        .with_context("value", hivesync_core::domain::truncate_for_display(id)))
     }
 }
 
@@ -118,6 +144,17 @@ pub struct Worker {
     started_at: chrono::DateTime<Utc>,
     /// Where the round-robin over queues starts next, so that no queue starves another.
     next_queue: AtomicUsize,
+    /// Set once shutdown began, so every later heartbeat says so.
+    draining: AtomicBool,
+}
+
+/// Why the worker stopped retrying a write the database refused as unavailable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GaveUp {
+    /// The lease went to another delivery meanwhile: that one owns the job now.
+    LeaseLost,
+    /// The worker is stopping.
+    Stopping,
 }
 
 impl Worker {
@@ -129,6 +166,7 @@ impl Worker {
             active: Arc::default(),
             started_at: Utc::now(),
             next_queue: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -136,7 +174,7 @@ impl Worker {
         &self.config.id
     }
 
-    fn status(&self, draining: bool) -> WorkerStatus {
+    fn status(&self) -> WorkerStatus {
         let mut active: Vec<JobId> = self
             .active
             .lock()
@@ -160,14 +198,15 @@ impl Worker {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             concurrency: self.config.concurrency as u32,
             active_jobs: active,
-            draining,
+            draining: self.draining.load(Ordering::Relaxed),
             started_at: self.started_at,
             heartbeat_at: self.deps.clock.now(),
+            heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
         }
     }
 
-    async fn heartbeat(&self, draining: bool) {
-        if let Err(err) = self.deps.registry.heartbeat(&self.status(draining)).await {
+    async fn heartbeat(&self) {
+        if let Err(err) = self.deps.registry.heartbeat(&self.status()).await {
             tracing::warn!(error = %err, "heartbeat failed");
         }
     }
@@ -178,7 +217,8 @@ impl Worker {
         let this = Arc::new(self);
         tracing::info!(worker = %this.config.id, role = %this.config.role, queues = ?this.config.queues,
             concurrency = this.config.concurrency, "worker started");
-        this.heartbeat(false).await;
+        this.take_back_previous_run().await;
+        this.heartbeat().await;
         let beating = CancellationToken::new();
         let heartbeats = tokio::spawn({
             let this = this.clone();
@@ -188,7 +228,7 @@ impl Worker {
                 tick.tick().await;
                 loop {
                     tokio::select! {
-                        _ = tick.tick() => this.heartbeat(false).await,
+                        _ = tick.tick() => this.heartbeat().await,
                         () = beating.cancelled() => break,
                     }
                 }
@@ -203,7 +243,8 @@ impl Worker {
             .consume(&shutdown, &stop_all, &mut running)
             .await;
 
-        this.heartbeat(true).await;
+        this.draining.store(true, Ordering::Relaxed);
+        this.heartbeat().await;
         let drained = tokio::time::timeout(this.config.shutdown_grace, async {
             while running.join_next().await.is_some() {}
         })
@@ -234,6 +275,113 @@ impl Worker {
         }
         tracing::info!(worker = %this.config.id, "worker stopped");
         result
+    }
+
+    /// A worker that restarts under the id of its previous run knows that run is dead: the jobs
+    /// it held go back at once, at the front of their queues, instead of waiting for their leases
+    /// to run out.
+    async fn take_back_previous_run(&self) {
+        match self.deps.queue.reclaim_worker(&self.config.id).await {
+            Ok(taken) if taken.is_empty() => {}
+            Ok(taken) => {
+                tracing::warn!(
+                    jobs = taken.len(),
+                    "took back the jobs this worker's previous run held"
+                );
+                crate::jobs::settle_taken_back(
+                    &*self.deps.store,
+                    &*self.deps.queue,
+                    &taken,
+                    "its worker restarted",
+                )
+                .await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot take back the jobs of this worker's previous run; their leases will expire");
+            }
+        }
+    }
+
+    /// Runs `op` until the database answers something other than "unavailable", waiting longer
+    /// after each refusal (0.1 s doubling to 5 s) rather than giving the job back: another worker
+    /// would meet the same outage, and a finished job would run again. Once `op` has failed,
+    /// `lease` (when given) is renewed every third of its length, while waiting and while trying,
+    /// so the job stays with this worker; a lease lost, or `give_up` firing, ends the retries.
+    async fn until_stored<T, Fut>(
+        &self,
+        what: &'static str,
+        lease: Option<&LeaseRef>,
+        give_up: &CancellationToken,
+        mut op: impl FnMut() -> Fut,
+    ) -> std::result::Result<Result<T>, GaveUp>
+    where
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut answer = op().await;
+        let mut tries = 0u32;
+        let mut wait = STORE_RETRY_FIRST;
+        // Its first tick is at once: when the handler last renewed is not known here.
+        let mut renewals = lease.map(|lease| {
+            let every = self.config.lease_for(lease.queue) / 3;
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            (lease, interval)
+        });
+        loop {
+            match &answer {
+                Err(err) if err.kind() == ErrorKind::Unavailable => {
+                    tries += 1;
+                    if tries == 1 {
+                        tracing::warn!(error = %err, "the database is unavailable; keeping the job and retrying to {what}");
+                    } else {
+                        tracing::debug!(error = %err, tries, "still unavailable; retrying to {what}");
+                    }
+                }
+                _ => {
+                    if tries > 0 {
+                        tracing::info!(tries, "the database is back: could {what}");
+                    }
+                    return Ok(answer);
+                }
+            }
+            let pause = tokio::time::sleep(wait.mul_f64(rand::rng().random_range(0.5..=1.0)));
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    () = &mut pause => break,
+                    () = give_up.cancelled() => return Err(GaveUp::Stopping),
+                    lost = self.renew_when_due(&mut renewals) => if lost { return Err(GaveUp::LeaseLost) },
+                }
+            }
+            wait = (wait * 2).min(STORE_RETRY_MAX);
+            let retry = op();
+            tokio::pin!(retry);
+            answer = loop {
+                tokio::select! {
+                    answer = &mut retry => break answer,
+                    lost = self.renew_when_due(&mut renewals) => if lost { return Err(GaveUp::LeaseLost) },
+                }
+            };
+        }
+    }
+
+    /// Waits for the next renewal of a lease held through an outage and renews it; `true` when
+    /// the lease turned out lost. Never returns without a lease.
+    async fn renew_when_due(
+        &self,
+        renewals: &mut Option<(&LeaseRef, tokio::time::Interval)>,
+    ) -> bool {
+        let Some((lease, interval)) = renewals else {
+            return std::future::pending().await;
+        };
+        interval.tick().await;
+        let lease_for = self.config.lease_for(lease.queue);
+        // An error leaves it to the next tick: the queue may share the database's outage, and
+        // the fenced write decides in the end.
+        matches!(
+            self.deps.queue.renew(lease, lease_for).await,
+            Ok(LeaseStatus::Lost)
+        )
     }
 
     /// The take-and-spawn loop; returns when `shutdown` fires.
@@ -381,15 +529,40 @@ impl Worker {
     ) -> Option<Delivery> {
         let job_id = delivery.job_id();
         let queue = delivery.lease.queue;
-        let record = match self.deps.store.get_job(job_id).await {
-            Ok(Some(record)) => record,
-            Ok(None) => {
+        let store = &self.deps.store;
+        let read = self
+            .until_stored(
+                "read the job's record",
+                Some(&delivery.lease),
+                &shutdown,
+                || store.get_job(job_id),
+            )
+            .await;
+        let record = match read {
+            Ok(Ok(Some(record))) => record,
+            Ok(Ok(None)) => {
                 tracing::warn!("a delivered job has no record; dropping it");
                 self.acknowledge(&delivery).await;
                 return None;
             }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot read the job's record; giving the job back");
+            Ok(Err(err)) => {
+                // Not an outage: retrying at once would meet the same error, so the queue's
+                // backoff decides when to try again.
+                let message = format!("cannot read the job's record: {err}");
+                tracing::error!("{message}");
+                self.finish_failed(
+                    &delivery,
+                    delivery.attempt,
+                    ApiErrorCode::InternalError.as_str(),
+                    &message,
+                    true,
+                    &stop_all,
+                )
+                .await;
+                return None;
+            }
+            Err(GaveUp::LeaseLost) => return None,
+            Err(GaveUp::Stopping) => {
                 let _ = self.deps.queue.release(&delivery.lease).await;
                 return None;
             }
@@ -408,20 +581,43 @@ impl Worker {
                 ApiErrorCode::InternalError.as_str(),
                 &message,
                 false,
+                &stop_all,
             )
             .await;
             return None;
         };
         let mut start = JobUpdate::progress(handler.start_state(), 0.0, "started");
         start.new_attempt = true;
-        let record = match self.deps.store.update_job(job_id, start).await {
-            Ok(record) => record,
-            Err(err) if err.kind() == ErrorKind::Conflict => {
+        let started = self
+            .until_stored(
+                "mark the job started",
+                Some(&delivery.lease),
+                &shutdown,
+                || store.update_job(job_id, start.clone()),
+            )
+            .await;
+        let record = match started {
+            Ok(Ok(record)) => record,
+            Ok(Err(err)) if err.kind() == ErrorKind::Conflict => {
                 self.acknowledge(&delivery).await;
                 return None;
             }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot mark the job started; giving it back");
+            Ok(Err(err)) => {
+                let message = format!("cannot mark the job started: {err}");
+                tracing::error!("{message}");
+                self.finish_failed(
+                    &delivery,
+                    record.attempts,
+                    ApiErrorCode::InternalError.as_str(),
+                    &message,
+                    true,
+                    &stop_all,
+                )
+                .await;
+                return None;
+            }
+            Err(GaveUp::LeaseLost) => return None,
+            Err(GaveUp::Stopping) => {
                 let _ = self.deps.queue.release(&delivery.lease).await;
                 return None;
             }
@@ -446,7 +642,7 @@ impl Worker {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&job_id);
         let (outcome_label, next) = self
-            .record_outcome(&delivery, &ctx, outcome, &shutdown)
+            .record_outcome(&delivery, &ctx, outcome, &shutdown, &stop_all)
             .await;
         metrics::counter!("hivesync_jobs_total", "queue" => queue.as_str(), "outcome" => outcome_label)
             .increment(1);
@@ -533,25 +729,26 @@ impl Worker {
         ctx: &JobContext,
         outcome: JobResult,
         shutdown: &CancellationToken,
+        stop_all: &CancellationToken,
     ) -> (&'static str, Option<Delivery>) {
         let attempt = ctx.job.attempts;
         match Outcome::of(outcome, ctx.stop_reason()) {
             Outcome::Succeeded(result) => {
-                self.record_success(delivery, attempt, result, shutdown)
+                self.record_success(delivery, attempt, result, shutdown, stop_all)
                     .await
             }
             Outcome::LeaseLost => {
                 tracing::warn!("the lease was lost; another worker owns the job now");
                 ("lease_lost", None)
             }
-            Outcome::Cancelled => (self.record_cancelled(delivery, ctx).await, None),
+            Outcome::Cancelled => (self.record_cancelled(delivery, ctx, stop_all).await, None),
             Outcome::Interrupted => (self.release_at_shutdown(delivery, ctx).await, None),
             Outcome::Failed {
                 code,
                 message,
                 retryable,
             } => (
-                self.finish_failed(delivery, attempt, &code, &message, retryable)
+                self.finish_failed(delivery, attempt, &code, &message, retryable, stop_all)
                     .await,
                 None,
             ),
@@ -565,19 +762,43 @@ impl Worker {
         attempt: u32,
         result: Option<serde_json::Value>,
         shutdown: &CancellationToken,
+        stop_all: &CancellationToken,
     ) -> (&'static str, Option<Delivery>) {
         let update = JobUpdate::success(result).for_attempt(attempt);
-        match self.deps.store.update_job(delivery.job_id(), update).await {
-            Ok(_) => tracing::info!("job succeeded"),
-            Err(err) if err.kind() == ErrorKind::Conflict => {
+        let store = &self.deps.store;
+        // The work is done: the outcome is kept and retried through an outage, under the lease,
+        // rather than left to a lease expiry that would run the job again.
+        let recorded = self
+            .until_stored(
+                "record the success",
+                Some(&delivery.lease),
+                stop_all,
+                || store.update_job(delivery.job_id(), update.clone()),
+            )
+            .await;
+        match recorded {
+            Ok(Ok(_)) => tracing::info!("job succeeded"),
+            Ok(Err(err)) if err.kind() == ErrorKind::Conflict => {
                 // Finished or taken over elsewhere: that delivery owns the record now.
                 tracing::warn!(error = %err, "the job's record moved on; not recording this success");
                 self.acknowledge(delivery).await;
                 return ("superseded", None);
             }
-            Err(err) => {
+            Ok(Err(err)) => {
                 // Leave the lease to expire: the job runs again rather than being lost.
                 tracing::error!(error = %err, "cannot record success; the job will run again");
+                return ("error", None);
+            }
+            Err(GaveUp::LeaseLost) => {
+                tracing::warn!(
+                    "the lease was lost while the database was unavailable; another worker owns the job now"
+                );
+                return ("lease_lost", None);
+            }
+            Err(GaveUp::Stopping) => {
+                tracing::error!(
+                    "stopped before the database took the success; the job will run again"
+                );
                 return ("error", None);
             }
         }
@@ -596,22 +817,36 @@ impl Worker {
         {
             Ok((_, next)) => ("success", next),
             Err(err) => {
-                tracing::warn!(error = %err, "cannot acknowledge the job; it may be delivered again");
+                tracing::warn!(error = %err, "cannot acknowledge the job; retrying");
+                self.acknowledge_with_retries(delivery, stop_all).await;
                 ("success", None)
             }
         }
     }
 
     /// Records a cancellation that stopped the handler, then acknowledges the delivery.
-    async fn record_cancelled(&self, delivery: &Delivery, ctx: &JobContext) -> &'static str {
+    async fn record_cancelled(
+        &self,
+        delivery: &Delivery,
+        ctx: &JobContext,
+        stop_all: &CancellationToken,
+    ) -> &'static str {
         let cancelled = JobUpdate::cancelled(ctx.job.progress, "cancelled while running")
             .for_attempt(ctx.job.attempts);
-        let _ = self
-            .deps
-            .store
-            .update_job(delivery.job_id(), cancelled)
+        let store = &self.deps.store;
+        let recorded = self
+            .until_stored(
+                "record the cancellation",
+                Some(&delivery.lease),
+                stop_all,
+                || store.update_job(delivery.job_id(), cancelled.clone()),
+            )
             .await;
-        self.acknowledge(delivery).await;
+        if recorded.is_err() {
+            // Unacknowledged, the job's expired lease drops it (its cancellation was requested).
+            return "error";
+        }
+        self.acknowledge_with_retries(delivery, stop_all).await;
         tracing::info!("job cancelled");
         "cancelled"
     }
@@ -652,6 +887,7 @@ impl Worker {
         code: &str,
         message: &str,
         retryable: bool,
+        stop_all: &CancellationToken,
     ) -> &'static str {
         let job_id = delivery.job_id();
         let policy = delivery.lease.queue.policy();
@@ -661,7 +897,17 @@ impl Worker {
             message: message.to_owned(),
             retry_after: policy.backoff(delivery.attempt, rand::rng().random()),
         };
-        let (update, label) = match self.deps.queue.fail(&delivery.lease, failure).await {
+        let queue = &self.deps.queue;
+        let decided = self
+            .until_stored("record the failure in the queue", None, stop_all, || {
+                queue.fail(&delivery.lease, failure.clone())
+            })
+            .await;
+        let Ok(decided) = decided else {
+            tracing::error!("stopped before the queue took the failure; the job will run again");
+            return "error";
+        };
+        let (update, label) = match decided {
             Ok(FailOutcome::Retrying { at }) => {
                 tracing::warn!(code, message, retry_at = %at, "job failed; retrying");
                 let update = JobUpdate {
@@ -686,16 +932,39 @@ impl Worker {
                 return "error";
             }
         };
-        if let Err(err) = self
-            .deps
-            .store
-            .update_job(job_id, update.for_attempt(attempt))
-            .await
-            && err.kind() != ErrorKind::Conflict
-        {
-            tracing::error!(error = %err, "cannot record the failure; the reconciler will");
+        // The queue has decided; the record follows it once the database takes it. The write is
+        // fenced to this attempt, so a retry that started meanwhile is never overwritten.
+        let update = update.for_attempt(attempt);
+        let store = &self.deps.store;
+        let recorded = self
+            .until_stored("record the failure", None, stop_all, || {
+                store.update_job(job_id, update.clone())
+            })
+            .await;
+        match recorded {
+            Ok(Err(err)) if err.kind() != ErrorKind::Conflict => {
+                tracing::error!(error = %err, "cannot record the failure; the reconciler will");
+            }
+            Err(_) => {
+                tracing::error!("stopped before the failure was recorded; the reconciler will")
+            }
+            Ok(_) => {}
         }
         label
+    }
+
+    /// Acknowledges a delivery whose outcome is recorded, through a queue outage: unacknowledged,
+    /// it would be delivered again only to be acknowledged then.
+    async fn acknowledge_with_retries(&self, delivery: &Delivery, stop_all: &CancellationToken) {
+        let queue = &self.deps.queue;
+        let acknowledged = self
+            .until_stored("acknowledge the job", None, stop_all, || {
+                queue.complete(&delivery.lease)
+            })
+            .await;
+        if let Ok(Err(err)) = acknowledged {
+            tracing::warn!(error = %err, "cannot acknowledge the job; it may be delivered again");
+        }
     }
 
     async fn acknowledge(&self, delivery: &Delivery) {
