@@ -58,11 +58,19 @@ impl Deployment {
         self.command(args).output().unwrap()
     }
 
-    /// Starts `hivesync worker` and waits until it says it started; returns it and its id.
+    /// Starts `hivesync worker` (with a 1 s lease unless `extra` sets one) and waits until it
+    /// says it started; returns it and its id.
     fn worker(&self, extra: &[&str]) -> (Child, String) {
-        let mut args = vec!["worker", "--role", "cpu", "--lease-seconds", "1"];
+        self.start_worker(self.command(&[]), extra)
+    }
+
+    fn start_worker(&self, mut command: Command, extra: &[&str]) -> (Child, String) {
+        let mut args = vec!["worker", "--role", "cpu"];
+        if !extra.contains(&"--lease-seconds") {
+            args.extend(["--lease-seconds", "1"]);
+        }
         args.extend_from_slice(extra);
-        let mut child = self.command(&args).stdout(Stdio::piped()).spawn().unwrap();
+        let mut child = command.args(&args).stdout(Stdio::piped()).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
@@ -199,6 +207,138 @@ async fn sigkill_mid_job_on_redis() {
         return;
     };
     killed_worker_job_completes_once_elsewhere(Deployment::with_redis(url)).await;
+}
+
+/// Submits a ping job that holds for `hold_ms`.
+async fn ping(store: &dyn Store, queue: &dyn JobQueue, hold_ms: u64) -> JobId {
+    submit(
+        store,
+        queue,
+        Submission::new(
+            Queue::SystemEvents,
+            "ping",
+            serde_json::json!({"hold_ms": hold_ms}),
+        ),
+    )
+    .await
+    .unwrap()
+    .id
+}
+
+/// A worker killed mid-job whose job comes back long before its 60 s lease could run out, and
+/// ahead of the jobs queued behind it: `restart` brings the replacement up (and says who it is).
+/// The backlog's jobs hold `backlog_hold_ms` each; with `replacement_waits`, the replacement has
+/// nothing else to do until it gets the job back, so every backlog job must start after it.
+async fn a_killed_workers_job_comes_back_at_once_and_first(
+    deployment: &Deployment,
+    doomed_args: &[&str],
+    backlog_hold_ms: u64,
+    replacement_waits: bool,
+    restart: impl FnOnce() -> (Child, String),
+) {
+    let (store, queue) = deployment.backends().await;
+    let (mut doomed, doomed_id) = deployment.worker(doomed_args);
+    let crashed = ping(&*store, &*queue, 1500).await;
+    wait_for(
+        &*store,
+        crashed,
+        "the doomed worker to start the job",
+        |j| j.state == JobState::Running,
+    )
+    .await;
+    let mut backlog = Vec::new();
+    for _ in 0..5 {
+        backlog.push(ping(&*store, &*queue, backlog_hold_ms).await);
+    }
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+
+    let (mut replacement, replacement_id) = restart();
+    // The deadline (30 s) is half the lease: only a take-back, not an expiry, gets here.
+    let done = wait_for(&*store, crashed, "the crashed job to finish", |j| {
+        j.state.is_terminal()
+    })
+    .await;
+    assert_eq!(done.state, JobState::Success);
+    assert_eq!(
+        done.attempts, 2,
+        "the killed delivery counted as an attempt"
+    );
+    assert_eq!(
+        done.result.as_ref().unwrap()["worker"],
+        replacement_id.as_str(),
+        "not finished by {doomed_id}"
+    );
+    let finished = done.finished_at.unwrap();
+    let mut started_after = 0;
+    for &id in &backlog {
+        let later = wait_for(&*store, id, "the backlog to finish", |j| {
+            j.state.is_terminal()
+        })
+        .await;
+        if later.started_at.unwrap() >= finished {
+            started_after += 1;
+        }
+    }
+    if replacement_waits {
+        assert_eq!(
+            started_after,
+            backlog.len(),
+            "the job taken back ran before every job queued after it"
+        );
+    } else {
+        assert!(
+            started_after > 0,
+            "the job taken back went to the front, not behind the whole backlog"
+        );
+    }
+    signal(&replacement, "-TERM");
+    assert!(replacement.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_restarted_under_its_id_takes_back_its_jobs_at_once() {
+    let deployment = Deployment::embedded();
+    // Heartbeats a minute apart: the registry would not call it gone within the test's deadline.
+    let steady = [
+        "--id",
+        "steady-worker",
+        "--heartbeat-ms",
+        "60000",
+        "--lease-seconds",
+        "60",
+        "--concurrency",
+        "1",
+    ];
+    a_killed_workers_job_comes_back_at_once_and_first(&deployment, &steady, 200, true, || {
+        deployment.worker(&steady)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_heartbeats_stop_has_its_jobs_taken_back() {
+    let Some(url) = testkit::service_env(
+        "REDIS_URL",
+        "a_worker_whose_heartbeats_stop_has_its_jobs_taken_back",
+    ) else {
+        return;
+    };
+    let deployment = Deployment::with_redis(url);
+    let doomed = [
+        "--heartbeat-ms",
+        "300",
+        "--lease-seconds",
+        "60",
+        "--concurrency",
+        "1",
+    ];
+    // A new worker under a new id: only the registry can tell it the old one is gone.
+    // The replacement runs the backlog until the registry calls the old worker gone (3 s).
+    a_killed_workers_job_comes_back_at_once_and_first(&deployment, &doomed, 2000, false, || {
+        deployment.worker(&["--lease-seconds", "60", "--concurrency", "1"])
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,4 +585,172 @@ async fn cleanup_dry_run_lists_without_deleting() {
         String::from_utf8_lossy(&real.stdout)
     );
     assert!(!stale.exists());
+}
+
+/// A TCP relay to PostgreSQL that the test can cut: while cut, the relayed connections are
+/// closed and new ones are accepted and closed at once — the database as a worker meets it in an
+/// outage (a restart, a failover behind a proxy).
+struct Relay {
+    addr: std::net::SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    relayed: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(upstream: String) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let relayed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accepting = tokio::spawn({
+            let (cut, relayed) = (cut.clone(), relayed.clone());
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if cut.load(std::sync::atomic::Ordering::SeqCst) {
+                        continue;
+                    }
+                    let upstream = upstream.clone();
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    relayed.lock().unwrap().push(task.abort_handle());
+                }
+            }
+        });
+        Relay {
+            addr,
+            cut,
+            relayed,
+            accepting,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for task in self.relayed.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut();
+        self.accepting.abort();
+    }
+}
+
+/// The database goes away while a worker runs a job and while it takes another: the finished job
+/// is recorded once the database is back (it does not run again), the other runs once, and the
+/// worker waits with backoff instead of handing the job back and forth in a busy loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_neither_reruns_a_finished_job_nor_spins() {
+    const TEST: &str = "a_database_outage_neither_reruns_a_finished_job_nor_spins";
+    let Some(admin_url) = testkit::service_env("DATABASE_URL", TEST) else {
+        return;
+    };
+    let Some(redis_url) = testkit::service_env("REDIS_URL", TEST) else {
+        return;
+    };
+    let database = testkit::postgres::TestDatabase::create(&admin_url)
+        .await
+        .unwrap();
+    let deployment = Deployment::with_redis(redis_url);
+    // Records in PostgreSQL, as in production (which then needs its own signing secret).
+    let on_postgres = |args: &[&str], url: &str| {
+        let mut command = deployment.command(args);
+        command
+            .env("DATABASE_URL", url)
+            .env(
+                "JWT_SECRET",
+                "jwt-test-secret-that-is-long-enough-0123456789",
+            )
+            .env(
+                "PREVIEW_TOKEN_SECRET",
+                "preview-test-secret-that-is-long-enough-0123456789",
+            );
+        command
+    };
+    let migrated = on_postgres(&["migrate"], database.url()).output().unwrap();
+    assert!(migrated.status.success(), "{migrated:?}");
+
+    let direct = reqwest::Url::parse(database.url()).unwrap();
+    let upstream = format!(
+        "{}:{}",
+        direct.host_str().unwrap(),
+        direct.port().unwrap_or(5432)
+    );
+    let relay = Relay::start(upstream).await;
+    let mut relayed = direct.clone();
+    relayed.set_port(Some(relay.addr.port())).unwrap();
+    relayed.set_host(Some("127.0.0.1")).unwrap();
+
+    let store: Arc<dyn Store> = Arc::new(
+        hivesync_core::adapters::PostgresStore::connect_postgres(database.url(), 4)
+            .await
+            .unwrap(),
+    );
+    let (url, prefix) = deployment.redis.clone().unwrap();
+    let queue: Arc<dyn JobQueue> = Arc::new(
+        RedisBackend::connect(&url, &prefix, system_clock())
+            .await
+            .unwrap(),
+    );
+    let mut command = on_postgres(&[], relayed.as_str());
+    command.stderr(Stdio::piped());
+    // A lease of 3 s: an outage longer than it re-ran finished jobs before.
+    let (mut worker, _) =
+        deployment.start_worker(command, &["--lease-seconds", "3", "--concurrency", "2"]);
+    let log = BufReader::new(worker.stderr.take().unwrap());
+    let log_lines =
+        std::thread::spawn(move || log.lines().map_while(|l| l.ok()).collect::<Vec<_>>());
+
+    let finishing = ping(&*store, &*queue, 1500).await;
+    wait_for(&*store, finishing, "the job to start", |j| {
+        j.state == JobState::Running
+    })
+    .await;
+    relay.cut();
+    // Recorded and enqueued past the relay: the worker takes it but cannot read its record.
+    let waiting = ping(&*store, &*queue, 0).await;
+    // The outage lasts a while: the fault under test, not a wait for something to happen.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    relay.restore();
+
+    for (id, what) in [
+        (finishing, "the finished job"),
+        (waiting, "the waiting job"),
+    ] {
+        let done = wait_for(&*store, id, what, |j| j.state.is_terminal()).await;
+        assert_eq!(done.state, JobState::Success, "{what}: {done:?}");
+        assert_eq!(done.attempts, 1, "{what} ran once: {done:?}");
+        assert_eq!(done.result.unwrap()["attempt"], 1, "{what}");
+    }
+    signal(&worker, "-TERM");
+    assert!(worker.wait().unwrap().success());
+    let lines = log_lines.join().unwrap();
+    let warnings: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains("the database is unavailable")),
+        "the outage was met and said: {lines:#?}"
+    );
+    assert!(
+        warnings.len() <= 20,
+        "backoff, not a busy loop: {} warnings in 8 s: {warnings:#?}",
+        warnings.len()
+    );
+    drop(relay);
+    database.drop_database().await.unwrap();
 }
