@@ -6,8 +6,8 @@
 //! again. It also finishes records whose job the queue dead-lettered on its own (a worker that
 //! died on the last attempt leaves no one to record the failure).
 //!
-//! The [`GoneWorkerSweeper`] watches the worker registry: a worker that missed three heartbeats
-//! is taken to be dead, and the jobs it leased go back to the front of their queues at once
+//! The [`GoneWorkerSweeper`] watches the worker registry: a worker it has seen miss three
+//! heartbeats is taken to be dead, and the jobs it leased go back to the front of their queues at once
 //! rather than after their leases run out.
 
 use std::collections::HashMap;
@@ -408,17 +408,29 @@ pub async fn settle_taken_back(store: &dyn Store, queue: &dyn JobQueue, jobs: &[
 /// The name of the lock that keeps one sweeper running at a time across the cluster.
 pub const SWEEPER_LOCK: &str = "gone-worker-sweeper";
 
-/// Gives back the jobs of workers whose heartbeats stopped ([`WorkerStatus::is_gone`]): at once
-/// and at the front of their queues, instead of after their leases run out behind the backlog.
+/// Gives back the jobs of workers whose heartbeats stopped: at once and at the front of their
+/// queues, instead of after their leases run out behind the backlog.
 ///
-/// [`WorkerStatus::is_gone`]: hivesync_core::ports::WorkerStatus::is_gone
+/// Silence is measured on the sweeper's own clock — how long it has seen the same last heartbeat
+/// — never by comparing a worker's timestamp with it: clocks that disagree, or an outage of the
+/// registry itself (no one could report, no one could look), must not make live workers look dead.
+/// After such an outage, or when this process did not hold the sweeper lock, it starts watching
+/// afresh.
 pub struct GoneWorkerSweeper {
     store: Arc<dyn Store>,
     queue: Arc<dyn JobQueue>,
     registry: Arc<dyn WorkerRegistry>,
     clock: SharedClock,
-    /// The last heartbeat of each worker already swept: a worker is swept once per silence.
-    swept: Mutex<HashMap<String, DateTime<Utc>>>,
+    sightings: Mutex<HashMap<String, Sighting>>,
+}
+
+/// The last heartbeat the sweeper saw of one worker, and since when it has seen it.
+#[derive(Debug, Clone, Copy)]
+struct Sighting {
+    heartbeat_at: DateTime<Utc>,
+    since: DateTime<Utc>,
+    /// Its jobs were taken back for this silence.
+    swept: bool,
 }
 
 impl std::fmt::Debug for GoneWorkerSweeper {
@@ -439,39 +451,89 @@ impl GoneWorkerSweeper {
             queue,
             registry,
             clock,
-            swept: Mutex::default(),
+            sightings: Mutex::default(),
         }
+    }
+
+    /// Forgets what it saw: silence it did not watch is not counted.
+    fn forget(&self) {
+        self.sightings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// One look at the registry; returns the jobs taken back.
     pub async fn run_once(&self) -> Result<Vec<JobId>> {
+        let workers = match self.registry.list().await {
+            Ok(workers) => workers,
+            Err(err) => {
+                self.forget();
+                return Err(err);
+            }
+        };
         let now = self.clock.now();
-        let workers = self.registry.list().await?;
-        let gone: Vec<_> = {
-            let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
-            swept.retain(|id, _| workers.iter().any(|w| &w.id == id));
-            workers
-                .iter()
-                .filter(|w| w.is_gone(now) && swept.get(&w.id) != Some(&w.heartbeat_at))
-                .map(|w| (w.id.clone(), w.heartbeat_at))
-                .collect()
+        let silent: Vec<_> = {
+            let mut sightings = self.sightings.lock().unwrap_or_else(|e| e.into_inner());
+            sightings.retain(|id, _| workers.iter().any(|w| &w.id == id));
+            let mut silent = Vec::new();
+            for worker in &workers {
+                let fresh = Sighting {
+                    heartbeat_at: worker.heartbeat_at,
+                    since: now,
+                    swept: false,
+                };
+                let seen = sightings.entry(worker.id.clone()).or_insert(fresh);
+                if seen.heartbeat_at != worker.heartbeat_at {
+                    *seen = fresh;
+                }
+                let watched = now.signed_duration_since(seen.since).to_std();
+                if !seen.swept && watched.is_ok_and(|silence| silence > worker.gone_after()) {
+                    silent.push((worker.id.clone(), worker.heartbeat_at));
+                }
+            }
+            silent
+        };
+        if silent.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Looked at again just before acting: a worker restarted under the same id since the
+        // first look has reported by now, and keeps its jobs.
+        let current = match self.registry.list().await {
+            Ok(current) => current,
+            Err(err) => {
+                self.forget();
+                return Err(err);
+            }
         };
         let mut taken = Vec::new();
-        for (worker, heartbeat_at) in gone {
+        for (worker, heartbeat_at) in silent {
+            let still_silent = current
+                .iter()
+                .any(|w| w.id == worker && w.heartbeat_at == heartbeat_at);
+            if !still_silent {
+                continue;
+            }
             let jobs = self.queue.reclaim_worker(&worker).await?;
+            if let Some(seen) = self
+                .sightings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(&worker)
+            {
+                seen.swept = true;
+            }
             if !jobs.is_empty() {
                 tracing::warn!(worker = %worker, jobs = jobs.len(), last_heartbeat = %heartbeat_at,
                     "a worker stopped sending heartbeats; took back its jobs");
-                let why = format!("its worker {worker} stopped responding");
-                settle_taken_back(&*self.store, &*self.queue, &jobs, &why).await;
+                taken.push((worker, jobs));
             }
-            taken.extend(jobs);
-            self.swept
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(worker, heartbeat_at);
         }
-        Ok(taken)
+        for (worker, jobs) in &taken {
+            let why = format!("its worker {worker} stopped responding");
+            settle_taken_back(&*self.store, &*self.queue, jobs, &why).await;
+        }
+        Ok(taken.into_iter().flat_map(|(_, jobs)| jobs).collect())
     }
 
     /// Looks every `interval` while holding the cluster-wide sweeper lock, until `shutdown`.
@@ -495,8 +557,11 @@ impl GoneWorkerSweeper {
                         tracing::warn!(error = %err, "cannot look for gone workers");
                     }
                 }
-                Ok(false) => {}
-                Err(err) => tracing::warn!(error = %err, "cannot take the sweeper lock"),
+                Ok(false) => self.forget(),
+                Err(err) => {
+                    self.forget();
+                    tracing::warn!(error = %err, "cannot take the sweeper lock");
+                }
             }
         }
         let _ = locks.release(SWEEPER_LOCK, &owner).await;

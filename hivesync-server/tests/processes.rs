@@ -227,18 +227,20 @@ async fn ping(store: &dyn Store, queue: &dyn JobQueue, hold_ms: u64) -> JobId {
 
 /// A worker killed mid-job whose job comes back long before its 60 s lease could run out, and
 /// ahead of the jobs queued behind it: `restart` brings the replacement up (and says who it is).
-/// The backlog's jobs hold `backlog_hold_ms` each; with `replacement_waits`, the replacement has
+/// The backlog's `backlog_len` jobs hold `backlog_hold_ms` each; with `replacement_waits`, the replacement has
 /// nothing else to do until it gets the job back, so every backlog job must start after it.
 async fn a_killed_workers_job_comes_back_at_once_and_first(
     deployment: &Deployment,
     doomed_args: &[&str],
+    backlog_len: usize,
     backlog_hold_ms: u64,
     replacement_waits: bool,
     restart: impl FnOnce() -> (Child, String),
 ) {
     let (store, queue) = deployment.backends().await;
     let (mut doomed, doomed_id) = deployment.worker(doomed_args);
-    let crashed = ping(&*store, &*queue, 1500).await;
+    // Long enough that it is still running when the worker is killed, on a loaded machine too.
+    let crashed = ping(&*store, &*queue, 5000).await;
     wait_for(
         &*store,
         crashed,
@@ -247,7 +249,7 @@ async fn a_killed_workers_job_comes_back_at_once_and_first(
     )
     .await;
     let mut backlog = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..backlog_len {
         backlog.push(ping(&*store, &*queue, backlog_hold_ms).await);
     }
     doomed.kill().unwrap();
@@ -310,7 +312,7 @@ async fn a_worker_restarted_under_its_id_takes_back_its_jobs_at_once() {
         "--concurrency",
         "1",
     ];
-    a_killed_workers_job_comes_back_at_once_and_first(&deployment, &steady, 200, true, || {
+    a_killed_workers_job_comes_back_at_once_and_first(&deployment, &steady, 5, 200, true, || {
         deployment.worker(&steady)
     })
     .await;
@@ -334,10 +336,17 @@ async fn a_worker_whose_heartbeats_stop_has_its_jobs_taken_back() {
         "1",
     ];
     // A new worker under a new id: only the registry can tell it the old one is gone.
-    // The replacement runs the backlog until the registry calls the old worker gone (3 s).
-    a_killed_workers_job_comes_back_at_once_and_first(&deployment, &doomed, 2000, false, || {
-        deployment.worker(&["--lease-seconds", "60", "--concurrency", "1"])
-    })
+    // The replacement runs the backlog until its sweeper has watched the old worker miss three
+    // heartbeats (3 s at least, after the dead worker's hold on the sweeper lock runs out): a
+    // backlog of 20 s leaves jobs to run after the one taken back, which goes to the front.
+    a_killed_workers_job_comes_back_at_once_and_first(
+        &deployment,
+        &doomed,
+        10,
+        2000,
+        false,
+        || deployment.worker(&["--lease-seconds", "60", "--concurrency", "1"]),
+    )
     .await;
 }
 

@@ -104,18 +104,17 @@ impl WorkerStatus {
             .map_or(true, |silence| silence <= UNRESPONSIVE_AFTER)
     }
 
-    /// Whether the worker has been silent for [`GONE_AFTER_MISSED_HEARTBEATS`] of its heartbeat
-    /// intervals (and at least [`GONE_AFTER_AT_LEAST`]) at `now`: it is taken to be dead, and the
-    /// jobs it leased are given back. A worker that comes back finds its leases lost and stops.
-    pub fn is_gone(&self, now: DateTime<Utc>) -> bool {
+    /// How long the worker may stay silent before it is taken to be dead and the jobs it leased
+    /// are given back: [`GONE_AFTER_MISSED_HEARTBEATS`] of its heartbeat intervals, and at least
+    /// [`GONE_AFTER_AT_LEAST`]. The silence is timed by whoever watches (on its own clock, from
+    /// when it first saw this heartbeat), never by comparing clocks. A worker that comes back
+    /// finds its leases lost and stops.
+    pub fn gone_after(&self) -> Duration {
         let interval = match self.heartbeat_interval_ms {
             0 => DEFAULT_HEARTBEAT_INTERVAL,
             ms => Duration::from_millis(ms),
         };
-        let limit = (interval * GONE_AFTER_MISSED_HEARTBEATS).max(GONE_AFTER_AT_LEAST);
-        now.signed_duration_since(self.heartbeat_at)
-            .to_std()
-            .is_ok_and(|silence| silence > limit)
+        (interval * GONE_AFTER_MISSED_HEARTBEATS).max(GONE_AFTER_AT_LEAST)
     }
 }
 
@@ -156,7 +155,8 @@ pub trait Locks: Send + Sync + 'static {
 mod tests {
     use super::*;
 
-    fn silent_since(heartbeat_at: DateTime<Utc>, interval_ms: u64) -> WorkerStatus {
+    fn reporting_every(interval_ms: u64) -> WorkerStatus {
+        let at = Utc::now();
         WorkerStatus {
             id: "w".to_owned(),
             role: WorkerRole::Cpu,
@@ -167,34 +167,21 @@ mod tests {
             concurrency: 1,
             active_jobs: vec![],
             draining: false,
-            started_at: heartbeat_at,
-            heartbeat_at,
+            started_at: at,
+            heartbeat_at: at,
             heartbeat_interval_ms: interval_ms,
         }
     }
 
     #[test]
     fn gone_takes_three_missed_heartbeats_and_never_less_than_the_floor() {
-        let at = Utc::now();
-        let after = |ms| at + chrono::Duration::milliseconds(ms);
-        let fast = silent_since(at, 200);
-        assert!(
-            !fast.is_gone(after(2_999)),
-            "the floor holds for short intervals"
-        );
-        assert!(fast.is_gone(after(3_001)));
-        let slow = silent_since(at, 5_000);
-        assert!(!slow.is_gone(after(15_000)));
-        assert!(slow.is_gone(after(15_001)));
-        let unsaid = silent_since(at, 0);
-        assert!(
-            !unsaid.is_gone(after(30_000)),
+        let after = |ms| reporting_every(ms).gone_after();
+        assert_eq!(after(200), Duration::from_secs(3), "the floor holds");
+        assert_eq!(after(5_000), Duration::from_secs(15));
+        assert_eq!(
+            after(0),
+            Duration::from_secs(30),
             "an older worker: 10 s assumed"
-        );
-        assert!(unsaid.is_gone(after(30_001)));
-        assert!(
-            !unsaid.is_gone(after(-5_000)),
-            "a clock behind is not silence"
         );
     }
 }

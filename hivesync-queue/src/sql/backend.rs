@@ -35,11 +35,11 @@ use hivesync_core::adapters::sql::first_row;
 /// `$2` now): drop the cancelled, dead-letter those on their last attempt, re-queue the rest as
 /// due since they were first enqueued.
 macro_rules! take_back_statements {
-    ($scope:literal) => {
+    ($($scope:tt)+) => {
         [
             concat!(
                 "DELETE FROM queue_entries WHERE ",
-                $scope,
+                $($scope)+,
                 " AND cancel_requested RETURNING job_id"
             ),
             concat!(
@@ -48,16 +48,26 @@ macro_rules! take_back_statements {
                  error_code = 'LEASE_EXPIRED', \
                  error_message = 'the worker stopped renewing its lease on the last attempt' \
                  WHERE ",
-                $scope,
+                $($scope)+,
                 " AND attempt >= max_attempts RETURNING job_id"
             ),
             concat!(
                 "UPDATE queue_entries SET status = 'waiting', run_at = enqueued_at, \
                  lease_token = NULL, lease_expires_at = NULL, worker_id = NULL WHERE ",
-                $scope,
+                $($scope)+,
                 " RETURNING job_id"
             ),
         ]
+    };
+}
+
+/// The leases of one worker (`$1`). Every queue is named, so the leases index (queue, status, …)
+/// finds the leased rows instead of a scan of the whole table; `$2` is there for the statements
+/// that do not otherwise use the time.
+macro_rules! worker_scope {
+    () => {
+        "queue IN ('ai_jobs', 'gpu_ai_jobs', 'preview_build', 'cleanup', 'system_events') \
+         AND status = 'leased' AND worker_id = $1 AND $2 = $2"
     };
 }
 
@@ -166,11 +176,7 @@ where
                 ),
                 queue.as_str(),
             ),
-            // `$2` is there for the statements that do not otherwise use the time.
-            Gone::Worker(worker) => (
-                take_back_statements!("worker_id = $1 AND status = 'leased' AND $2 = $2"),
-                worker,
-            ),
+            Gone::Worker(worker) => (take_back_statements!(worker_scope!()), worker),
         };
         let mut taken = Vec::new();
         for statement in statements {
@@ -704,5 +710,20 @@ where
             .fetch_optional(&self.pool)
             .await
             .map_err(db_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hivesync_core::ports::Queue;
+
+    #[test]
+    fn a_workers_take_back_looks_in_every_queue() {
+        for queue in Queue::ALL {
+            assert!(
+                worker_scope!().contains(&format!("'{queue}'")),
+                "{queue} is missing"
+            );
+        }
     }
 }

@@ -306,27 +306,30 @@ impl Worker {
     /// after each refusal (0.1 s doubling to 5 s) rather than giving the job back: another worker
     /// would meet the same outage, and a finished job would run again. Once `op` has failed,
     /// `lease` (when given) is renewed every third of its length, while waiting and while trying,
-    /// so the job stays with this worker; a lease lost, or `give_up` firing, ends the retries.
+    /// so the job stays with this worker. A lease lost, `give_up` firing, or `patience` running
+    /// out (for work not started yet, which another worker may be able to do) ends the retries.
     async fn until_stored<T, Fut>(
         &self,
         what: &'static str,
         lease: Option<&LeaseRef>,
         give_up: &CancellationToken,
+        patience: Option<Duration>,
         mut op: impl FnMut() -> Fut,
     ) -> std::result::Result<Result<T>, GaveUp>
     where
         Fut: Future<Output = Result<T>>,
     {
-        let mut answer = op().await;
+        let first = op().await;
+        if !matches!(&first, Err(err) if err.kind() == ErrorKind::Unavailable) {
+            return Ok(first);
+        }
+        let mut answer = first;
+        let began = Instant::now();
         let mut tries = 0u32;
         let mut wait = STORE_RETRY_FIRST;
-        // Its first tick is at once: when the handler last renewed is not known here.
-        let mut renewals = lease.map(|lease| {
-            let every = self.config.lease_for(lease.queue) / 3;
-            let mut interval = tokio::time::interval(every);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            (lease, interval)
-        });
+        // One future for the whole outage, so that a renewal under way is never dropped.
+        let renewing = self.keep_renewed(lease);
+        tokio::pin!(renewing);
         loop {
             match &answer {
                 Err(err) if err.kind() == ErrorKind::Unavailable => {
@@ -338,50 +341,44 @@ impl Worker {
                     }
                 }
                 _ => {
-                    if tries > 0 {
-                        tracing::info!(tries, "the database is back: could {what}");
-                    }
+                    tracing::info!(tries, "the database is back: could {what}");
                     return Ok(answer);
                 }
             }
+            if patience.is_some_and(|patience| began.elapsed() >= patience) {
+                return Err(GaveUp::Stopping);
+            }
             let pause = tokio::time::sleep(wait.mul_f64(rand::rng().random_range(0.5..=1.0)));
-            tokio::pin!(pause);
-            loop {
-                tokio::select! {
-                    () = &mut pause => break,
-                    () = give_up.cancelled() => return Err(GaveUp::Stopping),
-                    lost = self.renew_when_due(&mut renewals) => if lost { return Err(GaveUp::LeaseLost) },
-                }
+            tokio::select! {
+                () = pause => {}
+                () = give_up.cancelled() => return Err(GaveUp::Stopping),
+                () = &mut renewing => return Err(GaveUp::LeaseLost),
             }
             wait = (wait * 2).min(STORE_RETRY_MAX);
-            let retry = op();
-            tokio::pin!(retry);
-            answer = loop {
-                tokio::select! {
-                    answer = &mut retry => break answer,
-                    lost = self.renew_when_due(&mut renewals) => if lost { return Err(GaveUp::LeaseLost) },
-                }
+            answer = tokio::select! {
+                answer = op() => answer,
+                () = &mut renewing => return Err(GaveUp::LeaseLost),
             };
         }
     }
 
-    /// Waits for the next renewal of a lease held through an outage and renews it; `true` when
-    /// the lease turned out lost. Never returns without a lease.
-    async fn renew_when_due(
-        &self,
-        renewals: &mut Option<(&LeaseRef, tokio::time::Interval)>,
-    ) -> bool {
-        let Some((lease, interval)) = renewals else {
+    /// Renews `lease` every third of its length, from now; returns only once it is lost (never
+    /// without a lease). A failed renewal waits for the next: the queue may share the database's
+    /// outage, and the fenced write decides in the end.
+    async fn keep_renewed(&self, lease: Option<&LeaseRef>) {
+        let Some(lease) = lease else {
             return std::future::pending().await;
         };
-        interval.tick().await;
         let lease_for = self.config.lease_for(lease.queue);
-        // An error leaves it to the next tick: the queue may share the database's outage, and
-        // the fenced write decides in the end.
-        matches!(
-            self.deps.queue.renew(lease, lease_for).await,
-            Ok(LeaseStatus::Lost)
-        )
+        let mut every = tokio::time::interval(lease_for / 3);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // The first tick is at once: when the handler last renewed is not known here.
+            every.tick().await;
+            if let Ok(LeaseStatus::Lost) = self.deps.queue.renew(lease, lease_for).await {
+                return;
+            }
+        }
     }
 
     /// The take-and-spawn loop; returns when `shutdown` fires.
@@ -535,6 +532,7 @@ impl Worker {
                 "read the job's record",
                 Some(&delivery.lease),
                 &shutdown,
+                Some(self.config.lease_for(queue)),
                 || store.get_job(job_id),
             )
             .await;
@@ -547,14 +545,13 @@ impl Worker {
             }
             Ok(Err(err)) => {
                 // Not an outage: retrying at once would meet the same error, so the queue's
-                // backoff decides when to try again.
-                let message = format!("cannot read the job's record: {err}");
-                tracing::error!("{message}");
+                // backoff decides when to try again. The cause goes to the log, not the record.
+                tracing::error!(error = %err, "cannot read the job's record");
                 self.finish_failed(
                     &delivery,
                     delivery.attempt,
                     ApiErrorCode::InternalError.as_str(),
-                    &message,
+                    "the job's record could not be read",
                     true,
                     &stop_all,
                 )
@@ -563,6 +560,7 @@ impl Worker {
             }
             Err(GaveUp::LeaseLost) => return None,
             Err(GaveUp::Stopping) => {
+                // Not started: back to the front, for a worker that can reach the database.
                 let _ = self.deps.queue.release(&delivery.lease).await;
                 return None;
             }
@@ -593,6 +591,7 @@ impl Worker {
                 "mark the job started",
                 Some(&delivery.lease),
                 &shutdown,
+                Some(self.config.lease_for(queue)),
                 || store.update_job(job_id, start.clone()),
             )
             .await;
@@ -603,13 +602,12 @@ impl Worker {
                 return None;
             }
             Ok(Err(err)) => {
-                let message = format!("cannot mark the job started: {err}");
-                tracing::error!("{message}");
+                tracing::error!(error = %err, "cannot mark the job started");
                 self.finish_failed(
                     &delivery,
                     record.attempts,
                     ApiErrorCode::InternalError.as_str(),
-                    &message,
+                    "the job could not be marked started",
                     true,
                     &stop_all,
                 )
@@ -618,6 +616,7 @@ impl Worker {
             }
             Err(GaveUp::LeaseLost) => return None,
             Err(GaveUp::Stopping) => {
+                // Not started: back to the front, for a worker that can reach the database.
                 let _ = self.deps.queue.release(&delivery.lease).await;
                 return None;
             }
@@ -773,6 +772,7 @@ impl Worker {
                 "record the success",
                 Some(&delivery.lease),
                 stop_all,
+                None,
                 || store.update_job(delivery.job_id(), update.clone()),
             )
             .await;
@@ -839,6 +839,7 @@ impl Worker {
                 "record the cancellation",
                 Some(&delivery.lease),
                 stop_all,
+                None,
                 || store.update_job(delivery.job_id(), cancelled.clone()),
             )
             .await;
@@ -899,9 +900,13 @@ impl Worker {
         };
         let queue = &self.deps.queue;
         let decided = self
-            .until_stored("record the failure in the queue", None, stop_all, || {
-                queue.fail(&delivery.lease, failure.clone())
-            })
+            .until_stored(
+                "record the failure in the queue",
+                None,
+                stop_all,
+                None,
+                || queue.fail(&delivery.lease, failure.clone()),
+            )
             .await;
         let Ok(decided) = decided else {
             tracing::error!("stopped before the queue took the failure; the job will run again");
@@ -937,7 +942,7 @@ impl Worker {
         let update = update.for_attempt(attempt);
         let store = &self.deps.store;
         let recorded = self
-            .until_stored("record the failure", None, stop_all, || {
+            .until_stored("record the failure", None, stop_all, None, || {
                 store.update_job(job_id, update.clone())
             })
             .await;
@@ -958,7 +963,7 @@ impl Worker {
     async fn acknowledge_with_retries(&self, delivery: &Delivery, stop_all: &CancellationToken) {
         let queue = &self.deps.queue;
         let acknowledged = self
-            .until_stored("acknowledge the job", None, stop_all, || {
+            .until_stored("acknowledge the job", None, stop_all, None, || {
                 queue.complete(&delivery.lease)
             })
             .await;
