@@ -15,7 +15,13 @@
 //!   throwaway database per scenario) in PostgreSQL too, the production setting; and the SQL
 //!   queue on PostgreSQL.
 //!
-//! Goal: the Redis queue layer ≥ 50 % of the raw round-trip rate.
+//! - BullMQ (`benches/bullmq`, installed from its lockfile with `npm ci`) on the same Redis, 1 worker
+//!   × 1 and 4 workers × 50 concurrency, the peer a newcomer compares HiveSync with; skipped, with
+//!   the reason printed, without Node.
+//!
+//! Goals: the Redis queue layer ≥ 50 % of the raw round-trip rate; and against BullMQ 4 × 50 (#16):
+//! the queue layer alone ≥ 2×, the full runtime with records in PostgreSQL and the Redis queue
+//! (4 workers) ≥ 1×, the embedded default (SQLite queue and records, 4 workers) ≥ 0.5×.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -262,6 +268,69 @@ async fn postgres(admin_url: &str) -> (TestDatabase, Arc<dyn Store>, PostgresBac
     (database, Arc::new(store), backend)
 }
 
+/// BullMQ's rate on the same Redis with `workers` workers of `concurrency` slots each; `None`,
+/// with the reason printed, where Node or the package cannot be had.
+async fn bullmq(url: &str, jobs: usize, workers: usize, concurrency: usize) -> Option<f64> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bullmq");
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let run = |program: &str, args: &[&str]| {
+            std::process::Command::new(program)
+                .args(args)
+                .current_dir(&dir)
+                .stderr(std::process::Stdio::inherit())
+                .output()
+        };
+        if !dir.join("node_modules/bullmq").is_dir() {
+            match run(
+                "npm",
+                &["ci", "--no-audit", "--no-fund", "--prefer-offline"],
+            ) {
+                Ok(out) if out.status.success() => {}
+                other => {
+                    println!(
+                        "no BullMQ scenarios: `npm ci` in {} failed: {other:?}",
+                        dir.display()
+                    );
+                    return None;
+                }
+            }
+        }
+        let (jobs, workers, concurrency) = (
+            jobs.to_string(),
+            workers.to_string(),
+            concurrency.to_string(),
+        );
+        match run("node", &["bench.mjs", &url, &jobs, &workers, &concurrency]) {
+            Ok(out) if out.status.success() => {
+                let printed: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+                printed["rate"].as_f64()
+            }
+            other => {
+                println!("no BullMQ scenario: node bench.mjs failed: {other:?}");
+                None
+            }
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// Prints `rate` against BullMQ 4 × 50 measured in the same run, and the #16 goal it has, if any.
+fn against_bullmq(what: &str, rate: f64, bullmq: Option<f64>, goal: Option<f64>) {
+    let Some(peer) = bullmq else {
+        return;
+    };
+    let ratio = rate / peer;
+    println!("PEER {what}: {ratio:.2}x BullMQ 4 workers x 50 ({peer:.0}/s)");
+    if let Some(goal) = goal {
+        println!(
+            "GOAL {what} >= {goal}x BullMQ 4 x 50: {}",
+            if ratio >= goal { "met" } else { "NOT met" }
+        );
+    }
+}
+
 fn report(what: &str, rate: f64, baseline: Option<(&str, f64)>) {
     match baseline {
         Some((name, base)) => println!(
@@ -284,7 +353,16 @@ async fn main() {
         "{jobs} jobs per Redis scenario, {} per SQL scenario",
         jobs_for("sql")
     );
+    let peer_1 = bullmq(&url, jobs, 1, 1).await;
+    if let Some(rate) = peer_1 {
+        report("BullMQ 6.7, 1 worker x 1", rate, None);
+    }
+    let peer = bullmq(&url, jobs, 4, 50).await;
+    if let Some(rate) = peer {
+        report("BullMQ 6.7, 4 workers x 50", rate, None);
+    }
     for workers in [1, 4] {
+        let goal = |goal: f64| (workers == 4).then_some(goal);
         let raw = raw_redis(&url, jobs, workers).await;
         report(&format!("raw LPUSH+BRPOP, {workers} consumers"), raw, None);
         let prefix = format!("hivesync-bench:{}:", uuid::Uuid::new_v4().simple());
@@ -296,6 +374,12 @@ async fn main() {
             &format!("Redis queue layer, {workers} workers"),
             layer,
             Some(("raw", raw)),
+        );
+        against_bullmq(
+            &format!("Redis queue layer, {workers} workers"),
+            layer,
+            peer,
+            goal(2.0),
         );
         if workers == 4 {
             println!(
@@ -310,6 +394,12 @@ async fn main() {
             &format!("Redis queue with SQLite job records, {workers} workers"),
             records,
             Some(("raw", raw)),
+        );
+        against_bullmq(
+            &format!("Redis queue with SQLite job records, {workers} workers"),
+            records,
+            peer,
+            None,
         );
         redis.clear_namespace().await.unwrap();
 
@@ -327,6 +417,12 @@ async fn main() {
             &format!("SQL (SQLite) queue with job records, {workers} workers"),
             sql_records,
             Some(("raw", raw)),
+        );
+        against_bullmq(
+            &format!("embedded default (SQLite queue and records), {workers} workers"),
+            sql_records,
+            peer,
+            goal(0.5),
         );
 
         let Some(admin_url) = std::env::var("DATABASE_URL")
@@ -346,6 +442,12 @@ async fn main() {
             records,
             Some(("raw", raw)),
         );
+        against_bullmq(
+            &format!("full runtime (Redis queue, PostgreSQL records), {workers} workers"),
+            records,
+            peer,
+            goal(1.0),
+        );
         redis.clear_namespace().await.unwrap();
         database.drop_database().await.unwrap();
         let (database, _, sql) = postgres(&admin_url).await;
@@ -362,6 +464,12 @@ async fn main() {
             &format!("SQL (PostgreSQL) queue with job records, {workers} workers"),
             sql_records,
             Some(("raw", raw)),
+        );
+        against_bullmq(
+            &format!("SQL (PostgreSQL) queue with job records, {workers} workers"),
+            sql_records,
+            peer,
+            None,
         );
         database.drop_database().await.unwrap();
     }

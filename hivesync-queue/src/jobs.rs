@@ -353,23 +353,59 @@ impl Reconciler {
         interval: Duration,
         shutdown: CancellationToken,
     ) {
-        let mut tick = tokio::time::interval(interval);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = shutdown.cancelled() => break,
-            }
-            match locks.acquire(RECONCILER_LOCK, &owner, interval * 2).await {
-                Ok(true) => {
-                    if let Err(err) = self.run_once().await {
-                        tracing::warn!(error = %err, "reconciliation failed");
-                    }
-                }
-                Ok(false) => {}
-                Err(err) => tracing::warn!(error = %err, "cannot take the reconciler lock"),
+        let lock = ClusterLock {
+            locks,
+            name: RECONCILER_LOCK,
+            owner,
+            ttl: interval * 2,
+        };
+        let mut tick = ClusterLock::ticker(interval);
+        while let Some(held) = lock.next(&mut tick, &shutdown).await {
+            if held && let Err(err) = self.run_once().await {
+                tracing::warn!(error = %err, "reconciliation failed");
             }
         }
-        let _ = locks.release(RECONCILER_LOCK, &owner).await;
+        lock.release().await;
+    }
+}
+
+/// A cluster-wide lock that one process at a time holds to run a periodic task.
+struct ClusterLock {
+    locks: Arc<dyn Locks>,
+    name: &'static str,
+    owner: String,
+    ttl: Duration,
+}
+
+impl ClusterLock {
+    fn ticker(interval: Duration) -> tokio::time::Interval {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick
+    }
+
+    /// Waits for the next tick, then takes (or keeps) the lock: whether this process holds it,
+    /// or `None` once `shutdown` fires.
+    async fn next(
+        &self,
+        tick: &mut tokio::time::Interval,
+        shutdown: &CancellationToken,
+    ) -> Option<bool> {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return None,
+        }
+        match self.locks.acquire(self.name, &self.owner, self.ttl).await {
+            Ok(held) => Some(held),
+            Err(err) => {
+                tracing::warn!(error = %err, lock = self.name, "cannot take the lock");
+                Some(false)
+            }
+        }
+    }
+
+    async fn release(&self) {
+        let _ = self.locks.release(self.name, &self.owner).await;
     }
 }
 
@@ -544,26 +580,21 @@ impl GoneWorkerSweeper {
         interval: Duration,
         shutdown: CancellationToken,
     ) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = shutdown.cancelled() => break,
-            }
-            match locks.acquire(SWEEPER_LOCK, &owner, interval * 3).await {
-                Ok(true) => {
-                    if let Err(err) = self.run_once().await {
-                        tracing::warn!(error = %err, "cannot look for gone workers");
-                    }
-                }
-                Ok(false) => self.forget(),
-                Err(err) => {
-                    self.forget();
-                    tracing::warn!(error = %err, "cannot take the sweeper lock");
-                }
+        let lock = ClusterLock {
+            locks,
+            name: SWEEPER_LOCK,
+            owner,
+            ttl: interval * 3,
+        };
+        let mut tick = ClusterLock::ticker(interval);
+        while let Some(held) = lock.next(&mut tick, &shutdown).await {
+            if !held {
+                // Silence this process did not watch is not counted.
+                self.forget();
+            } else if let Err(err) = self.run_once().await {
+                tracing::warn!(error = %err, "cannot look for gone workers");
             }
         }
-        let _ = locks.release(SWEEPER_LOCK, &owner).await;
+        lock.release().await;
     }
 }

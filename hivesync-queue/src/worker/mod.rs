@@ -544,24 +544,14 @@ impl Worker {
                 return None;
             }
             Ok(Err(err)) => {
-                // Not an outage: retrying at once would meet the same error, so the queue's
-                // backoff decides when to try again. The cause goes to the log, not the record.
-                tracing::error!(error = %err, "cannot read the job's record");
-                self.finish_failed(
-                    &delivery,
-                    delivery.attempt,
-                    ApiErrorCode::InternalError.as_str(),
-                    "the job's record could not be read",
-                    true,
-                    &stop_all,
-                )
-                .await;
+                let why = "the job's record could not be read";
+                self.not_started(&delivery, delivery.attempt, Ok(err), why, &stop_all)
+                    .await;
                 return None;
             }
-            Err(GaveUp::LeaseLost) => return None,
-            Err(GaveUp::Stopping) => {
-                // Not started: back to the front, for a worker that can reach the database.
-                let _ = self.deps.queue.release(&delivery.lease).await;
+            Err(gave_up) => {
+                self.not_started(&delivery, delivery.attempt, Err(gave_up), "", &stop_all)
+                    .await;
                 return None;
             }
         };
@@ -602,22 +592,14 @@ impl Worker {
                 return None;
             }
             Ok(Err(err)) => {
-                tracing::error!(error = %err, "cannot mark the job started");
-                self.finish_failed(
-                    &delivery,
-                    record.attempts,
-                    ApiErrorCode::InternalError.as_str(),
-                    "the job could not be marked started",
-                    true,
-                    &stop_all,
-                )
-                .await;
+                let why = "the job could not be marked started";
+                self.not_started(&delivery, record.attempts, Ok(err), why, &stop_all)
+                    .await;
                 return None;
             }
-            Err(GaveUp::LeaseLost) => return None,
-            Err(GaveUp::Stopping) => {
-                // Not started: back to the front, for a worker that can reach the database.
-                let _ = self.deps.queue.release(&delivery.lease).await;
+            Err(gave_up) => {
+                self.not_started(&delivery, record.attempts, Err(gave_up), "", &stop_all)
+                    .await;
                 return None;
             }
         };
@@ -648,6 +630,33 @@ impl Worker {
         metrics::histogram!("hivesync_job_duration_seconds", "queue" => queue.as_str())
             .record(elapsed.as_secs_f64());
         next
+    }
+
+    /// Ends a delivery whose job could not be read or marked started. An error that is not an
+    /// outage (`Ok(err)`, described to the record's readers as `why`; the cause goes to the log
+    /// only) fails the delivery, so the queue's backoff decides when to try again rather than a
+    /// release loop; an outage that outlasted this worker's patience, or shutdown, gives the job
+    /// back to the front for a worker that can reach the database; a lost lease leaves it.
+    async fn not_started(
+        &self,
+        delivery: &Delivery,
+        attempt: u32,
+        error: std::result::Result<hivesync_core::Error, GaveUp>,
+        why: &str,
+        stop_all: &CancellationToken,
+    ) {
+        match error {
+            Ok(err) => {
+                tracing::error!(error = %err, "{why}");
+                let code = ApiErrorCode::InternalError.as_str();
+                self.finish_failed(delivery, attempt, code, why, true, stop_all)
+                    .await;
+            }
+            Err(GaveUp::LeaseLost) => {}
+            Err(GaveUp::Stopping) => {
+                let _ = self.deps.queue.release(&delivery.lease).await;
+            }
+        }
     }
 
     /// Runs the handler while renewing the lease (and, on the cleanup worker, the cleanup lock),
