@@ -353,8 +353,7 @@ async fn serve(config: Config, bind: Option<SocketAddr>, no_workers: bool) -> Re
     if in_process_workers {
         tasks.extend(runtime::spawn_embedded_workers(&state, &shutdown));
     }
-    tasks.push(runtime::spawn_reconciler(&state, &owner, &shutdown));
-    tasks.push(runtime::spawn_sweeper(&state, &owner, &shutdown));
+    tasks.extend(runtime::spawn_job_keepers(&state, &owner, &shutdown));
     tasks.extend(runtime::spawn_autoscaler(&state, &owner, &shutdown));
 
     tracing::info!(address = %local, embedded = state.config.is_embedded(), in_process_workers,
@@ -392,8 +391,7 @@ async fn run_worker(
     let shutdown = CancellationToken::new();
     tokio::spawn(forward_signals(shutdown.clone()));
     let mut tasks = runtime::spawn_worker(&state, worker.clone(), &shutdown);
-    tasks.push(runtime::spawn_reconciler(&state, &worker.id, &shutdown));
-    tasks.push(runtime::spawn_sweeper(&state, &worker.id, &shutdown));
+    tasks.extend(runtime::spawn_job_keepers(&state, &worker.id, &shutdown));
     if let Some(bind) = metrics_bind {
         let (listener, local) = listen(bind).await?;
         let limits = serve::Limits::from_config(&state.config.http);

@@ -102,44 +102,39 @@ pub fn spawn_embedded_workers(
     tasks
 }
 
-/// Runs the reconciler (under its cluster-wide lock) until `shutdown`.
-pub fn spawn_reconciler(
+/// Runs the job-keeping tasks every `serve` and `worker` process offers, each active in one
+/// process at a time under its cluster-wide lock, until `shutdown`: the reconciler (jobs the
+/// queue lost) and the sweeper (jobs of workers whose heartbeats stopped).
+pub fn spawn_job_keepers(
     state: &Arc<AppState>,
     owner: &str,
     shutdown: &CancellationToken,
-) -> JoinHandle<()> {
+) -> [JoinHandle<()>; 2] {
     let reconciler = Reconciler::new(
         state.store.clone(),
         state.queue.clone(),
         state.clock.clone(),
     );
-    tokio::spawn(reconciler.run(
-        state.locks.clone(),
-        format!("{owner}:reconciler"),
-        RECONCILE_EVERY,
-        shutdown.clone(),
-    ))
-}
-
-/// Runs the sweeper that gives back the jobs of workers whose heartbeats stopped (under its
-/// cluster-wide lock) until `shutdown`.
-pub fn spawn_sweeper(
-    state: &Arc<AppState>,
-    owner: &str,
-    shutdown: &CancellationToken,
-) -> JoinHandle<()> {
     let sweeper = GoneWorkerSweeper::new(
         state.store.clone(),
         state.queue.clone(),
         state.registry.clone(),
         state.clock.clone(),
     );
-    tokio::spawn(sweeper.run(
-        state.locks.clone(),
-        format!("{owner}:sweeper"),
-        SWEEP_EVERY,
-        shutdown.clone(),
-    ))
+    [
+        tokio::spawn(reconciler.run(
+            state.locks.clone(),
+            format!("{owner}:reconciler"),
+            RECONCILE_EVERY,
+            shutdown.clone(),
+        )),
+        tokio::spawn(sweeper.run(
+            state.locks.clone(),
+            format!("{owner}:sweeper"),
+            SWEEP_EVERY,
+            shutdown.clone(),
+        )),
+    ]
 }
 
 /// Runs the autoscaler (under its cluster-wide lock) until `shutdown`, when it is enabled.
