@@ -10,18 +10,23 @@
 //! - queue layer: `JobQueue::enqueue` / `reserve` + `complete` with a no-op handler (Redis, then
 //!   the SQL queue on SQLite);
 //! - job records: the full path a HiveSync job takes — `submit` (a `Store` record, then the
-//!   queue) and the worker runtime (read the record, mark it running, run the handler, record
-//!   success, acknowledge) — with records in SQLite, and with `DATABASE_URL` (PostgreSQL, a
-//!   throwaway database per scenario) in PostgreSQL too, the production setting; and the SQL
-//!   queue on PostgreSQL.
+//!   queue) and the worker runtime (start the record, run the handler, record success,
+//!   acknowledge) — with the Redis or the SQL queue and records in SQLite, and with `DATABASE_URL`
+//!   (PostgreSQL, a throwaway database per scenario) in PostgreSQL too, the production setting. Each
+//!   in BullMQ's shapes: 1 worker × 1 slot and 4 workers × 50 slots with one producer submitting
+//!   one job at a time, and 4 × 50 with 8 concurrent producers (an API server under load);
+//! - latency of one job through an idle runtime (the call to `submit` → the handler's start), p50
+//!   and p99 of 500 one after another, against raw `LPUSH` → `BRPOP`.
 //!
-//! - BullMQ (`benches/bullmq`, installed from its lockfile with `npm ci`) on the same Redis, 1 worker
-//!   × 1 and 4 workers × 50 concurrency, the peer a newcomer compares HiveSync with; skipped, with
-//!   the reason printed, without Node.
+//! - BullMQ (`benches/bullmq`, installed from its lockfile with `npm ci`) on the same Redis in the
+//!   same three shapes, the peer a newcomer compares HiveSync with; skipped, with the reason
+//!   printed, without Node.
 //!
 //! Goals: the Redis queue layer ≥ 50 % of the raw round-trip rate; and against BullMQ 4 × 50 (#16):
 //! the queue layer alone ≥ 2×, the full runtime with records in PostgreSQL and the Redis queue
-//! (4 workers) ≥ 1×, the embedded default (SQLite queue and records, 4 workers) ≥ 0.5×.
+//! (4 × 50) ≥ 1×, the embedded default (SQLite queue and records, 4 × 50) ≥ 0.5×.
+//!
+//! `BENCH_JOBS` sets every scenario's count at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,7 +38,9 @@ use hivesync_core::domain::{JobId, JobState};
 use hivesync_core::ports::{JobQueue, NewQueuedJob, Queue, Store, WorkerRole};
 use hivesync_core::testkit::postgres::TestDatabase;
 use hivesync_queue::jobs::{Submission, submit};
-use hivesync_queue::worker::{Handlers, Ping, PingHandler, Worker, WorkerConfig, WorkerDeps};
+use hivesync_queue::worker::{
+    Handlers, JobContext, JobError, Ping, Pong, TypedHandler, Worker, WorkerConfig, WorkerDeps,
+};
 use hivesync_queue::{PostgresBackend, RedisBackend, SqliteBackend};
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +48,12 @@ use tokio_util::sync::CancellationToken;
 const LEASE: Duration = Duration::from_secs(30);
 
 fn jobs_for(queue_kind: &str) -> usize {
-    let default = if queue_kind == "sql" { 3_000 } else { 20_000 };
+    let default = match queue_kind {
+        "sql" => 3_000,
+        "records" => 10_000,
+        "latency" => 500,
+        _ => 20_000,
+    };
     std::env::var("BENCH_JOBS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -152,64 +164,211 @@ async fn queue_layer(queue: Arc<dyn JobQueue>, jobs: usize, consumers: usize) ->
     jobs as f64 / started.elapsed().as_secs_f64()
 }
 
-/// `submit` with records in the Store, and the worker runtime with `concurrency` slots.
+/// How a records scenario runs: `workers` worker runtimes of `slots` concurrent jobs each, fed by
+/// `producers` concurrent submit loops (BullMQ's scenarios have the same three numbers).
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    workers: usize,
+    slots: usize,
+    producers: usize,
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} x {}", self.workers, self.slots)?;
+        if self.producers > 1 {
+            write!(f, ", {} producers", self.producers)?;
+        }
+        Ok(())
+    }
+}
+
+/// Counts handled pings and tells when the handler started each one.
+struct Counting {
+    handled: Arc<AtomicUsize>,
+    all_handled: Arc<tokio::sync::Notify>,
+    expected: usize,
+    started: Option<tokio::sync::mpsc::UnboundedSender<Instant>>,
+}
+
+#[async_trait::async_trait]
+impl TypedHandler<Ping> for Counting {
+    async fn handle(&self, _: Ping, _: &JobContext) -> Result<Pong, JobError> {
+        if let Some(started) = &self.started {
+            let _ = started.send(Instant::now());
+        }
+        if self.handled.fetch_add(1, Ordering::SeqCst) + 1 == self.expected {
+            self.all_handled.notify_one();
+        }
+        Ok(Pong {
+            pong: true,
+            worker: String::new(),
+            attempt: 1,
+            held_ms: 0,
+        })
+    }
+}
+
+/// The worker runtimes of `shape` on `store` and `queue`, all running a [`Counting`] handler.
+fn start_workers(
+    store: &Arc<dyn Store>,
+    queue: &Arc<dyn JobQueue>,
+    shape: Shape,
+    counting: impl Fn() -> Counting,
+) -> (
+    CancellationToken,
+    Vec<tokio::task::JoinHandle<hivesync_core::Result<()>>>,
+) {
+    let shutdown = CancellationToken::new();
+    let running = (0..shape.workers)
+        .map(|w| {
+            let mut config = WorkerConfig::new(WorkerRole::Cpu, shape.slots);
+            config.id = format!("bench-{w}");
+            config.queues = vec![Queue::SystemEvents];
+            config.poll_interval = Duration::from_millis(50);
+            let deps = WorkerDeps {
+                store: store.clone(),
+                queue: queue.clone(),
+                registry: Arc::new(hivesync_queue_bench_registry::Null),
+                locks: Arc::new(hivesync_queue_bench_registry::Null),
+                clock: system_clock(),
+            };
+            let worker = Worker::new(config, deps, Handlers::new().on::<Ping>(counting()));
+            tokio::spawn(worker.run(shutdown.clone()))
+        })
+        .collect();
+    (shutdown, running)
+}
+
+/// `submit` with records in the Store (the record, then the queue) from `shape.producers` loops,
+/// and the worker runtime (start the record, run the handler, record the success, acknowledge);
+/// the rate counts until every record says `success`.
 async fn with_records(
     store: Arc<dyn Store>,
     queue: Arc<dyn JobQueue>,
     jobs: usize,
-    concurrency: usize,
+    shape: Shape,
 ) -> f64 {
-    let mut config = WorkerConfig::new(WorkerRole::Cpu, concurrency);
-    config.queues = vec![Queue::SystemEvents];
-    config.poll_interval = Duration::from_millis(50);
-    let deps = WorkerDeps {
-        store: store.clone(),
-        queue: queue.clone(),
-        registry: Arc::new(hivesync_queue_bench_registry::Null),
-        locks: Arc::new(hivesync_queue_bench_registry::Null),
-        clock: system_clock(),
-    };
-    let worker = Worker::new(
-        config,
-        deps,
-        Handlers::new().on::<Ping>(PingHandler {
-            worker_id: "bench".to_owned(),
-        }),
-    );
-    let shutdown = CancellationToken::new();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let all_handled = Arc::new(tokio::sync::Notify::new());
+    let (shutdown, running) = start_workers(&store, &queue, shape, || Counting {
+        handled: handled.clone(),
+        all_handled: all_handled.clone(),
+        expected: jobs,
+        started: None,
+    });
     let started = Instant::now();
-    let running = tokio::spawn(worker.run(shutdown.clone()));
-    let mut last = None;
-    for _ in 0..jobs {
-        let job = submit(&*store, &*queue, Submission::of(&Ping::default()).unwrap())
-            .await
-            .unwrap();
-        last = Some(job.id);
+    let producers: Vec<_> = (0..shape.producers)
+        .map(|p| {
+            let (store, queue) = (store.clone(), queue.clone());
+            let share = jobs / shape.producers + usize::from(p < jobs % shape.producers);
+            tokio::spawn(async move {
+                for _ in 0..share {
+                    submit(&*store, &*queue, Submission::of(&Ping::default()).unwrap())
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for producer in producers {
+        producer.await.unwrap();
     }
-    // The last job finishing means all have (one queue, oldest first), give or take the others
-    // still in flight on other slots: wait for the records to agree.
-    let last = last.unwrap();
+    all_handled.notified().await;
+    // Handled is not yet recorded: wait for the records to agree.
     loop {
-        let job = store.get_job(last).await.unwrap().unwrap();
-        if job.state == JobState::Success {
-            let done: u64 = store
-                .count_jobs()
-                .await
-                .unwrap()
-                .iter()
-                .filter(|c| c.state == JobState::Success)
-                .map(|c| c.count)
-                .sum();
-            if done as usize >= jobs {
-                break;
-            }
+        let done: u64 = store
+            .count_jobs()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|c| c.state == JobState::Success)
+            .map(|c| c.count)
+            .sum();
+        if done as usize >= jobs {
+            break;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::task::yield_now().await;
     }
     let rate = jobs as f64 / started.elapsed().as_secs_f64();
     shutdown.cancel();
-    running.await.unwrap().unwrap();
+    for worker in running {
+        worker.await.unwrap().unwrap();
+    }
     rate
+}
+
+/// Latency of one job through an idle runtime, from the call to `submit` to the handler's start,
+/// `samples` times one after another: (p50, p99) in milliseconds.
+async fn idle_latency(
+    store: Arc<dyn Store>,
+    queue: Arc<dyn JobQueue>,
+    samples: usize,
+) -> (f64, f64) {
+    let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
+    let shape = Shape {
+        workers: 1,
+        slots: 4,
+        producers: 1,
+    };
+    let (shutdown, running) = start_workers(&store, &queue, shape, || Counting {
+        handled: Arc::default(),
+        all_handled: Arc::default(),
+        expected: 0,
+        started: Some(started_tx.clone()),
+    });
+    let mut took = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let sent = Instant::now();
+        submit(&*store, &*queue, Submission::of(&Ping::default()).unwrap())
+            .await
+            .unwrap();
+        let handled = started_rx.recv().await.unwrap();
+        took.push(handled.duration_since(sent));
+    }
+    shutdown.cancel();
+    for worker in running {
+        worker.await.unwrap().unwrap();
+    }
+    percentiles(took)
+}
+
+/// The same through raw Redis: `LPUSH` to a list a consumer waits on with `BRPOP`.
+async fn raw_latency(url: &str, samples: usize) -> (f64, f64) {
+    let client = redis::Client::open(url).unwrap();
+    let key = format!("hivesync-bench:latency:{}", uuid::Uuid::new_v4().simple());
+    let mut consumer = client.get_multiplexed_async_connection().await.unwrap();
+    let (popped_tx, mut popped_rx) = tokio::sync::mpsc::unbounded_channel();
+    let consuming = tokio::spawn({
+        let key = key.clone();
+        async move {
+            for _ in 0..samples {
+                let _: (String, Vec<u8>) = redis::cmd("BRPOP")
+                    .arg(&key)
+                    .arg(0)
+                    .query_async(&mut consumer)
+                    .await
+                    .unwrap();
+                popped_tx.send(Instant::now()).unwrap();
+            }
+        }
+    });
+    let mut producer = client.get_multiplexed_async_connection().await.unwrap();
+    let mut took = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let sent = Instant::now();
+        let id = *uuid::Uuid::new_v4().as_bytes();
+        let _: i64 = producer.lpush(&key, &id[..]).await.unwrap();
+        took.push(popped_rx.recv().await.unwrap().duration_since(sent));
+    }
+    consuming.await.unwrap();
+    percentiles(took)
+}
+
+fn percentiles(mut took: Vec<Duration>) -> (f64, f64) {
+    took.sort();
+    let at = |q: f64| took[((took.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
+    (at(0.50), at(0.99))
 }
 
 /// Registry and locks that do nothing, so that the records benchmark measures the job path.
@@ -268,9 +427,9 @@ async fn postgres(admin_url: &str) -> (TestDatabase, Arc<dyn Store>, PostgresBac
     (database, Arc::new(store), backend)
 }
 
-/// BullMQ's rate on the same Redis with `workers` workers of `concurrency` slots each; `None`,
+/// BullMQ's rate on the same Redis in `shape` (workers, concurrency, producers); `None`,
 /// with the reason printed, where Node or the package cannot be had.
-async fn bullmq(url: &str, jobs: usize, workers: usize, concurrency: usize) -> Option<f64> {
+async fn bullmq(url: &str, jobs: usize, shape: Shape) -> Option<f64> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bullmq");
     let url = url.to_owned();
     tokio::task::spawn_blocking(move || {
@@ -296,12 +455,12 @@ async fn bullmq(url: &str, jobs: usize, workers: usize, concurrency: usize) -> O
                 }
             }
         }
-        let (jobs, workers, concurrency) = (
-            jobs.to_string(),
-            workers.to_string(),
-            concurrency.to_string(),
-        );
-        match run("node", &["bench.mjs", &url, &jobs, &workers, &concurrency]) {
+        let args = [jobs, shape.workers, shape.slots, shape.producers].map(|n| n.to_string());
+        let [jobs, workers, slots, producers] = args.each_ref().map(String::as_str);
+        match run(
+            "node",
+            &["bench.mjs", &url, jobs, workers, slots, producers],
+        ) {
             Ok(out) if out.status.success() => {
                 let printed: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
                 printed["rate"].as_f64()
@@ -316,16 +475,17 @@ async fn bullmq(url: &str, jobs: usize, workers: usize, concurrency: usize) -> O
     .unwrap()
 }
 
-/// Prints `rate` against BullMQ 4 × 50 measured in the same run, and the #16 goal it has, if any.
-fn against_bullmq(what: &str, rate: f64, bullmq: Option<f64>, goal: Option<f64>) {
+/// Prints `rate` against BullMQ in `shape`, measured in the same run, and the #16 goal it has, if
+/// any.
+fn against_bullmq(what: &str, rate: f64, shape: Shape, bullmq: Option<f64>, goal: Option<f64>) {
     let Some(peer) = bullmq else {
         return;
     };
     let ratio = rate / peer;
-    println!("PEER {what}: {ratio:.2}x BullMQ 4 workers x 50 ({peer:.0}/s)");
+    println!("PEER {what}: {ratio:.2}x BullMQ {shape} ({peer:.0}/s)");
     if let Some(goal) = goal {
         println!(
-            "GOAL {what} >= {goal}x BullMQ 4 x 50: {}",
+            "GOAL {what} >= {goal}x BullMQ {shape}: {}",
             if ratio >= goal { "met" } else { "NOT met" }
         );
     }
@@ -341,6 +501,10 @@ fn report(what: &str, rate: f64, baseline: Option<(&str, f64)>) {
     }
 }
 
+/// Concurrent submit loops in the "many producers" scenarios: an API server taking requests from
+/// several clients at once.
+const PRODUCERS: usize = 8;
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     // `cargo bench` passes `--bench`; nothing here takes arguments.
@@ -349,18 +513,42 @@ async fn main() {
         return;
     };
     let jobs = jobs_for("redis");
+    let record_jobs = jobs_for("records");
     println!(
-        "{jobs} jobs per Redis scenario, {} per SQL scenario",
+        "{jobs} jobs per Redis scenario, {} per SQL queue layer scenario, {record_jobs} per records scenario",
         jobs_for("sql")
     );
-    let peer_1 = bullmq(&url, jobs, 1, 1).await;
-    if let Some(rate) = peer_1 {
-        report("BullMQ 6.7, 1 worker x 1", rate, None);
+    let admin_url = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|url| url.starts_with("postgres"));
+    if admin_url.is_none() {
+        println!("no PostgreSQL scenarios: set DATABASE_URL=postgres://… to run them");
     }
-    let peer = bullmq(&url, jobs, 4, 50).await;
-    if let Some(rate) = peer {
-        report("BullMQ 6.7, 4 workers x 50", rate, None);
+
+    let one = Shape {
+        workers: 1,
+        slots: 1,
+        producers: 1,
+    };
+    let four = Shape {
+        workers: 4,
+        slots: 50,
+        producers: 1,
+    };
+    let four_many = Shape {
+        producers: PRODUCERS,
+        ..four
+    };
+    let mut peers = Vec::new();
+    for shape in [one, four, four_many] {
+        let rate = bullmq(&url, jobs, shape).await;
+        if let Some(rate) = rate {
+            report(&format!("BullMQ 6.7, {shape}"), rate, None);
+        }
+        peers.push((shape, rate));
     }
+    let peer = peers[1].1;
+
     for workers in [1, 4] {
         let goal = |goal: f64| (workers == 4).then_some(goal);
         let raw = raw_redis(&url, jobs, workers).await;
@@ -378,6 +566,7 @@ async fn main() {
         against_bullmq(
             &format!("Redis queue layer, {workers} workers"),
             layer,
+            four,
             peer,
             goal(2.0),
         );
@@ -387,22 +576,7 @@ async fn main() {
                 if layer >= raw * 0.5 { "met" } else { "NOT met" }
             );
         }
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _) = sqlite(&dir, "records.db").await;
-        let records = with_records(store, Arc::new(redis.clone()), jobs_for("sql"), workers).await;
-        report(
-            &format!("Redis queue with SQLite job records, {workers} workers"),
-            records,
-            Some(("raw", raw)),
-        );
-        against_bullmq(
-            &format!("Redis queue with SQLite job records, {workers} workers"),
-            records,
-            peer,
-            None,
-        );
         redis.clear_namespace().await.unwrap();
-
         let dir = tempfile::tempdir().unwrap();
         let (_, sql) = sqlite(&dir, "queue.db").await;
         let sql_layer = queue_layer(Arc::new(sql.clone()), jobs_for("sql"), workers).await;
@@ -411,66 +585,88 @@ async fn main() {
             sql_layer,
             Some(("raw", raw)),
         );
-        let (store, sql) = sqlite(&dir, "both.db").await;
-        let sql_records = with_records(store, Arc::new(sql), jobs_for("sql"), workers).await;
-        report(
-            &format!("SQL (SQLite) queue with job records, {workers} workers"),
-            sql_records,
-            Some(("raw", raw)),
-        );
-        against_bullmq(
-            &format!("embedded default (SQLite queue and records), {workers} workers"),
-            sql_records,
-            peer,
-            goal(0.5),
-        );
+        if let Some(admin_url) = &admin_url {
+            let (database, _, sql) = postgres(admin_url).await;
+            let sql_layer = queue_layer(Arc::new(sql), jobs_for("sql"), workers).await;
+            report(
+                &format!("SQL (PostgreSQL) queue layer, {workers} workers"),
+                sql_layer,
+                Some(("raw", raw)),
+            );
+            database.drop_database().await.unwrap();
+        }
+    }
 
-        let Some(admin_url) = std::env::var("DATABASE_URL")
-            .ok()
-            .filter(|url| url.starts_with("postgres"))
-        else {
-            println!("no PostgreSQL scenarios: set DATABASE_URL=postgres://… to run them");
-            continue;
-        };
+    let samples = jobs_for("latency");
+    let (raw_p50, raw_p99) = raw_latency(&url, samples).await;
+    println!(
+        "RESULT latency, raw LPUSH -> BRPOP ({samples} one at a time): p50 {raw_p50:.3} ms, p99 {raw_p99:.3} ms"
+    );
+    let latency = |what: &str, (p50, p99): (f64, f64)| {
+        println!(
+            "RESULT latency submit -> handler start, idle runtime, {what}: p50 {p50:.3} ms ({:.1}x raw), p99 {p99:.3} ms ({:.1}x raw)",
+            p50 / raw_p50,
+            p99 / raw_p99
+        );
+    };
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, sql) = sqlite(&dir, "latency.db").await;
+        latency(
+            "embedded (SQLite queue and records)",
+            idle_latency(store, Arc::new(sql), samples).await,
+        );
+    }
+    if let Some(admin_url) = &admin_url {
+        let prefix = format!("hivesync-bench:{}:", uuid::Uuid::new_v4().simple());
         let redis = RedisBackend::connect(&url, &prefix, system_clock())
             .await
             .unwrap();
-        let (database, store, _) = postgres(&admin_url).await;
-        let records = with_records(store, Arc::new(redis.clone()), jobs_for("sql"), workers).await;
-        report(
-            &format!("Redis queue with PostgreSQL job records, {workers} workers"),
-            records,
-            Some(("raw", raw)),
-        );
-        against_bullmq(
-            &format!("full runtime (Redis queue, PostgreSQL records), {workers} workers"),
-            records,
-            peer,
-            goal(1.0),
+        let (database, store, _) = postgres(admin_url).await;
+        latency(
+            "Redis queue, PostgreSQL records",
+            idle_latency(store, Arc::new(redis.clone()), samples).await,
         );
         redis.clear_namespace().await.unwrap();
         database.drop_database().await.unwrap();
-        let (database, _, sql) = postgres(&admin_url).await;
-        let sql_layer = queue_layer(Arc::new(sql), jobs_for("sql"), workers).await;
-        report(
-            &format!("SQL (PostgreSQL) queue layer, {workers} workers"),
-            sql_layer,
-            Some(("raw", raw)),
-        );
+    }
+
+    for (shape, peer) in peers {
+        let goal = |goal: f64| (shape.workers == 4).then_some(goal);
+        let prefix = format!("hivesync-bench:{}:", uuid::Uuid::new_v4().simple());
+        let redis = RedisBackend::connect(&url, &prefix, system_clock())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = sqlite(&dir, "records.db").await;
+        let rate = with_records(store, Arc::new(redis.clone()), record_jobs, shape).await;
+        let what = format!("Redis queue with SQLite job records, {shape}");
+        report(&what, rate, None);
+        against_bullmq(&what, rate, shape, peer, None);
+        redis.clear_namespace().await.unwrap();
+
+        let (store, sql) = sqlite(&dir, "both.db").await;
+        let rate = with_records(store, Arc::new(sql), record_jobs, shape).await;
+        let what = format!("embedded default (SQLite queue and records), {shape}");
+        report(&what, rate, None);
+        against_bullmq(&what, rate, shape, peer, goal(0.5));
+
+        let Some(admin_url) = &admin_url else {
+            continue;
+        };
+        let (database, store, _) = postgres(admin_url).await;
+        let rate = with_records(store, Arc::new(redis.clone()), record_jobs, shape).await;
+        let what = format!("full runtime (Redis queue, PostgreSQL records), {shape}");
+        report(&what, rate, None);
+        against_bullmq(&what, rate, shape, peer, goal(1.0));
+        redis.clear_namespace().await.unwrap();
         database.drop_database().await.unwrap();
-        let (database, store, sql) = postgres(&admin_url).await;
-        let sql_records = with_records(store, Arc::new(sql), jobs_for("sql"), workers).await;
-        report(
-            &format!("SQL (PostgreSQL) queue with job records, {workers} workers"),
-            sql_records,
-            Some(("raw", raw)),
-        );
-        against_bullmq(
-            &format!("SQL (PostgreSQL) queue with job records, {workers} workers"),
-            sql_records,
-            peer,
-            None,
-        );
+
+        let (database, store, sql) = postgres(admin_url).await;
+        let rate = with_records(store, Arc::new(sql), record_jobs, shape).await;
+        let what = format!("SQL (PostgreSQL) queue with job records, {shape}");
+        report(&what, rate, None);
+        against_bullmq(&what, rate, shape, peer, None);
         database.drop_database().await.unwrap();
     }
 }

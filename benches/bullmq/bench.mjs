@@ -1,15 +1,18 @@
-// No-op jobs per second through BullMQ, the way benches/benches/queue.rs measures HiveSync: one
-// producer adds `jobs` jobs one at a time while `workers` workers (each with `concurrency`
-// slots) take and finish them; the rate is jobs over the time until the last one finished.
+// No-op jobs per second through BullMQ, the way benches/benches/queue.rs measures HiveSync:
+// `producers` loops (default one) add `jobs` jobs between them, each one at a time, while `workers`
+// workers (each with `concurrency` slots) take and finish them; the rate is jobs over the time
+// until the last one finished.
 // Completed jobs are removed (`removeOnComplete`), as HiveSync's queue forgets acknowledged ones.
 //
-// node bench.mjs <redis url> <jobs> <workers> <concurrency>  →  prints {"rate": jobs per second}
+// node bench.mjs <redis url> <jobs> <workers> <concurrency> [producers]
+//   →  prints {"rate": jobs per second}
 import { Queue, Worker } from 'bullmq';
 
-const [url, jobsArg, workersArg, concurrencyArg] = process.argv.slice(2);
+const [url, jobsArg, workersArg, concurrencyArg, producersArg] = process.argv.slice(2);
 const jobs = Number(jobsArg);
 const workerCount = Number(workersArg);
 const concurrency = Number(concurrencyArg);
+const producers = Number(producersArg || 1);
 const parsed = new URL(url);
 const connection = {
   host: parsed.hostname,
@@ -46,9 +49,12 @@ for (let i = 0; i < workerCount; i++) {
 await Promise.all(workers.map((w) => w.waitUntilReady()));
 
 const started = performance.now();
-for (let n = 0; n < jobs; n++) {
-  await queue.add('noop', { n }, { removeOnComplete: true, removeOnFail: true });
-}
+const produce = async (first) => {
+  for (let n = first; n < jobs; n += producers) {
+    await queue.add('noop', { n }, { removeOnComplete: true, removeOnFail: true });
+  }
+};
+await Promise.all(Array.from({ length: producers }, (_, p) => produce(p)));
 await finished;
 const seconds = (performance.now() - started) / 1000;
 

@@ -35,7 +35,7 @@ async fn postgres_store_conforms() {
         .unwrap();
     store.migrate().await.unwrap();
     testkit::store::run(Arc::new(store.clone())).await;
-    store.pool().close().await;
+    store.close().await;
     database.drop_database().await.unwrap();
 }
 
@@ -162,7 +162,7 @@ async fn the_postgres_change_feed_keeps_the_status_cache_correct() {
     stop.cancel();
     feed.await.unwrap();
     assert!(!cache.is_live(), "a stopped feed turns the cache off");
-    store.pool().close().await;
+    store.close().await;
     database.drop_database().await.unwrap();
 }
 

@@ -58,6 +58,6 @@ async fn postgres_queue_registry_and_locks_conform() {
     testkit::queue::run(Arc::new(backend.clone()), clock.clone()).await;
     testkit::coordination::registry(&backend, &clock).await;
     testkit::coordination::locks(&backend, &clock).await;
-    store.pool().close().await;
+    store.close().await;
     database.drop_database().await.unwrap();
 }

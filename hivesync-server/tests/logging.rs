@@ -65,7 +65,7 @@ async fn logs_never_contain_passwords_hashes_or_tokens() {
     ))
     .await
     .unwrap();
-    broken_store.pool().close().await;
+    broken_store.close().await;
     let mut backends = app.state.backends();
     backends.store = Arc::new(broken_store);
     backends.rate_limiter = Arc::new(InProcessRateLimiter::new());

@@ -2,7 +2,8 @@
 //! the outcome in the `Store`, and reports heartbeats.
 //!
 //! Delivery is at least once; completion is exactly once. Before running a delivery the worker
-//! reads the job's record, and a job the `Store` already holds as finished is only acknowledged.
+//! marks its record started with a write the `Store` refuses for a finished record, and a job
+//! already finished is only acknowledged.
 //! Outcomes go to the `Store` first and the queue second, so a crash between the two re-delivers a
 //! job that the next worker then sees finished.
 
@@ -527,45 +528,13 @@ impl Worker {
         let job_id = delivery.job_id();
         let queue = delivery.lease.queue;
         let store = &self.deps.store;
-        let read = self
-            .until_stored(
-                "read the job's record",
-                Some(&delivery.lease),
-                &shutdown,
-                Some(self.config.lease_for(queue)),
-                || store.get_job(job_id),
-            )
-            .await;
-        let record = match read {
-            Ok(Ok(Some(record))) => record,
-            Ok(Ok(None)) => {
-                tracing::warn!("a delivered job has no record; dropping it");
-                self.acknowledge(&delivery).await;
-                return None;
-            }
-            Ok(Err(err)) => {
-                let why = "the job's record could not be read";
-                self.not_started(&delivery, delivery.attempt, Ok(err), why, &stop_all)
-                    .await;
-                return None;
-            }
-            Err(gave_up) => {
-                self.not_started(&delivery, delivery.attempt, Err(gave_up), "", &stop_all)
-                    .await;
-                return None;
-            }
-        };
-        if record.state.is_terminal() {
-            tracing::info!(state = %record.state, "already finished; acknowledging");
-            self.acknowledge(&delivery).await;
-            return None;
-        }
         let Some(handler) = self.handlers.get(&delivery.kind) else {
             let message = format!("no handler for job kind {:?} on this worker", delivery.kind);
             tracing::error!("{message}");
+            let attempt = self.recorded_attempts(&delivery).await;
             self.finish_failed(
                 &delivery,
-                record.attempts,
+                attempt,
                 ApiErrorCode::InternalError.as_str(),
                 &message,
                 false,
@@ -574,6 +543,10 @@ impl Worker {
             .await;
             return None;
         };
+        // One conditional write both checks the record and starts it: the store refuses to touch
+        // a finished record, so a job already finished (a crash after its success was recorded,
+        // a cancellation while queued) is only acknowledged. Completion stays exactly-once
+        // without a read before every start.
         let mut start = JobUpdate::progress(handler.start_state(), 0.0, "started");
         start.new_attempt = true;
         let started = self
@@ -588,17 +561,24 @@ impl Worker {
         let record = match started {
             Ok(Ok(record)) => record,
             Ok(Err(err)) if err.kind() == ErrorKind::Conflict => {
+                tracing::info!(error = %err, "already finished; acknowledging");
+                self.acknowledge(&delivery).await;
+                return None;
+            }
+            Ok(Err(err)) if err.kind() == ErrorKind::NotFound => {
+                tracing::warn!("a delivered job has no record; dropping it");
                 self.acknowledge(&delivery).await;
                 return None;
             }
             Ok(Err(err)) => {
                 let why = "the job could not be marked started";
-                self.not_started(&delivery, record.attempts, Ok(err), why, &stop_all)
+                let attempt = self.recorded_attempts(&delivery).await;
+                self.not_started(&delivery, attempt, Ok(err), why, &stop_all)
                     .await;
                 return None;
             }
             Err(gave_up) => {
-                self.not_started(&delivery, record.attempts, Err(gave_up), "", &stop_all)
+                self.not_started(&delivery, delivery.attempt, Err(gave_up), "", &stop_all)
                     .await;
                 return None;
             }
@@ -632,7 +612,17 @@ impl Worker {
         next
     }
 
-    /// Ends a delivery whose job could not be read or marked started. An error that is not an
+    /// The attempts the job's record counts, for a write fenced to them on a path that did not
+    /// start the job; the queue's count when the record cannot be read (the fenced write is then
+    /// refused if they differ, and the reconciler settles the record).
+    async fn recorded_attempts(&self, delivery: &Delivery) -> u32 {
+        match self.deps.store.get_job(delivery.job_id()).await {
+            Ok(Some(job)) => job.attempts,
+            _ => delivery.attempt,
+        }
+    }
+
+    /// Ends a delivery whose job could not be marked started. An error that is not an
     /// outage (`Ok(err)`, described to the record's readers as `why`; the cause goes to the log
     /// only) fails the delivery, so the queue's backoff decides when to try again rather than a
     /// release loop; an outage that outlasted this worker's patience, or shutdown, gives the job

@@ -116,14 +116,25 @@ impl SqlStore {
             })?;
             writable(dir)?;
         }
-        let pool = SqlitePoolOptions::new()
+        // One writer: SQLite takes one at a time anyway, and a writer waiting in the pool is
+        // served as soon as the last one commits, where one waiting in SQLite's busy handler
+        // sleeps between tries (measured in docs/BENCHMARKS.md, "Job queue").
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_release(|conn, _| Box::pin(super::fit_for_reuse(conn)))
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| Error::unavailable("cannot open the SQLite database").with_source(e))?;
+        // In WAL mode readers never wait for the writer.
+        let readers = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
             .after_release(|conn, _| Box::pin(super::fit_for_reuse(conn)))
             .connect_with(options)
             .await
             .map_err(|e| Error::unavailable("cannot open the SQLite database").with_source(e))?;
-        Ok(SqlStore::from_pool(pool))
+        Ok(SqlStore::from_pool(writer).with_readers(readers))
     }
 }
 

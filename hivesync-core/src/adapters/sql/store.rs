@@ -27,9 +27,15 @@ use crate::ports::Store;
 
 /// A `Store` on a sqlx connection pool: [`SqliteStore`](crate::adapters::SqliteStore) or
 /// [`PostgresStore`](crate::adapters::PostgresStore).
+///
+/// Writes go through `pool`, reads through `readers`. On PostgreSQL both are the same pool; on
+/// SQLite, which takes one writer at a time, `pool` holds a single connection, so writers wait in
+/// the pool's queue (first come, first served) instead of in SQLite's busy handler, which sleeps
+/// and retries, while reads run beside them on their own connections.
 #[derive(Debug)]
 pub struct SqlStore<DB: Database> {
     pool: Pool<DB>,
+    readers: Pool<DB>,
 }
 
 // Not derived: the derive would require `DB: Clone`, which sqlx's database types are not.
@@ -37,19 +43,37 @@ impl<DB: Database> Clone for SqlStore<DB> {
     fn clone(&self) -> Self {
         SqlStore {
             pool: self.pool.clone(),
+            readers: self.readers.clone(),
         }
     }
 }
 
 impl<DB: Database> SqlStore<DB> {
-    /// Wraps an existing pool (migrations are not run; call [`Store::migrate`]).
+    /// Wraps an existing pool, for reads and writes alike (migrations are not run; call
+    /// [`Store::migrate`]).
     pub fn from_pool(pool: Pool<DB>) -> Self {
-        SqlStore { pool }
+        SqlStore {
+            readers: pool.clone(),
+            pool,
+        }
     }
 
-    /// The underlying pool, for adapters that share the database (the SQL-backed job queue).
+    /// Reads through `readers` from now on, writes still through the pool given first.
+    pub fn with_readers(mut self, readers: Pool<DB>) -> Self {
+        self.readers = readers;
+        self
+    }
+
+    /// The pool writes go through, for adapters that share the database (the SQL-backed job
+    /// queue), so that their writes queue with the store's.
     pub fn pool(&self) -> &Pool<DB> {
         &self.pool
+    }
+
+    /// Closes both pools: every later call fails.
+    pub async fn close(&self) {
+        self.pool.close().await;
+        self.readers.close().await;
     }
 }
 
@@ -311,7 +335,7 @@ where
              FROM users WHERE id = $1",
         )
         .bind(id.as_uuid())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.readers)
         .await
         .map_err(db_error)?
         .as_ref()
@@ -325,7 +349,7 @@ where
              FROM users WHERE email = $1",
         )
         .bind(email.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.readers)
         .await
         .map_err(db_error)?
         .as_ref()
@@ -336,7 +360,7 @@ where
     async fn get_credentials(&self, email: &Email) -> Result<Option<Credentials>> {
         let row = sqlx::query("SELECT id, password_hash FROM users WHERE email = $1")
             .bind(email.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.readers)
             .await
             .map_err(db_error)?;
         row.map(|row| {
@@ -429,7 +453,7 @@ where
              WHERE id = $1",
         )
         .bind(id.as_uuid())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.readers)
         .await
         .map_err(db_error)?
         .as_ref()
@@ -451,7 +475,7 @@ where
         .bind(user.as_uuid())
         .bind(page.after.map(|id| id.as_uuid()))
         .bind(i64::from(page.limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.readers)
         .await
         .map_err(db_error)?;
         rows.iter()
@@ -501,7 +525,7 @@ where
         sqlx::query("SELECT role FROM project_members WHERE project_id = $1 AND user_id = $2")
             .bind(project.as_uuid())
             .bind(user.as_uuid())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.readers)
             .await
             .map_err(db_error)?
             .as_ref()
@@ -516,7 +540,7 @@ where
              WHERE m.project_id = $1 ORDER BY m.added_at, m.user_id",
         )
         .bind(project.as_uuid())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.readers)
         .await
         .map_err(db_error)?;
         rows.iter().map(Self::member_from_row).collect()
@@ -660,7 +684,7 @@ where
             ))
             .bind(&job.queue)
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.readers)
             .await
             .map_err(db_error)?;
             if let Some(row) = twin {
@@ -680,7 +704,7 @@ where
              FROM jobs WHERE id = $1"
         ))
         .bind(id.as_uuid())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.readers)
         .await
         .map_err(db_error)?
         .as_ref()
@@ -697,7 +721,7 @@ where
         ))
         .bind(id.as_uuid())
         .bind(user.as_uuid())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.readers)
         .await
         .map_err(db_error)?
         .as_ref()
@@ -810,7 +834,7 @@ where
         .bind(filter.dedup_key.as_deref())
         .bind(page.after.map(|id| id.as_uuid()))
         .bind(i64::from(page.limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.readers)
         .await
         .map_err(db_error)?;
         rows.iter().map(Self::job_from_row).collect()
@@ -821,7 +845,7 @@ where
             "SELECT queue, state, COUNT(*) AS n FROM jobs GROUP BY queue, state \
              ORDER BY queue, state",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.readers)
         .await
         .map_err(db_error)?;
         rows.iter()
@@ -875,7 +899,7 @@ where
         .bind(unread_only)
         .bind(page.after.map(|id| id.as_uuid()))
         .bind(i64::from(page.limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.readers)
         .await
         .map_err(db_error)?;
         rows.iter().map(Self::notification_from_row).collect()
@@ -910,7 +934,7 @@ where
         let rows =
             sqlx::query("SELECT name, target FROM repo_refs WHERE project_id = $1 ORDER BY name")
                 .bind(project.as_uuid())
-                .fetch_all(&self.pool)
+                .fetch_all(&self.readers)
                 .await
                 .map_err(db_error)?;
         rows.iter()
@@ -927,7 +951,7 @@ where
         sqlx::query("SELECT target FROM repo_refs WHERE project_id = $1 AND name = $2")
             .bind(project.as_uuid())
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.readers)
             .await
             .map_err(db_error)?
             .map(|row| row.try_get("target").map_err(db_error))
@@ -985,14 +1009,14 @@ where
         project: ProjectId,
         ids: &[String],
     ) -> Result<Vec<RepoObject>> {
-        DB::get_repo_objects(&self.pool, project.as_uuid(), ids).await
+        DB::get_repo_objects(&self.readers, project.as_uuid(), ids).await
     }
 
     async fn get_repo_branch(&self, project: ProjectId, name: &str) -> Result<Option<RepoBranch>> {
         let rows: Vec<BranchRow> = sqlx::query_as(DB::REPO_BRANCH)
             .bind(project.as_uuid())
             .bind(name)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.readers)
             .await
             .map_err(db_error)?;
         repo_branch(rows)
