@@ -501,6 +501,13 @@ fn report(what: &str, rate: f64, baseline: Option<(&str, f64)>) {
     }
 }
 
+/// Whether the scenarios of `group` run: all of them unless `BENCH_ONLY` (a comma-separated list of
+/// `peer`, `layer`, `latency`, `records`, `sqlite`, `postgres`) names a subset. `sqlite` and
+/// `postgres` pick the records scenarios by where records are kept.
+fn selected(group: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|g| g.trim() == group))
+}
+
 /// Concurrent submit loops in the "many producers" scenarios: an API server taking requests from
 /// several clients at once.
 const PRODUCERS: usize = 8;
@@ -541,7 +548,11 @@ async fn main() {
     };
     let mut peers = Vec::new();
     for shape in [one, four, four_many] {
-        let rate = bullmq(&url, jobs, shape).await;
+        let rate = if selected("peer") {
+            bullmq(&url, jobs, shape).await
+        } else {
+            None
+        };
         if let Some(rate) = rate {
             report(&format!("BullMQ 6.7, {shape}"), rate, None);
         }
@@ -550,6 +561,9 @@ async fn main() {
     let peer = peers[1].1;
 
     for workers in [1, 4] {
+        if !selected("layer") {
+            break;
+        }
         let goal = |goal: f64| (workers == 4).then_some(goal);
         let raw = raw_redis(&url, jobs, workers).await;
         report(&format!("raw LPUSH+BRPOP, {workers} consumers"), raw, None);
@@ -598,7 +612,71 @@ async fn main() {
     }
 
     let samples = jobs_for("latency");
-    let (raw_p50, raw_p99) = raw_latency(&url, samples).await;
+    if selected("latency") {
+        latencies(&url, admin_url.as_deref(), samples).await;
+    }
+
+    let records = selected("records");
+    // `BENCH_SHAPE` (`1x1`, `4x50`, `4x50x8`) runs the records scenarios of one shape only.
+    let only_shape = std::env::var("BENCH_SHAPE").ok();
+    for (shape, peer) in peers {
+        let name = format!("{}x{}", shape.workers, shape.slots)
+            + &(if shape.producers > 1 {
+                format!("x{}", shape.producers)
+            } else {
+                String::new()
+            });
+        if only_shape.as_ref().is_some_and(|only| *only != name) {
+            continue;
+        }
+        // Goals are set for BullMQ's 4 x 50 with one producer, as #16 measured it.
+        let goal = |goal: f64| (shape.workers == 4 && shape.producers == 1).then_some(goal);
+        let prefix = format!("hivesync-bench:{}:", uuid::Uuid::new_v4().simple());
+        let redis = RedisBackend::connect(&url, &prefix, system_clock())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        if records || selected("sqlite") {
+            let (store, _) = sqlite(&dir, "records.db").await;
+            let rate = with_records(store, Arc::new(redis.clone()), record_jobs, shape).await;
+            let what = format!("Redis queue with SQLite job records, {shape}");
+            report(&what, rate, None);
+            against_bullmq(&what, rate, shape, peer, None);
+            redis.clear_namespace().await.unwrap();
+
+            let (store, sql) = sqlite(&dir, "both.db").await;
+            let rate = with_records(store, Arc::new(sql), record_jobs, shape).await;
+            let what = format!("embedded default (SQLite queue and records), {shape}");
+            report(&what, rate, None);
+            against_bullmq(&what, rate, shape, peer, goal(0.5));
+        }
+
+        let Some(admin_url) = admin_url
+            .as_deref()
+            .filter(|_| records || selected("postgres"))
+        else {
+            continue;
+        };
+        let (database, store, _) = postgres(admin_url).await;
+        let rate = with_records(store, Arc::new(redis.clone()), record_jobs, shape).await;
+        let what = format!("full runtime (Redis queue, PostgreSQL records), {shape}");
+        report(&what, rate, None);
+        against_bullmq(&what, rate, shape, peer, goal(1.0));
+        redis.clear_namespace().await.unwrap();
+        database.drop_database().await.unwrap();
+
+        let (database, store, sql) = postgres(admin_url).await;
+        let rate = with_records(store, Arc::new(sql), record_jobs, shape).await;
+        let what = format!("SQL (PostgreSQL) queue with job records, {shape}");
+        report(&what, rate, None);
+        against_bullmq(&what, rate, shape, peer, None);
+        database.drop_database().await.unwrap();
+    }
+}
+
+/// Idle-runtime latency on the embedded default and on the production setting, against raw Redis.
+async fn latencies(url: &str, admin_url: Option<&str>, samples: usize) {
+    let (raw_p50, raw_p99) = raw_latency(url, samples).await;
     println!(
         "RESULT latency, raw LPUSH -> BRPOP ({samples} one at a time): p50 {raw_p50:.3} ms, p99 {raw_p99:.3} ms"
     );
@@ -617,9 +695,9 @@ async fn main() {
             idle_latency(store, Arc::new(sql), samples).await,
         );
     }
-    if let Some(admin_url) = &admin_url {
+    if let Some(admin_url) = admin_url {
         let prefix = format!("hivesync-bench:{}:", uuid::Uuid::new_v4().simple());
-        let redis = RedisBackend::connect(&url, &prefix, system_clock())
+        let redis = RedisBackend::connect(url, &prefix, system_clock())
             .await
             .unwrap();
         let (database, store, _) = postgres(admin_url).await;
@@ -628,45 +706,6 @@ async fn main() {
             idle_latency(store, Arc::new(redis.clone()), samples).await,
         );
         redis.clear_namespace().await.unwrap();
-        database.drop_database().await.unwrap();
-    }
-
-    for (shape, peer) in peers {
-        let goal = |goal: f64| (shape.workers == 4).then_some(goal);
-        let prefix = format!("hivesync-bench:{}:", uuid::Uuid::new_v4().simple());
-        let redis = RedisBackend::connect(&url, &prefix, system_clock())
-            .await
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _) = sqlite(&dir, "records.db").await;
-        let rate = with_records(store, Arc::new(redis.clone()), record_jobs, shape).await;
-        let what = format!("Redis queue with SQLite job records, {shape}");
-        report(&what, rate, None);
-        against_bullmq(&what, rate, shape, peer, None);
-        redis.clear_namespace().await.unwrap();
-
-        let (store, sql) = sqlite(&dir, "both.db").await;
-        let rate = with_records(store, Arc::new(sql), record_jobs, shape).await;
-        let what = format!("embedded default (SQLite queue and records), {shape}");
-        report(&what, rate, None);
-        against_bullmq(&what, rate, shape, peer, goal(0.5));
-
-        let Some(admin_url) = &admin_url else {
-            continue;
-        };
-        let (database, store, _) = postgres(admin_url).await;
-        let rate = with_records(store, Arc::new(redis.clone()), record_jobs, shape).await;
-        let what = format!("full runtime (Redis queue, PostgreSQL records), {shape}");
-        report(&what, rate, None);
-        against_bullmq(&what, rate, shape, peer, goal(1.0));
-        redis.clear_namespace().await.unwrap();
-        database.drop_database().await.unwrap();
-
-        let (database, store, sql) = postgres(admin_url).await;
-        let rate = with_records(store, Arc::new(sql), record_jobs, shape).await;
-        let what = format!("SQL (PostgreSQL) queue with job records, {shape}");
-        report(&what, rate, None);
-        against_bullmq(&what, rate, shape, peer, None);
         database.drop_database().await.unwrap();
     }
 }

@@ -119,6 +119,31 @@ async fn the_postgres_change_feed_keeps_the_status_cache_correct() {
     };
     assert_eq!(seen(viewer).await, Some(JobState::Queued));
 
+    // A job without a project is never in the cache, so its updates are not announced: every
+    // announcing commit waits for the one before, fsync included. Notifications arrive in commit
+    // order, so had the first update been announced, the cache would count two changes by the
+    // time it reads the second one's state.
+    let projectless = store
+        .create_job(NewJob {
+            id: JobId::new(),
+            kind: "ping".into(),
+            queue: "system_events".into(),
+            project_id: None,
+            user_id: None,
+            payload: serde_json::json!({}),
+            dedup_key: None,
+        })
+        .await
+        .unwrap()
+        .id;
+    let before = *announced.borrow_and_update();
+    store
+        .update_job(
+            projectless,
+            JobUpdate::progress(JobState::Running, 0.5, "running"),
+        )
+        .await
+        .unwrap();
     store
         .update_job(
             job,
@@ -126,8 +151,17 @@ async fn the_postgres_change_feed_keeps_the_status_cache_correct() {
         )
         .await
         .unwrap();
-    wait(&mut announced, "the job update").await;
-    assert_eq!(seen(viewer).await, Some(JobState::Bundling));
+    loop {
+        wait(&mut announced, "the job update").await;
+        if seen(viewer).await == Some(JobState::Bundling) {
+            break;
+        }
+    }
+    assert_eq!(
+        *announced.borrow(),
+        before + 1,
+        "only the project's job was announced"
+    );
 
     store.remove_member(project, viewer).await.unwrap();
     wait(&mut announced, "the membership removal").await;

@@ -541,3 +541,50 @@ async fn only_one_cleanup_worker_is_active() {
     first.await.unwrap().unwrap();
     second.await.unwrap().unwrap();
 }
+
+/// Runs until `release` fires.
+struct Held {
+    release: CancellationToken,
+}
+
+#[async_trait]
+impl JobHandler for Held {
+    async fn handle(&self, ctx: &JobContext) -> JobResult {
+        tokio::select! {
+            () = self.release.cancelled() => Ok(None),
+            () = ctx.stop.cancelled() => Err(JobError::Stopped),
+        }
+    }
+}
+
+/// A job's start is written once it has run `record_start_after` (a quick job folds it into its
+/// outcome): a job still running reads as `running` on its first attempt, and finishes on that
+/// same attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_job_reads_as_running_on_its_attempt() {
+    let env = env().await;
+    let release = CancellationToken::new();
+    let handlers = Handlers::new().register(
+        "held",
+        Held {
+            release: release.clone(),
+        },
+    );
+    let (worker, _) = env.worker(handlers, Duration::from_secs(5));
+    let (shutdown, handle) = start(worker);
+    let id = env.submit(Queue::SystemEvents, "held").await;
+    let running = env.wait_for(id, |state| state != JobState::Queued).await;
+    assert_eq!(running.state, JobState::Running);
+    assert_eq!(running.attempts, 1);
+    assert!(running.started_at.is_some() && running.finished_at.is_none());
+    release.cancel();
+    let job = env.wait_for(id, JobState::is_terminal).await;
+    assert_eq!(job.state, JobState::Success);
+    assert_eq!(
+        job.attempts, 1,
+        "the start and the outcome count one attempt"
+    );
+    assert_eq!(job.started_at, running.started_at);
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+}

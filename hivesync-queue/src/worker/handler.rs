@@ -27,13 +27,16 @@ pub enum StopReason {
 
 /// Everything a handler needs for one delivery of one job.
 pub struct JobContext {
-    /// The job's record, as it was when this delivery started.
+    /// The job's record as this delivery started it: `attempts` counts this attempt, `state` is
+    /// the handler's start state. (The record itself may say so a moment later: see
+    /// `worker/start.rs`.)
     pub job: Job,
     pub delivery: Delivery,
     /// Fires when the handler should stop; see [`JobContext::stop_reason`].
     pub stop: CancellationToken,
     pub(crate) reason: Arc<std::sync::Mutex<Option<StopReason>>>,
     pub(crate) store: Arc<dyn Store>,
+    pub(crate) start: Arc<super::start::RecordStart>,
 }
 
 impl fmt::Debug for JobContext {
@@ -49,8 +52,10 @@ impl fmt::Debug for JobContext {
 impl JobContext {
     /// Records progress in the job's record (0.0 to 1.0, with a phase name). Fenced to this
     /// delivery's attempt: once another worker has taken the job over, this fails with `Conflict`.
+    /// The first report also writes the delivery's start, if it is not written yet.
     pub async fn progress(&self, state: JobState, progress: f64, phase: &str) -> Result<()> {
-        let update = JobUpdate::progress(state, progress, phase).for_attempt(self.job.attempts);
+        let attempts = self.start.ensure().await?;
+        let update = JobUpdate::progress(state, progress, phase).for_attempt(attempts);
         self.store.update_job(self.job.id, update).await.map(|_| ())
     }
 

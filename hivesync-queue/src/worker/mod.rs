@@ -2,12 +2,13 @@
 //! the outcome in the `Store`, and reports heartbeats.
 //!
 //! Delivery is at least once; completion is exactly once. Before running a delivery the worker
-//! marks its record started with a write the `Store` refuses for a finished record, and a job
-//! already finished is only acknowledged.
+//! reads the job's record, and a job the `Store` already holds as finished is only acknowledged;
+//! the record's start is written once it is due, or folded into the outcome (`start.rs`).
 //! Outcomes go to the `Store` first and the queue second, so a crash between the two re-delivers a
 //! job that the next worker then sees finished.
 
 mod handler;
+mod start;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -54,6 +55,10 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Overrides every queue's lease (and so how often leases are renewed: a third of it).
     pub lease: Option<Duration>,
+    /// How long a job may run before its record is marked `running` (its first progress report
+    /// marks it at once). A job that finishes sooner has its start and its outcome written in
+    /// one write (`worker/start.rs`).
+    pub record_start_after: Duration,
 }
 
 impl WorkerConfig {
@@ -72,6 +77,7 @@ impl WorkerConfig {
             heartbeat_interval: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
             lease: None,
+            record_start_after: Duration::from_millis(100),
         }
     }
 
@@ -528,13 +534,48 @@ impl Worker {
         let job_id = delivery.job_id();
         let queue = delivery.lease.queue;
         let store = &self.deps.store;
+        let read = self
+            .until_stored(
+                "read the job's record",
+                Some(&delivery.lease),
+                &shutdown,
+                Some(self.config.lease_for(queue)),
+                || store.get_job(job_id),
+            )
+            .await;
+        let record = match read {
+            Ok(Ok(Some(record))) => record,
+            Ok(Ok(None)) => {
+                tracing::warn!("a delivered job has no record; dropping it");
+                self.acknowledge(&delivery).await;
+                return None;
+            }
+            Ok(Err(err)) => {
+                let why = "the job's record could not be read";
+                let start = self.record_start(&delivery, delivery.attempt, JobState::Running);
+                self.not_started(&delivery, &start, Ok(err), why, &stop_all)
+                    .await;
+                return None;
+            }
+            Err(gave_up) => {
+                let start = self.record_start(&delivery, delivery.attempt, JobState::Running);
+                self.not_started(&delivery, &start, Err(gave_up), "", &stop_all)
+                    .await;
+                return None;
+            }
+        };
+        if record.state.is_terminal() {
+            tracing::info!(state = %record.state, "already finished; acknowledging");
+            self.acknowledge(&delivery).await;
+            return None;
+        }
         let Some(handler) = self.handlers.get(&delivery.kind) else {
             let message = format!("no handler for job kind {:?} on this worker", delivery.kind);
             tracing::error!("{message}");
-            let attempt = self.recorded_attempts(&delivery).await;
+            let start = self.record_start(&delivery, record.attempts, JobState::Running);
             self.finish_failed(
                 &delivery,
-                attempt,
+                &start,
                 ApiErrorCode::InternalError.as_str(),
                 &message,
                 false,
@@ -543,46 +584,14 @@ impl Worker {
             .await;
             return None;
         };
-        // One conditional write both checks the record and starts it: the store refuses to touch
-        // a finished record, so a job already finished (a crash after its success was recorded,
-        // a cancellation while queued) is only acknowledged. Completion stays exactly-once
-        // without a read before every start.
-        let mut start = JobUpdate::progress(handler.start_state(), 0.0, "started");
-        start.new_attempt = true;
-        let started = self
-            .until_stored(
-                "mark the job started",
-                Some(&delivery.lease),
-                &shutdown,
-                Some(self.config.lease_for(queue)),
-                || store.update_job(job_id, start.clone()),
-            )
-            .await;
-        let record = match started {
-            Ok(Ok(record)) => record,
-            Ok(Err(err)) if err.kind() == ErrorKind::Conflict => {
-                tracing::info!(error = %err, "already finished; acknowledging");
-                self.acknowledge(&delivery).await;
-                return None;
-            }
-            Ok(Err(err)) if err.kind() == ErrorKind::NotFound => {
-                tracing::warn!("a delivered job has no record; dropping it");
-                self.acknowledge(&delivery).await;
-                return None;
-            }
-            Ok(Err(err)) => {
-                let why = "the job could not be marked started";
-                let attempt = self.recorded_attempts(&delivery).await;
-                self.not_started(&delivery, attempt, Ok(err), why, &stop_all)
-                    .await;
-                return None;
-            }
-            Err(gave_up) => {
-                self.not_started(&delivery, delivery.attempt, Err(gave_up), "", &stop_all)
-                    .await;
-                return None;
-            }
-        };
+        let start = Arc::new(self.record_start(&delivery, record.attempts, handler.start_state()));
+        // The record as the start will write it; the handler sees this, whenever it is written.
+        let mut record = record;
+        record.attempts += 1;
+        record.state = handler.start_state();
+        record.progress = 0.0;
+        record.phase = Some("started".to_owned());
+        record.started_at.get_or_insert_with(Utc::now);
 
         self.active
             .lock()
@@ -594,6 +603,7 @@ impl Worker {
             stop: stop_all.child_token(),
             reason: Arc::default(),
             store: self.deps.store.clone(),
+            start,
         };
         let started = Instant::now();
         let outcome = self.supervise(handler.as_ref(), &ctx, &stop_all).await;
@@ -612,17 +622,22 @@ impl Worker {
         next
     }
 
-    /// The attempts the job's record counts, for a write fenced to them on a path that did not
-    /// start the job; the queue's count when the record cannot be read (the fenced write is then
-    /// refused if they differ, and the reconciler settles the record).
-    async fn recorded_attempts(&self, delivery: &Delivery) -> u32 {
-        match self.deps.store.get_job(delivery.job_id()).await {
-            Ok(Some(job)) => job.attempts,
-            _ => delivery.attempt,
-        }
+    /// The start of `delivery`, whose record counted `before` attempts.
+    fn record_start(
+        &self,
+        delivery: &Delivery,
+        before: u32,
+        state: JobState,
+    ) -> start::RecordStart {
+        start::RecordStart::new(
+            self.deps.store.clone(),
+            delivery.job_id(),
+            before,
+            JobUpdate::progress(state, 0.0, "started"),
+        )
     }
 
-    /// Ends a delivery whose job could not be marked started. An error that is not an
+    /// Ends a delivery whose job's record could not be read. An error that is not an
     /// outage (`Ok(err)`, described to the record's readers as `why`; the cause goes to the log
     /// only) fails the delivery, so the queue's backoff decides when to try again rather than a
     /// release loop; an outage that outlasted this worker's patience, or shutdown, gives the job
@@ -630,7 +645,7 @@ impl Worker {
     async fn not_started(
         &self,
         delivery: &Delivery,
-        attempt: u32,
+        start: &start::RecordStart,
         error: std::result::Result<hivesync_core::Error, GaveUp>,
         why: &str,
         stop_all: &CancellationToken,
@@ -639,7 +654,7 @@ impl Worker {
             Ok(err) => {
                 tracing::error!(error = %err, "{why}");
                 let code = ApiErrorCode::InternalError.as_str();
-                self.finish_failed(delivery, attempt, code, why, true, stop_all)
+                self.finish_failed(delivery, start, code, why, true, stop_all)
                     .await;
             }
             Err(GaveUp::LeaseLost) => {}
@@ -673,6 +688,19 @@ impl Worker {
         let mut renew = tokio::time::interval((lease / 3).min(self.config.heartbeat_interval));
         renew.tick().await;
         let mut last_renewed = Instant::now();
+        let start_due = tokio::time::sleep(self.config.record_start_after);
+        tokio::pin!(start_due);
+        let mut start_asked = false;
+        // In a task of its own, so that the handler runs on while it is written; an outage
+        // leaves it unwritten, to be tried again at the next renewal.
+        let write_start = || {
+            let start = ctx.start.clone();
+            tokio::spawn(async move {
+                if let Err(err) = start.ensure().await {
+                    tracing::debug!(error = %err, "the job's start is not recorded");
+                }
+            });
+        };
         loop {
             tokio::select! {
                 outcome = &mut handling => {
@@ -702,7 +730,16 @@ impl Worker {
                     if self.config.role == WorkerRole::Cleanup && !self.hold_cleanup_lock(true).await {
                         stop(StopReason::LeaseLost);
                     }
+                    if start_asked && !ctx.start.settled().await {
+                        write_start();
+                    }
                 }
+                () = &mut start_due, if !start_asked => {
+                    start_asked = true;
+                    write_start();
+                }
+                // The job finished elsewhere or another delivery owns it.
+                () = ctx.start.refused().cancelled(), if ctx.stop_reason().is_none() => stop(StopReason::LeaseLost),
                 () = stop_all.cancelled(), if ctx.stop_reason().is_none() => stop(StopReason::Shutdown),
             }
         }
@@ -729,10 +766,18 @@ impl Worker {
         shutdown: &CancellationToken,
         stop_all: &CancellationToken,
     ) -> (&'static str, Option<Delivery>) {
-        let attempt = ctx.job.attempts;
-        match Outcome::of(outcome, ctx.stop_reason()) {
+        let start = &ctx.start;
+        let outcome = Outcome::of(outcome, ctx.stop_reason());
+        if let Some(kind) = start.refusal().await {
+            // The record refused this delivery's start: the job finished or another delivery
+            // owns it. Nothing more is written; the acknowledgement is fenced to this lease.
+            tracing::warn!(refused = ?kind, "the job's record refused this delivery; not recording its outcome");
+            self.acknowledge(delivery).await;
+            return ("superseded", None);
+        }
+        match outcome {
             Outcome::Succeeded(result) => {
-                self.record_success(delivery, attempt, result, shutdown, stop_all)
+                self.record_success(delivery, start, result, shutdown, stop_all)
                     .await
             }
             Outcome::LeaseLost => {
@@ -746,7 +791,7 @@ impl Worker {
                 message,
                 retryable,
             } => (
-                self.finish_failed(delivery, attempt, &code, &message, retryable, stop_all)
+                self.finish_failed(delivery, start, &code, &message, retryable, stop_all)
                     .await,
                 None,
             ),
@@ -757,12 +802,12 @@ impl Worker {
     async fn record_success(
         &self,
         delivery: &Delivery,
-        attempt: u32,
+        start: &start::RecordStart,
         result: Option<serde_json::Value>,
         shutdown: &CancellationToken,
         stop_all: &CancellationToken,
     ) -> (&'static str, Option<Delivery>) {
-        let update = JobUpdate::success(result).for_attempt(attempt);
+        let update = start.fence(JobUpdate::success(result)).await;
         let store = &self.deps.store;
         // The work is done: the outcome is kept and retried through an outage, under the lease,
         // rather than left to a lease expiry that would run the job again.
@@ -830,8 +875,13 @@ impl Worker {
         ctx: &JobContext,
         stop_all: &CancellationToken,
     ) -> &'static str {
-        let cancelled = JobUpdate::cancelled(ctx.job.progress, "cancelled while running")
-            .for_attempt(ctx.job.attempts);
+        let cancelled = ctx
+            .start
+            .fence(JobUpdate::cancelled(
+                ctx.job.progress,
+                "cancelled while running",
+            ))
+            .await;
         let store = &self.deps.store;
         let recorded = self
             .until_stored(
@@ -870,7 +920,7 @@ impl Worker {
         let _ = self
             .deps
             .store
-            .update_job(delivery.job_id(), update.for_attempt(ctx.job.attempts))
+            .update_job(delivery.job_id(), ctx.start.fence(update).await)
             .await;
         tracing::info!("job given back to its queue at shutdown");
         "released"
@@ -883,7 +933,7 @@ impl Worker {
     async fn finish_failed(
         &self,
         delivery: &Delivery,
-        attempt: u32,
+        start: &start::RecordStart,
         code: &str,
         message: &str,
         retryable: bool,
@@ -938,7 +988,7 @@ impl Worker {
         };
         // The queue has decided; the record follows it once the database takes it. The write is
         // fenced to this attempt, so a retry that started meanwhile is never overwritten.
-        let update = update.for_attempt(attempt);
+        let update = start.fence(update).await;
         let store = &self.deps.store;
         let recorded = self
             .until_stored("record the failure", None, stop_all, None, || {

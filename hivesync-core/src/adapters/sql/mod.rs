@@ -103,6 +103,24 @@ pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
+/// Connections idle longer than this are pinged before they are lent out again.
+const PING_WHEN_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether a pooled connection may be lent out: one idle for a while is pinged first (a database
+/// restart or a dropped link shows there, before a query is spent on it); one in steady use is
+/// not, where sqlx's default would spend a round trip on every statement (measured in
+/// docs/BENCHMARKS.md, "Job queue"). A connection that breaks in use fails that query and is
+/// closed when it comes back to the pool, which pings it then.
+pub(crate) async fn fit_to_lend<C: sqlx::Connection>(
+    conn: &mut C,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> sqlx::Result<bool> {
+    if meta.idle_for >= PING_WHEN_IDLE_FOR {
+        conn.ping().await?;
+    }
+    Ok(true)
+}
+
 /// Converts a sqlx error into ours. Bound values never appear in sqlx's messages, so nothing a
 /// user sent (a password hash, an e-mail address) can leak through an error.
 /// Whether a connection given back to the pool may serve another request: not when it is still

@@ -85,6 +85,8 @@ impl SqlStore {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| Box::pin(super::fit_to_lend(conn, meta)))
             .after_release(|conn, _| Box::pin(super::fit_for_reuse(conn)))
             .connect(url)
             .await

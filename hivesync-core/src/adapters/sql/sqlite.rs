@@ -122,6 +122,8 @@ impl SqlStore {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| Box::pin(super::fit_to_lend(conn, meta)))
             .after_release(|conn, _| Box::pin(super::fit_for_reuse(conn)))
             .connect_with(options.clone())
             .await
@@ -130,6 +132,8 @@ impl SqlStore {
         let readers = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| Box::pin(super::fit_to_lend(conn, meta)))
             .after_release(|conn, _| Box::pin(super::fit_for_reuse(conn)))
             .connect_with(options)
             .await
