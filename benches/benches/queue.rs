@@ -318,11 +318,13 @@ async fn idle_latency(
         started: Some(started_tx.clone()),
     });
     let mut took = Vec::with_capacity(samples);
+    let mut submitting = Vec::with_capacity(samples);
     for _ in 0..samples {
         let sent = Instant::now();
         submit(&*store, &*queue, Submission::of(&Ping::default()).unwrap())
             .await
             .unwrap();
+        submitting.push(sent.elapsed());
         let handled = started_rx.recv().await.unwrap();
         took.push(handled.duration_since(sent));
     }
@@ -330,7 +332,35 @@ async fn idle_latency(
     for worker in running {
         worker.await.unwrap().unwrap();
     }
+    let (submit_p50, _) = percentiles(submitting);
+    println!("  (of which `submit` itself, p50: {submit_p50:.3} ms)");
     percentiles(took)
+}
+
+/// What one producer waiting for each durable record can reach at most: one-row `INSERT`s into a
+/// fresh table, one after another, each its own commit, on the records' PostgreSQL.
+async fn postgres_commits(admin_url: &str, rows: usize) -> f64 {
+    let database = TestDatabase::create(admin_url).await.unwrap();
+    let store = PostgresStore::connect_postgres(database.url(), 1)
+        .await
+        .unwrap();
+    let pool = store.pool();
+    sqlx::query("CREATE TABLE commits (id UUID PRIMARY KEY, payload JSONB NOT NULL)")
+        .execute(pool)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    for _ in 0..rows {
+        sqlx::query("INSERT INTO commits (id, payload) VALUES ($1, '{}')")
+            .bind(uuid::Uuid::new_v4())
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    let rate = rows as f64 / started.elapsed().as_secs_f64();
+    store.close().await;
+    database.drop_database().await.unwrap();
+    rate
 }
 
 /// The same through raw Redis: `LPUSH` to a list a consumer waits on with `BRPOP`.
@@ -657,6 +687,12 @@ async fn main() {
         else {
             continue;
         };
+        if shape.workers == 1 {
+            println!(
+                "RESULT PostgreSQL commits one at a time, the bound on one producer with records there: {:.0}/s",
+                postgres_commits(admin_url, record_jobs).await
+            );
+        }
         let (database, store, _) = postgres(admin_url).await;
         let rate = with_records(store, Arc::new(redis.clone()), record_jobs, shape).await;
         let what = format!("full runtime (Redis queue, PostgreSQL records), {shape}");
