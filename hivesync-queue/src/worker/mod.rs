@@ -685,8 +685,9 @@ impl Worker {
         tokio::pin!(handling);
         // Often enough for both the lease and, on the cleanup worker, the cleanup lock (whose
         // time-to-live is three heartbeats).
-        let mut renew = tokio::time::interval((lease / 3).min(self.config.heartbeat_interval));
-        renew.tick().await;
+        let every = (lease / 3).min(self.config.heartbeat_interval);
+        // From one period on: an interval's first tick, due at once, still waits for the timer.
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         let mut last_renewed = Instant::now();
         let start_due = tokio::time::sleep(self.config.record_start_after);
         tokio::pin!(start_due);

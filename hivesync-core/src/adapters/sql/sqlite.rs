@@ -116,11 +116,13 @@ impl SqlStore {
             })?;
             writable(dir)?;
         }
-        // One writer: SQLite takes one at a time anyway, and a writer waiting in the pool is
-        // served as soon as the last one commits, where one waiting in SQLite's busy handler
-        // sleeps between tries (measured in docs/BENCHMARKS.md, "Job queue").
+        // Two writers: SQLite takes one at a time anyway, and a writer waiting in the pool is
+        // served as soon as a connection is back, where one waiting in SQLite's busy handler
+        // sleeps between tries. Not one: sqlx pings every connection it takes back, and a single
+        // writer would sit idle through each ping; with two, one writes while the other is
+        // handed back (measured in docs/BENCHMARKS.md, "Job queue").
         let writer = SqlitePoolOptions::new()
-            .max_connections(1)
+            .max_connections(2)
             .acquire_timeout(Duration::from_secs(30))
             .test_before_acquire(false)
             .before_acquire(|conn, meta| Box::pin(super::fit_to_lend(conn, meta)))

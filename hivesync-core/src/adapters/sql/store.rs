@@ -29,9 +29,9 @@ use crate::ports::Store;
 /// [`PostgresStore`](crate::adapters::PostgresStore).
 ///
 /// Writes go through `pool`, reads through `readers`. On PostgreSQL both are the same pool; on
-/// SQLite, which takes one writer at a time, `pool` holds a single connection, so writers wait in
-/// the pool's queue (first come, first served) instead of in SQLite's busy handler, which sleeps
-/// and retries, while reads run beside them on their own connections.
+/// SQLite, which takes one writer at a time, `pool` holds two connections, so writers mostly wait
+/// in the pool's queue (first come, first served) instead of in SQLite's busy handler, which
+/// sleeps and retries, while reads run beside them on their own connections.
 #[derive(Debug)]
 pub struct SqlStore<DB: Database> {
     pool: Pool<DB>,
