@@ -612,13 +612,20 @@ async fn main() {
             layer,
             four,
             peer,
-            goal(2.0),
+            None,
         );
         if workers == 4 {
             println!(
                 "GOAL Redis queue layer >= 50% of raw: {}",
                 if layer >= raw * 0.5 { "met" } else { "NOT met" }
             );
+            // BullMQ's shape: 200 take-and-acknowledge loops at once, on one connection.
+            redis.clear_namespace().await.unwrap();
+            let slots = four.workers * four.slots;
+            let layer = queue_layer(Arc::new(redis.clone()), jobs, slots).await;
+            let what = format!("Redis queue layer, {four} ({slots} consumer loops)");
+            report(&what, layer, None);
+            against_bullmq(&what, layer, four, peer, goal(2.0));
         }
         redis.clear_namespace().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
