@@ -121,25 +121,19 @@ impl SqlStore {
         // sleeps between tries. Not one: sqlx pings every connection it takes back, and a single
         // writer would sit idle through each ping; with two, one writes while the other is
         // handed back (measured in docs/BENCHMARKS.md, "Job queue").
-        let writer = SqlitePoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(30))
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| Box::pin(super::fit_to_lend(conn, meta)))
-            .after_release(|conn, _| Box::pin(super::fit_for_reuse(conn)))
-            .connect_with(options.clone())
-            .await
-            .map_err(|e| Error::unavailable("cannot open the SQLite database").with_source(e))?;
+        let pool = |connections: u32, wait: u64| {
+            SqlitePoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(Duration::from_secs(wait))
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| Box::pin(super::fit_to_lend(conn, meta)))
+                .after_release(|conn, _| Box::pin(super::fit_for_reuse(conn)))
+                .connect_with(options.clone())
+        };
+        let opened = |e| Error::unavailable("cannot open the SQLite database").with_source(e);
+        let writer = pool(2, 30).await.map_err(opened)?;
         // In WAL mode readers never wait for the writer.
-        let readers = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(10))
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| Box::pin(super::fit_to_lend(conn, meta)))
-            .after_release(|conn, _| Box::pin(super::fit_for_reuse(conn)))
-            .connect_with(options)
-            .await
-            .map_err(|e| Error::unavailable("cannot open the SQLite database").with_source(e))?;
+        let readers = pool(8, 10).await.map_err(opened)?;
         Ok(SqlStore::from_pool(writer).with_readers(readers))
     }
 }
