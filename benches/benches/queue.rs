@@ -173,6 +173,16 @@ struct Shape {
     producers: usize,
 }
 
+impl Shape {
+    /// How `BENCH_SHAPE` names it: `1x1`, `4x50`, `4x50x8`.
+    fn key(&self) -> String {
+        match self.producers {
+            1 => format!("{}x{}", self.workers, self.slots),
+            producers => format!("{}x{}x{producers}", self.workers, self.slots),
+        }
+    }
+}
+
 impl std::fmt::Display for Shape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} x {}", self.workers, self.slots)?;
@@ -657,13 +667,7 @@ async fn main() {
     // `BENCH_SHAPE` (`1x1`, `4x50`, `4x50x8`) runs the records scenarios of one shape only.
     let only_shape = std::env::var("BENCH_SHAPE").ok();
     for (shape, peer) in peers {
-        let name = format!("{}x{}", shape.workers, shape.slots)
-            + &(if shape.producers > 1 {
-                format!("x{}", shape.producers)
-            } else {
-                String::new()
-            });
-        if only_shape.as_ref().is_some_and(|only| *only != name) {
+        if only_shape.as_ref().is_some_and(|only| *only != shape.key()) {
             continue;
         }
         // Goals are set for BullMQ's 4 x 50 with one producer, as #16 measured it.

@@ -74,6 +74,12 @@ impl RecordStart {
     /// Writes the start unless it is written already; answers the attempts the record counts.
     /// An outage leaves it to be tried again; a refusal is final.
     pub(crate) async fn ensure(&self) -> Result<u32> {
+        // Every progress report asks: once written, answer without a task.
+        if let Ok(phase) = self.phase.try_lock()
+            && let Phase::Started { attempts } = *phase
+        {
+            return Ok(attempts);
+        }
         let (phase, store, job, update, refused) = (
             self.phase.clone(),
             self.store.clone(),
