@@ -4,6 +4,7 @@
 //! Every port documents its contract in a `# Behavior` list; `crate::testkit` holds one
 //! conformance suite per port that runs that list against every adapter.
 
+pub mod ai;
 pub mod coordination;
 pub mod object_store;
 pub mod queue;
@@ -11,6 +12,10 @@ pub mod rate_limit;
 pub mod scaler;
 pub mod store;
 
+pub use ai::{
+    AiAnswer, AiInput, AiProvider, AiReply, AiTask, CommentSuggestion, FileSummary, Language,
+    LineCounts, RenameReason, RenameSuggestion, Symbol,
+};
 pub use coordination::{
     GONE_AFTER_AT_LEAST, GONE_AFTER_MISSED_HEARTBEATS, Locks, UNRESPONSIVE_AFTER, WorkerRegistry,
     WorkerRole, WorkerStatus,

@@ -1,0 +1,3 @@
+//! The providers of the chain.
+
+pub mod static_analysis;
