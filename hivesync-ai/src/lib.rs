@@ -15,6 +15,8 @@ pub mod parse;
 pub mod pipeline;
 pub mod providers;
 pub mod redact;
+pub mod request;
 
 pub use job::{AI_JOB_KIND, AiHandler, AiRequest, AiSource};
 pub use pipeline::{AiOutcome, Attempt, Chain, Outcome};
+pub use request::{AiOrder, AiRequests, Taken};

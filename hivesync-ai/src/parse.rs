@@ -342,13 +342,7 @@ impl Parsed<'_> {
         Some((at, indent))
     }
 
-    fn js_item(
-        &self,
-        node: Node<'_>,
-        outer: Node<'_>,
-        top_level: bool,
-        out: &mut Vec<Definition>,
-    ) {
+    fn js_item(&self, node: Node<'_>, outer: Node<'_>, top_level: bool, out: &mut Vec<Definition>) {
         let kind = match node.kind() {
             "export_statement" => {
                 if let Some(declaration) = node.child_by_field_name("declaration") {

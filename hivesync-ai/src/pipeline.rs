@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use hivesync_core::domain::ProjectId;
 use hivesync_core::ports::{AiAnswer, AiInput, AiProvider, AiTask, Language};
 use hivesync_core::{Error, ErrorKind, Result};
 use serde::{Deserialize, Serialize};
@@ -67,6 +68,9 @@ pub struct AiOutcome {
     pub diff: String,
     #[serde(default)]
     pub tokens_generated: u32,
+    /// Set when this answer is an earlier job's, reused for an identical request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
 }
 
 /// Providers in order; the static analyser always ends it.
@@ -111,10 +115,20 @@ impl Chain {
             .join(",")
     }
 
-    /// The result-cache key of `task` on `content` at `path` through this chain.
-    pub fn cache_key(&self, task: AiTask, language: Language, path: &str, blob_id: &str) -> String {
+    /// The result-cache key of `task` on blob `blob_id` at `path` in `project` through this
+    /// chain. The project is part of it: results are never shared across projects.
+    pub fn cache_key(
+        &self,
+        project: ProjectId,
+        task: AiTask,
+        language: Language,
+        path: &str,
+        blob_id: &str,
+    ) -> String {
         let mut hasher = Sha256::new();
+        let project = project.to_string();
         for part in [
+            &project,
             task.as_str(),
             language.as_str(),
             path,
@@ -206,6 +220,7 @@ impl Chain {
                 edits: Vec::new(),
                 diff: String::new(),
                 tokens_generated: reply.tokens_generated,
+                reused_from: None,
             };
             place(
                 &mut outcome,

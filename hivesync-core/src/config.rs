@@ -40,6 +40,8 @@
 //! | `REPO_STORAGE` | `shared` with PostgreSQL and an S3 bucket, else `local` | `local`: project repositories on this node's disk; `shared`: branch heads in the database and git objects in the object store, `DATA_DIR/repos` a cache (several machines) |
 //! | `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `OPENAI_MODEL` | unset, `https://api.openai.com/v1`, `gpt-4o-mini` | |
 //! | `LOCAL_AI_ENABLED`, `LOCAL_AI_MODEL_PATH` | `false`, unset | |
+//! | `AI_REQUESTS_PER_MINUTE` | 30 | AI requests (`POST /ai/*`) per user |
+//! | `AI_MAX_INPUT_BYTES` | 262144 | the largest file an AI request takes (413 beyond) |
 //! | `AUTOSCALER_ENABLED`, `_MIN_WORKERS`, `_MAX_WORKERS`, `_SCALE_OUT_THRESHOLD`, `_SCALE_IN_THRESHOLD`, `_POLL_INTERVAL_SECONDS` | `false`, 1, 4, 20, 5, 30 | |
 //! | `AUTOSCALER_SCALER`, `AUTOSCALER_COMMAND`, `AUTOSCALER_DRAIN_TARGET_SECONDS`, `AUTOSCALER_SCALE_IN_COOLDOWN_SECONDS` | `none`, unset, unset, 300 | `none`, `command` (runs the command with `{n}`, `{role}`), `local` (worker processes here) |
 //! | `REDIS_KEY_PREFIX` | empty | prefix of every Redis key |
@@ -93,6 +95,8 @@ pub struct Config {
     pub repo_storage: RepoStorage,
     pub openai: Option<OpenAiConfig>,
     pub local_ai: LocalAiConfig,
+    /// Limits of the AI requests.
+    pub ai: AiConfig,
     pub autoscaler: AutoscalerConfig,
     pub cleanup: CleanupConfig,
     pub log: LogConfig,
@@ -363,6 +367,24 @@ pub struct OpenAiConfig {
     pub model: String,
 }
 
+#[derive(Debug, Clone)]
+pub struct AiConfig {
+    /// `AI_REQUESTS_PER_MINUTE`, per user.
+    pub requests_per_minute: u32,
+    /// `AI_MAX_INPUT_BYTES`.
+    pub max_input_bytes: usize,
+}
+
+impl AiConfig {
+    fn parse(env: &Env<'_>) -> Result<Self> {
+        Ok(AiConfig {
+            requests_per_minute: env.number("AI_REQUESTS_PER_MINUTE", 30, 1..=100_000)? as u32,
+            max_input_bytes: env.number("AI_MAX_INPUT_BYTES", 256 * 1024, 1..=16 * 1024 * 1024)?
+                as usize,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct LocalAiConfig {
     pub enabled: bool,
@@ -505,6 +527,7 @@ impl Config {
             object_storage,
             openai: OpenAiConfig::parse(&env)?,
             local_ai: LocalAiConfig::parse(&env)?,
+            ai: AiConfig::parse(&env)?,
             autoscaler: AutoscalerConfig::parse(&env)?,
             log: LogConfig::parse(&env)?,
             http: HttpConfig::parse(&env)?,

@@ -180,10 +180,22 @@ pub async fn submit(
     queue: &dyn JobQueue,
     submission: Submission,
 ) -> Result<Job> {
+    submit_telling(store, queue, submission)
+        .await
+        .map(|(job, _)| job)
+}
+
+/// [`submit`], also telling whether the job is the one just recorded (`true`) or its unfinished
+/// twin.
+pub async fn submit_telling(
+    store: &dyn Store,
+    queue: &dyn JobQueue,
+    submission: Submission,
+) -> Result<(Job, bool)> {
     let id = JobId::new();
     let job = store.create_job(submission.record(id)).await?;
     if job.id != id {
-        return Ok(job);
+        return Ok((job, false));
     }
     let enqueued = queue
         .enqueue(NewQueuedJob {
@@ -200,7 +212,7 @@ pub async fn submit(
     if let Err(err) = enqueued {
         tracing::warn!(job_id = %id, error = %err, "recorded but not enqueued; the reconciler will enqueue it");
     }
-    Ok(job)
+    Ok((job, true))
 }
 
 /// Puts a recorded job on `queue` again, from its record — for a queue that lost it. No dedup

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hivesync_ai::AiRequest;
 use hivesync_core::domain::{JobFilter, JobState, Page};
 use hivesync_core::ports::{Queue, WorkerRole};
 use hivesync_preview::job::PreviewRequest;
@@ -33,6 +34,7 @@ pub fn handlers(state: &AppState, worker_id: &str) -> Handlers {
             cleaner: cleaner(state),
         })
         .on::<PreviewRequest>(state.preview_builder())
+        .on::<AiRequest>(state.ai_handler())
 }
 
 /// The cleaner for this process's `DATA_DIR` and object store.

@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use hivesync_ai::{AiHandler, AiRequests};
 use hivesync_core::Result;
 use hivesync_core::auth::{JwtIssuer, PasswordHasher};
 use hivesync_core::clock::{SharedClock, system_clock};
@@ -48,6 +49,11 @@ pub struct AppState {
     pub previews: Previews,
     /// `POST /preview/build` requests per user and project.
     pub build_quota: Quota,
+    /// AI requests: the result cache in front of the `ai_jobs` queue, with the provider chain
+    /// this deployment is configured with.
+    pub ai: AiRequests,
+    /// `POST /ai/*` requests per user (`AI_REQUESTS_PER_MINUTE`).
+    pub ai_quota: Quota,
     /// Build status reads, from memory while the database's change feed is live (PostgreSQL).
     pub job_cache: Arc<MemberJobCache>,
     /// Stops this state's background tasks (the change feed) when the state is dropped.
@@ -163,6 +169,13 @@ impl AppState {
                 repos: repos.clone(),
                 optimize: config.preview.optimize,
             },
+            ai: AiRequests {
+                store: backends.store.clone(),
+                queue: backends.queue.clone(),
+                chain: hivesync_ai::providers::chain(&config),
+                max_input_bytes: config.ai.max_input_bytes,
+            },
+            ai_quota: Quota::per_minute(config.ai.requests_per_minute)?,
             repos,
             preview_deps: OnceLock::new(),
             job_cache,
@@ -221,6 +234,14 @@ impl AppState {
             timeout: self.config.preview.max_build_time,
             install_timeout: self.config.preview.max_install_time,
             slots: Arc::new(Semaphore::new(self.config.preview.builder_concurrency)),
+        }
+    }
+
+    /// The `ai` job handler for one worker: this deployment's chain, the project repositories.
+    pub fn ai_handler(&self) -> AiHandler {
+        AiHandler {
+            chain: self.ai.chain.clone(),
+            repos: self.repos.clone(),
         }
     }
 

@@ -53,6 +53,10 @@ pub enum ApiError {
     /// The request conflicts with the current state.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
+    /// The request is well-formed but its content cannot be processed (an unsupported language,
+    /// a binary file); `details` says what is supported.
+    #[oai(status = 422)]
+    Unprocessable(Json<ErrorBody>),
     /// The request body stopped arriving before it was complete.
     #[oai(status = 408)]
     RequestTimeout(Json<ErrorBody>),
@@ -102,6 +106,7 @@ impl ApiError {
             | ApiError::Forbidden(b)
             | ApiError::NotFound(b)
             | ApiError::Conflict(b)
+            | ApiError::Unprocessable(b)
             | ApiError::RequestTimeout(b)
             | ApiError::PayloadTooLarge(b)
             | ApiError::UnsupportedMediaType(b)

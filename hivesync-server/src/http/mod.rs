@@ -17,6 +17,7 @@ use poem_openapi::OpenApiService;
 use crate::state::AppState;
 
 pub mod admin;
+pub mod ai;
 pub mod auth;
 mod conditional;
 mod dashboard;
@@ -42,6 +43,7 @@ type Apis = (
     projects::ProjectsApi,
     sync::SyncApi,
     preview::PreviewApi,
+    ai::AiApi,
     admin::AdminApi,
     health::HealthApi,
 );
@@ -61,6 +63,9 @@ fn api_service(state: &Arc<AppState>) -> OpenApiService<Apis, ()> {
             state: state.clone(),
         },
         preview::PreviewApi {
+            state: state.clone(),
+        },
+        ai::AiApi {
             state: state.clone(),
         },
         admin::AdminApi {
