@@ -8,6 +8,8 @@
 //! - [`edits`]: how suggestions become edits and a unified diff;
 //! - [`job`]: the `ai` job and its worker handler.
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod edits;
 pub mod job;
 pub mod names;

@@ -232,3 +232,8 @@ async fn renames_cover_every_occurrence_and_skip_collisions() {
     assert!(!edited.contains("tmp"), "{edited}");
     assert_eq!(edited.matches("config.").count(), 2, "{edited}");
 }
+
+#[tokio::test]
+async fn the_static_provider_conforms() {
+    hivesync_core::testkit::ai::run(&hivesync_ai::providers::static_analysis::StaticProvider).await;
+}

@@ -38,7 +38,8 @@
 //! | `OBJECT_STORAGE_BUCKET_PREVIEWS` | unset | bucket for preview bundles |
 //! | `OBJECT_STORAGE_PREFIX` | empty | key prefix inside the bucket |
 //! | `REPO_STORAGE` | `shared` with PostgreSQL and an S3 bucket, else `local` | `local`: project repositories on this node's disk; `shared`: branch heads in the database and git objects in the object store, `DATA_DIR/repos` a cache (several machines) |
-//! | `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `OPENAI_MODEL` | unset, `https://api.openai.com/v1`, `gpt-4o-mini` | |
+//! | `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `OPENAI_MODEL` | unset, `https://api.openai.com/v1`, `gpt-4o-mini` | any OpenAI-compatible `/chat/completions` endpoint |
+//! | `OPENAI_TIMEOUT_SECONDS`, `OPENAI_MAX_RETRIES` | 60, 2 | per call; retries on 429 and 5xx, honouring `Retry-After` |
 //! | `LOCAL_AI_ENABLED`, `LOCAL_AI_MODEL_PATH` | `false`, unset | |
 //! | `AI_REQUESTS_PER_MINUTE` | 30 | AI requests (`POST /ai/*`) per user |
 //! | `AI_MAX_INPUT_BYTES` | 262144 | the largest file an AI request takes (413 beyond) |
@@ -365,6 +366,10 @@ pub struct OpenAiConfig {
     pub api_key: Secret,
     pub base_url: String,
     pub model: String,
+    /// `OPENAI_TIMEOUT_SECONDS`: one call, from sending to the whole answer.
+    pub timeout: Duration,
+    /// `OPENAI_MAX_RETRIES`: further tries after a 429 or a 5xx.
+    pub max_retries: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -745,6 +750,8 @@ impl OpenAiConfig {
                 model: env
                     .get("OPENAI_MODEL")
                     .unwrap_or_else(|| "gpt-4o-mini".to_owned()),
+                timeout: Duration::from_secs(env.number("OPENAI_TIMEOUT_SECONDS", 60, 1..=3600)?),
+                max_retries: env.number("OPENAI_MAX_RETRIES", 2, 0..=10)? as u32,
             }),
         })
     }

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use hivesync_core::clock::system_clock;
 use hivesync_core::config::{self, Config, SigningKeys};
 use hivesync_core::domain::{Email, JobState, JobUpdate};
-use hivesync_core::ports::{Queue, WorkerRole};
+use hivesync_core::ports::{AiTask, Queue, WorkerRole};
 use hivesync_core::{Error, ErrorKind, Result};
 use hivesync_queue::backends::Backends;
 use hivesync_queue::jobs::{JobRecord, Submission, submit};
@@ -108,6 +108,12 @@ pub enum Command {
         #[arg(long)]
         email: Option<String>,
     },
+    /// Document a file with AI: a summary, doc comments or rename suggestions (printed as a
+    /// diff; --apply writes them). With --project the server answers; without, this machine.
+    Ai {
+        #[command(subcommand)]
+        command: AiSubcommand,
+    },
     /// Preview a project on a phone: preview tokens (with a QR code) and builds.
     Preview {
         #[command(subcommand)]
@@ -132,6 +138,53 @@ pub enum Command {
         force: bool,
         #[command(flatten)]
         server: ServerArgs,
+    },
+}
+
+/// What `hivesync ai` documents.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AiTarget {
+    /// The file (with --project and no --ref: sent as it is on disk; with --ref: its path in the
+    /// project).
+    file: std::path::PathBuf,
+    /// The project's id: the server answers. Without it, the chain configured here does.
+    #[arg(long)]
+    project: Option<uuid::Uuid>,
+    /// Read the file from the project's repository at this branch, tag or commit.
+    #[arg(long = "ref")]
+    git_ref: Option<String>,
+    /// `rust`, `python`, `javascript`, `typescript` or `tsx` (default: from the extension).
+    #[arg(long)]
+    language: Option<String>,
+    /// Print the whole answer as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AiSubcommand {
+    /// Summarise a file.
+    Summary {
+        #[command(flatten)]
+        target: AiTarget,
+    },
+    /// Suggest doc comments for undocumented definitions (a diff).
+    Comment {
+        #[command(flatten)]
+        target: AiTarget,
+        /// Write the comments into the file.
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Suggest renames of badly named identifiers (a diff).
+    Rename {
+        #[command(flatten)]
+        target: AiTarget,
+        /// Write the renames into the file.
+        #[arg(long)]
+        apply: bool,
     },
 }
 
@@ -236,6 +289,26 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             server,
         } => {
             client::sync(server, dir, project, branch, message, force).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ai { command } => {
+            let (task, target, apply) = match command {
+                AiSubcommand::Summary { target } => (AiTask::FileSummary, target, false),
+                AiSubcommand::Comment { target, apply } => (AiTask::InlineComment, target, apply),
+                AiSubcommand::Rename { target, apply } => {
+                    (AiTask::RenameSuggestions, target, apply)
+                }
+            };
+            let command = crate::ai_client::AiCommand {
+                task,
+                file: target.file,
+                project: target.project,
+                git_ref: target.git_ref,
+                language: target.language,
+                apply,
+                json: target.json,
+            };
+            crate::ai_client::run(target.server, command).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Preview { command } => {

@@ -10,6 +10,7 @@
 //! - [`client`]: its client commands (`login`, `sync`), which talk to a server over HTTP.
 //! - [`telemetry`]: logging setup.
 
+pub mod ai_client;
 pub mod cli;
 pub mod client;
 pub mod http;

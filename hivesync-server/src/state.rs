@@ -172,7 +172,7 @@ impl AppState {
             ai: AiRequests {
                 store: backends.store.clone(),
                 queue: backends.queue.clone(),
-                chain: hivesync_ai::providers::chain(&config),
+                chain: hivesync_ai::providers::chain(&config)?,
                 max_input_bytes: config.ai.max_input_bytes,
             },
             ai_quota: Quota::per_minute(config.ai.requests_per_minute)?,

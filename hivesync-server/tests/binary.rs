@@ -776,3 +776,87 @@ async fn the_cli_shows_a_preview_qr_code_and_builds_a_preview() {
     );
     assert!(!refused.status.success());
 }
+
+#[tokio::test]
+async fn the_cli_documents_a_file_here_and_through_a_server() {
+    let folder = tempfile::tempdir().unwrap();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../hivesync-ai/tests/fixtures/config.rs");
+    let file = folder.path().join("config.rs");
+    std::fs::copy(&fixture, &file).unwrap();
+    let original = std::fs::read_to_string(&file).unwrap();
+    let file_arg = file.to_str().unwrap();
+
+    // Here: the static analyser, no server, no key.
+    let renamed = client_command(&["ai", "rename", file_arg, "--apply"], &[], &[]);
+    let stderr = String::from_utf8_lossy(&renamed.stderr);
+    assert!(renamed.status.success(), "{stderr}");
+    let diff = String::from_utf8_lossy(&renamed.stdout);
+    assert!(
+        diff.contains("-fn parseValue(rawValue: &str) -> i64 {"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("+fn parse_value(raw_value: &str) -> i64 {"),
+        "{diff}"
+    );
+    assert!(stderr.contains("answered by static"), "{stderr}");
+    let edited = std::fs::read_to_string(&file).unwrap();
+    assert_ne!(edited, original);
+    assert!(edited.contains("fn parse_value(raw_value: &str)"));
+    // Every comment of the file is still there.
+    for line in original
+        .lines()
+        .filter(|l| l.trim_start().starts_with("//"))
+    {
+        assert!(edited.contains(line), "{line}");
+    }
+    let refused = client_command(&["ai", "summary", "README.md"], &[], &[]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("unsupported language"));
+
+    // Through a server: the file's text goes as an unsaved buffer, a worker answers.
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&[("DATA_DIR", data.path().display().to_string())]);
+    let http = reqwest::Client::new();
+    let email = format!("ai-{}@example.org", testkit::unique_suffix());
+    let (status, registered) = send(
+        http.post(server.url("/api/v1/auth/register"))
+            .json(&json!({"email": email, "password": "ai password 123"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{registered}");
+    let token = registered["access_token"].as_str().unwrap().to_owned();
+    let (_, project) = send(
+        http.post(server.url("/api/v1/projects"))
+            .bearer_auth(&token)
+            .json(&json!({"name": "ai"})),
+    )
+    .await;
+    let project = project["id"].as_str().unwrap().to_owned();
+    let home = tempfile::tempdir().unwrap();
+    let summary = client_command(
+        &[
+            "ai",
+            "summary",
+            file_arg,
+            "--project",
+            &project,
+            "--url",
+            &server.base,
+        ],
+        &[("HIVESYNC_CONFIG_DIR", home.path())],
+        &[("HIVESYNC_TOKEN", &token)],
+    );
+    let out = String::from_utf8_lossy(&summary.stdout);
+    assert!(
+        summary.status.success(),
+        "{}",
+        String::from_utf8_lossy(&summary.stderr)
+    );
+    assert!(out.starts_with("Rust file "), "{out}");
+    assert!(
+        out.contains("parse_value"),
+        "the edited file was sent: {out}"
+    );
+}

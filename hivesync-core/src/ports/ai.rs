@@ -265,8 +265,9 @@ pub struct AiReply {
 ///   name and model to the same input are interchangeable, which is what the result cache keys on.
 /// - `answer` returns an [`AiAnswer`] of the kind of the task asked, or an error; never an answer
 ///   to another task.
-/// - Every comment suggestion names a line of the input, and every rename suggestion's `from`
-///   occurs in the input, with `to` a different, non-empty identifier.
+/// - Answers are suggestions: a comment names a definition and the line its name is on (from 1);
+///   a rename names a different, non-empty `to`. The pipeline checks each against the parsed
+///   file and drops what does not fit, so a provider is not trusted with edits.
 /// - A provider that cannot be used right now (no key, the endpoint down, output that does not
 ///   parse) fails with `Unavailable`, and a chain moves on to the next; `Validation` means the
 ///   input itself cannot be answered by any provider.

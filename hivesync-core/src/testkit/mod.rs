@@ -9,6 +9,7 @@
 //! why they skip and pass — unless `HIVESYNC_REQUIRE_SERVICES=1` (set by `.ci/run`), in which case a
 //! missing service fails the test.
 
+pub mod ai;
 pub mod coordination;
 #[cfg(feature = "git")]
 pub mod examples;

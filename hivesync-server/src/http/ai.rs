@@ -147,6 +147,8 @@ struct EditView {
 
 #[derive(Debug, Object)]
 struct AiOutcomeView {
+    /// `file_summary`, `inline_comment` or `rename_suggestions`.
+    task: String,
     language: String,
     path: String,
     /// The git blob id of the exact content the answer was computed on.
@@ -192,6 +194,7 @@ struct AiResultView {
 impl From<AiOutcome> for AiOutcomeView {
     fn from(outcome: AiOutcome) -> Self {
         AiOutcomeView {
+            task: outcome.task.as_str().to_owned(),
             language: outcome.language.as_str().to_owned(),
             path: outcome.path,
             blob_id: outcome.blob_id,
