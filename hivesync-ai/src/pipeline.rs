@@ -163,6 +163,7 @@ impl Chain {
             let name = provider.name().to_owned();
             let model = provider.model();
             if let Err(reason) = provider.accepts(&input) {
+                metrics::counter!("ai_provider_attempts_total", "provider" => name.clone(), "outcome" => "skipped").increment(1);
                 attempts.push(Attempt {
                     provider: name,
                     model,
@@ -178,8 +179,12 @@ impl Chain {
             metrics::histogram!("ai_provider_seconds", "provider" => name.clone())
                 .record(started.elapsed().as_secs_f64());
             let reply = match reply {
-                Ok(reply) if reply.answer.task() == task => reply,
+                Ok(reply) if reply.answer.task() == task => {
+                    metrics::counter!("ai_provider_attempts_total", "provider" => name.clone(), "outcome" => "answered").increment(1);
+                    reply
+                }
                 Ok(reply) => {
+                    metrics::counter!("ai_provider_attempts_total", "provider" => name.clone(), "outcome" => "failed").increment(1);
                     attempts.push(failed(
                         name,
                         model,
@@ -190,6 +195,7 @@ impl Chain {
                 }
                 Err(err) if err.kind() == ErrorKind::Validation => return Err(err),
                 Err(err) => {
+                    metrics::counter!("ai_provider_attempts_total", "provider" => name.clone(), "outcome" => "failed").increment(1);
                     tracing::info!(provider = %name, error = %err, "an AI provider failed; trying the next");
                     attempts.push(failed(name, model, millis, err.to_string()));
                     continue;
