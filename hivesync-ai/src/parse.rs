@@ -86,18 +86,6 @@ impl Parsed<'_> {
         &self.source[node.byte_range()]
     }
 
-    /// Byte offset where `row` starts.
-    pub fn row_start(&self, row: usize) -> usize {
-        if row == 0 {
-            return 0;
-        }
-        self.source
-            .match_indices('\n')
-            .nth(row - 1)
-            .map(|(at, _)| at + 1)
-            .unwrap_or(self.source.len())
-    }
-
     /// The whitespace that starts `row`, if the node starting at `byte` is the first thing on it.
     fn leading_indent(&self, byte: usize) -> Option<(usize, String)> {
         let line_start = self.source[..byte].rfind('\n').map_or(0, |at| at + 1);
@@ -108,7 +96,7 @@ impl Parsed<'_> {
             .then(|| (line_start, before.to_owned()))
     }
 
-    /// Every comment node: `(byte range, text)`.
+    /// The byte ranges of every comment, and of every Python docstring.
     pub fn comments(&self) -> Vec<Range<usize>> {
         let mut out = Vec::new();
         walk(self.tree.root_node(), &mut |node| {

@@ -126,12 +126,17 @@ fn unsupported(err: Error) -> Error {
 }
 
 impl AiRequests {
-    /// Answers `order` from the result cache, by joining an identical running request, or by
-    /// queueing a new job.
+    /// Checks `order` ([`check`]) and takes it ([`AiRequests::take_checked`]).
     pub async fn take(&self, order: AiOrder) -> Result<Taken> {
         let payload = check(&order, &self.chain, self.max_input_bytes)?;
+        self.take_checked(payload, order.user_id).await
+    }
+
+    /// Answers a request [`check`] made, for `user`: from the result cache, by joining an
+    /// identical running request, or by queueing a new job.
+    pub async fn take_checked(&self, payload: AiRequest, user: UserId) -> Result<Taken> {
         let submission = Submission::of(&payload)?
-            .with_owner(Some(order.project_id), Some(order.user_id))
+            .with_owner(Some(payload.project_id), Some(user))
             .with_dedup_key(payload.cache_key.clone());
         if let Some(earlier) = self.finished(&payload.cache_key).await? {
             let id = JobId::new();

@@ -182,9 +182,8 @@ async fn too_many_requests_are_retried_after_retry_after_then_fall_back() {
     )
     .await;
     assert_fell_back(&outcome, "429");
-    // Every retry waited at least what the server asked.
-    let times: Vec<_> = server.received_requests().await.unwrap();
-    assert_eq!(times.len(), 3);
+    // The first try and OPENAI_MAX_RETRIES (2) more, then the chain moved on.
+    assert_eq!(server.received_requests().await.unwrap().len(), 3);
 }
 
 #[tokio::test]

@@ -445,7 +445,12 @@ impl AiApi {
         if !decision.allowed {
             return Err(Error::rate_limited(decision.retry_after).into());
         }
-        let taken = state.ai.take(order).await.map_err(unprocessable)?;
+        let blob_id = payload.blob_id.clone();
+        let taken = state
+            .ai
+            .take_checked(payload, caller.user_id)
+            .await
+            .map_err(unprocessable)?;
         let job = taken.job;
         tracing::info!(
             job_id = %job.id, project_id = %project, task = %task,
@@ -456,7 +461,7 @@ impl AiApi {
             status: job.state.to_string(),
             cached: taken.reused.is_some(),
             shared: taken.shared,
-            blob_id: payload.blob_id,
+            blob_id,
             commit,
             status_url: format!("{}/ai/result/{}", super::API_PREFIX, job.id),
         })))
