@@ -6,11 +6,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use hivesync_core::domain::ProjectId;
+use hivesync_core::domain::{Job, ProjectId};
 use hivesync_core::ports::{AiTask, Language, Queue};
 use hivesync_core::repo::Repos;
 use hivesync_core::{ApiErrorCode, Error};
-use hivesync_queue::jobs::JobKind;
+use hivesync_queue::jobs::{JobKind, JobRecord};
 use hivesync_queue::worker::{JobContext, JobError, TypedHandler};
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +18,26 @@ use crate::pipeline::{AiOutcome, Chain};
 
 /// The job kind of AI tasks, on the `ai_jobs` queue.
 pub const AI_JOB_KIND: &str = "ai";
+/// The job kind of AI tasks for the local model on a GPU, on the `gpu_ai_jobs` queue.
+pub const GPU_AI_JOB_KIND: &str = "ai_gpu";
+
+/// Whether jobs of `kind` are AI tasks (either queue).
+pub fn is_ai_kind(kind: &str) -> bool {
+    kind == AI_JOB_KIND || kind == GPU_AI_JOB_KIND
+}
+
+/// An AI job's request and, once it succeeded, its result, whichever queue it went to.
+pub fn read_ai_job(job: &Job) -> hivesync_core::Result<(AiRequest, Option<AiOutcome>)> {
+    if job.kind == GPU_AI_JOB_KIND {
+        let GpuAiRequest(request) = job.payload_as::<GpuAiRequest>()?;
+        Ok((request, job.output_as::<GpuAiRequest>()?))
+    } else {
+        Ok((
+            job.payload_as::<AiRequest>()?,
+            job.output_as::<AiRequest>()?,
+        ))
+    }
+}
 
 /// Where the file comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +61,10 @@ pub struct AiRequest {
     pub blob_id: String,
     /// The result-cache key ([`Chain::cache_key`]).
     pub cache_key: String,
+    /// For the local model on a GPU worker ([`Chain::routes_to_gpu`]): submitted as a
+    /// [`GpuAiRequest`].
+    #[serde(default)]
+    pub gpu: bool,
 }
 
 impl JobKind for AiRequest {
@@ -49,11 +73,24 @@ impl JobKind for AiRequest {
     type Output = AiOutcome;
 }
 
-/// Runs `ai` jobs through a chain.
+/// The same task tagged for the local model on a GPU: only GPU workers consume its queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct GpuAiRequest(pub AiRequest);
+
+impl JobKind for GpuAiRequest {
+    const KIND: &'static str = GPU_AI_JOB_KIND;
+    const QUEUE: Queue = Queue::GpuAiJobs;
+    type Output = AiOutcome;
+}
+
+/// Runs `ai` jobs (and `ai_gpu` jobs) through a chain.
 #[derive(Clone)]
 pub struct AiHandler {
     pub chain: Chain,
     pub repos: Arc<Repos>,
+    /// The worker's id, recorded in each result.
+    pub worker: String,
 }
 
 impl std::fmt::Debug for AiHandler {
@@ -98,6 +135,13 @@ impl AiHandler {
 }
 
 #[async_trait]
+impl TypedHandler<GpuAiRequest> for AiHandler {
+    async fn handle(&self, request: GpuAiRequest, ctx: &JobContext) -> Result<AiOutcome, JobError> {
+        TypedHandler::<AiRequest>::handle(self, request.0, ctx).await
+    }
+}
+
+#[async_trait]
 impl TypedHandler<AiRequest> for AiHandler {
     async fn handle(&self, request: AiRequest, ctx: &JobContext) -> Result<AiOutcome, JobError> {
         let content = self.content(&request).await?;
@@ -116,7 +160,8 @@ impl TypedHandler<AiRequest> for AiHandler {
             ]
         };
         match outcome {
-            Ok(outcome) => {
+            Ok(mut outcome) => {
+                outcome.worker = Some(self.worker.clone());
                 metrics::counter!(
                     "ai_jobs_total",
                     &labels("success", outcome.provider.clone())

@@ -19,6 +19,6 @@ pub mod providers;
 pub mod redact;
 pub mod request;
 
-pub use job::{AI_JOB_KIND, AiHandler, AiRequest, AiSource};
+pub use job::{AI_JOB_KIND, AiHandler, AiRequest, AiSource, GPU_AI_JOB_KIND, GpuAiRequest};
 pub use pipeline::{AiOutcome, Attempt, Chain, Outcome};
 pub use request::{AiOrder, AiRequests, Taken};

@@ -71,12 +71,19 @@ pub struct AiOutcome {
     /// Set when this answer is an earlier job's, reused for an identical request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reused_from: Option<String>,
+    /// The worker that computed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
+
+/// Whether an input goes to the local model on a GPU worker.
+pub type GpuRoute = Arc<dyn Fn(&AiInput) -> bool + Send + Sync>;
 
 /// Providers in order; the static analyser always ends it.
 #[derive(Clone)]
 pub struct Chain {
     providers: Vec<Arc<dyn AiProvider>>,
+    gpu_route: Option<GpuRoute>,
 }
 
 impl std::fmt::Debug for Chain {
@@ -99,7 +106,21 @@ impl Chain {
         if providers.last().is_none_or(|p| p.name() != "static") {
             providers.push(Arc::new(StaticProvider));
         }
-        Chain { providers }
+        Chain {
+            providers,
+            gpu_route: None,
+        }
+    }
+
+    /// The same chain, sending the inputs `route` picks to GPU workers.
+    pub fn with_gpu_route(mut self, route: GpuRoute) -> Self {
+        self.gpu_route = Some(route);
+        self
+    }
+
+    /// Whether `input` is for the local model on a GPU worker (`gpu_ai_jobs`).
+    pub fn routes_to_gpu(&self, input: &AiInput) -> bool {
+        self.gpu_route.as_ref().is_some_and(|route| route(input))
     }
 
     pub fn providers(&self) -> &[Arc<dyn AiProvider>] {
@@ -227,6 +248,7 @@ impl Chain {
                 diff: String::new(),
                 tokens_generated: reply.tokens_generated,
                 reused_from: None,
+                worker: None,
             };
             place(
                 &mut outcome,

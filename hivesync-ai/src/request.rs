@@ -9,11 +9,11 @@
 use std::sync::Arc;
 
 use hivesync_core::domain::{Job, JobFilter, JobId, JobState, Page, ProjectId, UserId};
-use hivesync_core::ports::{AiTask, JobQueue, Language, Store};
+use hivesync_core::ports::{AiInput, AiTask, JobQueue, Language, Store};
 use hivesync_core::{Error, ErrorKind, Result};
-use hivesync_queue::jobs::{JobRecord, Submission, submit_telling, succeeded};
+use hivesync_queue::jobs::{Submission, submit_telling, succeeded};
 
-use crate::job::{AI_JOB_KIND, AiRequest, AiSource};
+use crate::job::{AiRequest, AiSource, GpuAiRequest, is_ai_kind, read_ai_job};
 use crate::pipeline::Chain;
 
 /// One file to ask about, as the API or the CLI read it.
@@ -100,7 +100,14 @@ pub fn check(order: &AiOrder, chain: &Chain, max_input_bytes: usize) -> Result<A
             content: text.to_owned(),
         },
     };
+    let gpu = chain.routes_to_gpu(&AiInput {
+        task: order.task,
+        language,
+        path: order.path.clone(),
+        content: text.to_owned(),
+    });
     Ok(AiRequest {
+        gpu,
         task: order.task,
         project_id: order.project_id,
         path: order.path.clone(),
@@ -135,7 +142,12 @@ impl AiRequests {
     /// Answers a request [`check`] made, for `user`: from the result cache, by joining an
     /// identical running request, or by queueing a new job.
     pub async fn take_checked(&self, payload: AiRequest, user: UserId) -> Result<Taken> {
-        let submission = Submission::of(&payload)?
+        let submission = if payload.gpu {
+            Submission::of(&GpuAiRequest(payload.clone()))?
+        } else {
+            Submission::of(&payload)?
+        };
+        let submission = submission
             .with_owner(Some(payload.project_id), Some(user))
             .with_dedup_key(payload.cache_key.clone());
         if let Some(earlier) = self.finished(&payload.cache_key).await? {
@@ -148,8 +160,8 @@ impl AiRequests {
                     shared: true,
                 });
             }
-            let mut result = earlier
-                .output_as::<AiRequest>()?
+            let mut result = read_ai_job(&earlier)?
+                .1
                 .ok_or_else(|| Error::internal("a finished AI job without its result"))?;
             result.reused_from = Some(earlier.id.to_string());
             let job = self
@@ -173,12 +185,12 @@ impl AiRequests {
         })
     }
 
-    /// The newest successful job with `key` whose result reads.
+    /// The newest successful job with `key` whose result reads (the key is an AI task's, on
+    /// whichever queue it ran).
     async fn finished(&self, key: &str) -> Result<Option<Job>> {
         let filter = JobFilter {
             dedup_key: Some(key.to_owned()),
             state: Some(JobState::Success),
-            kind: Some(AI_JOB_KIND.to_owned()),
             ..JobFilter::default()
         };
         let earlier = self
@@ -187,6 +199,7 @@ impl AiRequests {
             .await?
             .into_iter()
             .next();
-        Ok(earlier.filter(|job| matches!(job.output_as::<AiRequest>(), Ok(Some(_)))))
+        Ok(earlier
+            .filter(|job| is_ai_kind(&job.kind) && matches!(read_ai_job(job), Ok((_, Some(_))))))
     }
 }

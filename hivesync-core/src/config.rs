@@ -40,7 +40,10 @@
 //! | `REPO_STORAGE` | `shared` with PostgreSQL and an S3 bucket, else `local` | `local`: project repositories on this node's disk; `shared`: branch heads in the database and git objects in the object store, `DATA_DIR/repos` a cache (several machines) |
 //! | `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `OPENAI_MODEL` | unset, `https://api.openai.com/v1`, `gpt-4o-mini` | any OpenAI-compatible `/chat/completions` endpoint |
 //! | `OPENAI_TIMEOUT_SECONDS`, `OPENAI_MAX_RETRIES` | 60, 2 | per call; retries on 429 and 5xx, honouring `Retry-After` |
-//! | `LOCAL_AI_ENABLED`, `LOCAL_AI_MODEL_PATH` | `false`, unset | |
+//! | `LOCAL_AI_ENABLED`, `LOCAL_AI_MODEL_PATH` | `false`, unset | a GGUF model (llama architecture, byte-level BPE tokenizer inside) run by candle in the workers; needs a build with the `local-ai` feature |
+//! | `LOCAL_AI_DEVICE` | `cpu` | `cpu`: local-model jobs run on CPU workers from `ai_jobs`; `gpu`: they go to `gpu_ai_jobs`, which only `hivesync worker --role gpu` takes |
+//! | `LOCAL_AI_CPU_FALLBACK` | `false` | let a GPU worker whose build or machine has no CUDA run the model on its CPU instead of refusing to start |
+//! | `LOCAL_AI_MAX_NEW_TOKENS`, `LOCAL_AI_TIMEOUT_SECONDS` | 256, 120 | the token budget of one answer; how long one generation may run before the chain moves on |
 //! | `AI_REQUESTS_PER_MINUTE` | 30 | AI requests (`POST /ai/*`) per user |
 //! | `AI_MAX_INPUT_BYTES` | 262144 | the largest file an AI request takes (413 beyond) |
 //! | `AUTOSCALER_ENABLED`, `_MIN_WORKERS`, `_MAX_WORKERS`, `_SCALE_OUT_THRESHOLD`, `_SCALE_IN_THRESHOLD`, `_POLL_INTERVAL_SECONDS` | `false`, 1, 4, 20, 5, 30 | |
@@ -390,10 +393,40 @@ impl AiConfig {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LocalAiConfig {
     pub enabled: bool,
     pub model_path: Option<PathBuf>,
+    /// `LOCAL_AI_DEVICE`.
+    pub device: LocalAiDevice,
+    /// `LOCAL_AI_CPU_FALLBACK`.
+    pub cpu_fallback: bool,
+    /// `LOCAL_AI_MAX_NEW_TOKENS`.
+    pub max_new_tokens: u32,
+    /// `LOCAL_AI_TIMEOUT_SECONDS`.
+    pub timeout: Duration,
+}
+
+impl Default for LocalAiConfig {
+    fn default() -> Self {
+        LocalAiConfig {
+            enabled: false,
+            model_path: None,
+            device: LocalAiDevice::Cpu,
+            cpu_fallback: false,
+            max_new_tokens: 256,
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Where the local model runs (spec §10.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalAiDevice {
+    /// On CPU workers, from `ai_jobs`.
+    Cpu,
+    /// On GPU workers only, from `gpu_ai_jobs`.
+    Gpu,
 }
 
 #[derive(Debug, Clone)]
@@ -762,6 +795,18 @@ impl LocalAiConfig {
         let local_ai = LocalAiConfig {
             enabled: env.boolean("LOCAL_AI_ENABLED", false)?,
             model_path: env.get("LOCAL_AI_MODEL_PATH").map(PathBuf::from),
+            device: match env
+                .get("LOCAL_AI_DEVICE")
+                .map(|s| s.trim().to_ascii_lowercase())
+                .as_deref()
+            {
+                None | Some("cpu") => LocalAiDevice::Cpu,
+                Some("gpu" | "cuda") => LocalAiDevice::Gpu,
+                Some(_) => return Err(invalid("LOCAL_AI_DEVICE", "expected cpu or gpu")),
+            },
+            cpu_fallback: env.boolean("LOCAL_AI_CPU_FALLBACK", false)?,
+            max_new_tokens: env.number("LOCAL_AI_MAX_NEW_TOKENS", 256, 1..=4096)? as u32,
+            timeout: Duration::from_secs(env.number("LOCAL_AI_TIMEOUT_SECONDS", 120, 1..=3600)?),
         };
         if local_ai.enabled && local_ai.model_path.is_none() {
             return Err(invalid(
@@ -1379,6 +1424,8 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("HIVESYNC_BIND", "localhost"),
             ("LOCAL_AI_ENABLED", "maybe"),
+            ("LOCAL_AI_DEVICE", "tpu"),
+            ("LOCAL_AI_MAX_NEW_TOKENS", "0"),
             ("OBJECT_STORAGE_PROVIDER", "ftp"),
             ("AUTOSCALER_ENABLED", "sometimes"),
             ("OPENAI_BASE_URL", "not a url"),

@@ -60,7 +60,7 @@ pub async fn run(args: ServerArgs, command: AiCommand) -> Result<()> {
                 usage_error(format!("{} is not UTF-8 text", command.file.display()))
             })?;
             let config = Config::from_env()?;
-            hivesync_ai::providers::chain(&config)?
+            hivesync_ai::providers::chain(&config, hivesync_ai::providers::ChainFor::Cpu)?
                 .run(command.task, language, &path, &content)
                 .await?
         }

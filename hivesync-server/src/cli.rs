@@ -423,6 +423,9 @@ async fn serve(config: Config, bind: Option<SocketAddr>, no_workers: bool) -> Re
     let owner = format!("serve-{}", hivesync_queue::worker::worker_id());
     let mut tasks = Vec::new();
     let in_process_workers = embedded_queue && !no_workers;
+    if in_process_workers && runtime::wants_gpu_worker(&state.config) {
+        state.prepare_gpu()?;
+    }
     if in_process_workers {
         tasks.extend(runtime::spawn_embedded_workers(&state, &shutdown));
     }
@@ -461,6 +464,10 @@ async fn run_worker(
     config::prepare_data_dir(&config)?;
     let backends = Backends::open(&config, system_clock(), false).await?;
     let state = AppState::new(config, backends, Some(metrics))?;
+    if worker.role == WorkerRole::Gpu {
+        // Says at start why this worker cannot run the model, rather than failing every job.
+        state.prepare_gpu()?;
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(forward_signals(shutdown.clone()));
     let mut tasks = runtime::spawn_worker(&state, worker.clone(), &shutdown);

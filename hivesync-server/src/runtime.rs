@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hivesync_ai::AiRequest;
+use hivesync_ai::{AiRequest, GpuAiRequest};
 use hivesync_core::domain::{JobFilter, JobState, Page};
 use hivesync_core::ports::{Queue, WorkerRole};
 use hivesync_preview::job::PreviewRequest;
@@ -25,7 +25,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(2);
 const AUTOSCALER_LOCK: &str = "autoscaler";
 
 /// The handlers every worker of this build registers.
-pub fn handlers(state: &AppState, worker_id: &str) -> Handlers {
+pub fn handlers(state: &AppState, role: WorkerRole, worker_id: &str) -> Handlers {
+    let ai = state.ai_handler(role, worker_id);
     Handlers::new()
         .on::<Ping>(PingHandler {
             worker_id: worker_id.to_owned(),
@@ -34,7 +35,13 @@ pub fn handlers(state: &AppState, worker_id: &str) -> Handlers {
             cleaner: cleaner(state),
         })
         .on::<PreviewRequest>(state.preview_builder())
-        .on::<AiRequest>(state.ai_handler())
+        .on::<AiRequest>(ai.clone())
+        .on::<GpuAiRequest>(ai)
+}
+
+/// Whether local-model jobs go to GPU workers in this configuration.
+pub fn wants_gpu_worker(config: &hivesync_core::config::Config) -> bool {
+    config.local_ai.enabled && config.local_ai.device == hivesync_core::config::LocalAiDevice::Gpu
 }
 
 /// The cleaner for this process's `DATA_DIR` and object store.
@@ -76,7 +83,7 @@ pub fn spawn_worker(
     let worker = hivesync_queue::worker::Worker::new(
         config.clone(),
         deps(state),
-        handlers(state, &config.id),
+        handlers(state, config.role, &config.id),
     );
     let shutdown = shutdown.clone();
     tasks.push(tokio::spawn(async move {
@@ -87,8 +94,9 @@ pub fn spawn_worker(
     tasks
 }
 
-/// The workers `hivesync serve` runs in process on the embedded defaults: a CPU worker and the
-/// cleanup worker.
+/// The workers `hivesync serve` runs in process on the embedded defaults: a CPU worker, the
+/// cleanup worker, and a GPU worker when the local model runs on one (`LOCAL_AI_DEVICE=gpu`;
+/// [`AppState::prepare_gpu`] must have succeeded).
 pub fn spawn_embedded_workers(
     state: &Arc<AppState>,
     shutdown: &CancellationToken,
@@ -96,6 +104,11 @@ pub fn spawn_embedded_workers(
     let mut cpu = WorkerConfig::new(WorkerRole::Cpu, state.config.worker_concurrency);
     cpu.poll_interval = Duration::from_millis(500);
     let mut tasks = spawn_worker(state, cpu, shutdown);
+    if wants_gpu_worker(&state.config) {
+        let mut gpu = WorkerConfig::new(WorkerRole::Gpu, 1);
+        gpu.poll_interval = Duration::from_millis(500);
+        tasks.extend(spawn_worker(state, gpu, shutdown));
+    }
     tasks.extend(spawn_worker(
         state,
         WorkerConfig::new(WorkerRole::Cleanup, 1),

@@ -2,14 +2,15 @@
 
 use std::sync::{Arc, OnceLock};
 
-use hivesync_ai::{AiHandler, AiRequests};
+use hivesync_ai::providers::ChainFor;
+use hivesync_ai::{AiHandler, AiRequests, Chain};
 use hivesync_core::Result;
 use hivesync_core::auth::{JwtIssuer, PasswordHasher};
 use hivesync_core::clock::{SharedClock, system_clock};
 use hivesync_core::config::{self, Config, RepoStorage, SigningKeys};
 use hivesync_core::job_cache::MemberJobCache;
 use hivesync_core::ports::{
-    JobQueue, Locks, ObjectStore, Quota, RateLimiter, Store, WorkerRegistry,
+    JobQueue, Locks, ObjectStore, Quota, RateLimiter, Store, WorkerRegistry, WorkerRole,
 };
 use hivesync_core::preview_token::PreviewTokenSigner;
 use hivesync_core::repo::{Repos, SharedRepos};
@@ -61,6 +62,8 @@ pub struct AppState {
     /// The dependency store this process's preview builders share (made on first use: it asks
     /// Node and npm for their versions).
     preview_deps: OnceLock<(Arc<DepsStore>, Arc<Sandbox>)>,
+    /// The chain of this process's GPU worker ([`AppState::prepare_gpu`]).
+    gpu_chain: OnceLock<Chain>,
     /// Renders `/metrics`; `None` when this process did not install the Prometheus recorder.
     pub metrics: Option<PrometheusHandle>,
     /// What the autoscaler last decided, for `/admin/autoscaler`.
@@ -172,12 +175,13 @@ impl AppState {
             ai: AiRequests {
                 store: backends.store.clone(),
                 queue: backends.queue.clone(),
-                chain: hivesync_ai::providers::chain(&config)?,
+                chain: hivesync_ai::providers::chain(&config, ChainFor::Cpu)?,
                 max_input_bytes: config.ai.max_input_bytes,
             },
             ai_quota: Quota::per_minute(config.ai.requests_per_minute)?,
             repos,
             preview_deps: OnceLock::new(),
+            gpu_chain: OnceLock::new(),
             job_cache,
             background,
             passwords: PasswordHasher::owasp(),
@@ -237,11 +241,27 @@ impl AppState {
         }
     }
 
-    /// The `ai` job handler for one worker: this deployment's chain, the project repositories.
-    pub fn ai_handler(&self) -> AiHandler {
+    /// Makes the chain a GPU worker of this process runs (the local model on CUDA, or on the
+    /// CPU where `LOCAL_AI_CPU_FALLBACK` allows): the `Config` error says why it cannot.
+    pub fn prepare_gpu(&self) -> Result<()> {
+        if self.gpu_chain.get().is_none() {
+            let chain = hivesync_ai::providers::chain(&self.config, ChainFor::Gpu)?;
+            let _ = self.gpu_chain.set(chain);
+        }
+        Ok(())
+    }
+
+    /// The AI job handler for worker `worker` of `role`: a GPU worker's chain
+    /// ([`AppState::prepare_gpu`] first), else this deployment's.
+    pub fn ai_handler(&self, role: WorkerRole, worker: &str) -> AiHandler {
+        let chain = match (role, self.gpu_chain.get()) {
+            (WorkerRole::Gpu, Some(chain)) => chain.clone(),
+            _ => self.ai.chain.clone(),
+        };
         AiHandler {
-            chain: self.ai.chain.clone(),
+            chain,
             repos: self.repos.clone(),
+            worker: worker.to_owned(),
         }
     }
 

@@ -9,13 +9,12 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use hivesync_ai::job::{AI_JOB_KIND, AiRequest};
+use hivesync_ai::job::{is_ai_kind, read_ai_job};
 use hivesync_ai::{AiOrder, AiOutcome, Outcome};
 use hivesync_core::domain::{Job, JobId, ProjectId};
 use hivesync_core::ports::{AiTask, Language};
 use hivesync_core::preview_token::validate_ref;
 use hivesync_core::{Error, ErrorKind};
-use hivesync_queue::jobs::JobRecord;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
@@ -172,6 +171,8 @@ struct AiOutcomeView {
     tokens_generated: u32,
     /// The earlier job whose answer this is, for a request answered from the cache.
     reused_from: Option<String>,
+    /// The worker that computed it.
+    worker: Option<String>,
 }
 
 /// An AI job: its state, and its answer once it has one.
@@ -183,6 +184,8 @@ struct AiResultView {
     /// `queued`, `running`, `success` or `failed`.
     state: String,
     progress: f64,
+    /// `ai_jobs`, or `gpu_ai_jobs` for the local model on a GPU worker.
+    queue: String,
     /// The provider that answered, once one has.
     provider: Option<String>,
     result: Option<AiOutcomeView>,
@@ -276,6 +279,7 @@ impl From<AiOutcome> for AiOutcomeView {
             diff: outcome.diff,
             tokens_generated: outcome.tokens_generated,
             reused_from: outcome.reused_from,
+            worker: outcome.worker,
         }
     }
 }
@@ -361,7 +365,7 @@ impl AiApi {
             .store
             .get_job(JobId::from_uuid(job_id.0))
             .await?
-            .filter(|job| job.kind == AI_JOB_KIND)
+            .filter(|job| is_ai_kind(&job.kind))
             .ok_or_else(not_found)?;
         let project = job.project_id.ok_or_else(not_found)?;
         // A stranger learns nothing, not even that the job exists.
@@ -373,8 +377,7 @@ impl AiApi {
 }
 
 fn result_view(job: Job) -> Result<AiResultView, ApiError> {
-    let request = job.payload_as::<AiRequest>()?;
-    let result = job.output_as::<AiRequest>()?;
+    let (request, result) = read_ai_job(&job)?;
     let error = job
         .error_code
         .as_ref()
@@ -384,6 +387,7 @@ fn result_view(job: Job) -> Result<AiResultView, ApiError> {
         task: request.task.as_str().to_owned(),
         state: job.state.to_string(),
         progress: job.progress,
+        queue: job.queue.clone(),
         provider: result.as_ref().map(|r| r.provider.clone()),
         result: result.map(AiOutcomeView::from),
         error,

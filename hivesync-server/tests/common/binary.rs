@@ -17,9 +17,15 @@ impl Server {
     /// Starts `hivesync serve --bind 127.0.0.1:0` with exactly `env` (plus PATH) and waits for the
     /// line that announces the address.
     pub fn start(env: &[(&str, String)]) -> Server {
+        Server::start_with(&[], env)
+    }
+
+    /// [`Server::start`] with more arguments to `serve` (`--no-workers`).
+    pub fn start_with(args: &[&str], env: &[(&str, String)]) -> Server {
         let mut command = Command::new(BINARY);
         command
             .args(["serve", "--bind", "127.0.0.1:0"])
+            .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("LOG_LEVEL", "warn")

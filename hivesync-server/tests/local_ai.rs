@@ -1,0 +1,314 @@
+//! The local model through real `hivesync` processes: GPU routing (a `worker --role gpu` takes
+//! the tagged job, a CPU worker never does), a GPU worker that cannot run the model refusing to
+//! start, and the real SmolLM2-135M-Instruct answering a summary through the API and a worker.
+
+#![cfg(feature = "local-ai")]
+
+#[path = "common/binary.rs"]
+mod binary;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use binary::{BINARY, Server, send};
+use serde_json::{Value, json};
+
+/// The tiny model's context: a file of a few hundred lines does not fit it whole.
+const TINY_CONTEXT: u32 = 1024;
+
+struct Deployment {
+    /// Removed when the test ends.
+    _data: tempfile::TempDir,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Deployment {
+    fn new(model: &Path, extra: &[(&'static str, &str)]) -> Deployment {
+        let data = tempfile::tempdir().unwrap();
+        let mut env = vec![
+            ("DATA_DIR", data.path().display().to_string()),
+            ("LOCAL_AI_ENABLED", "true".to_owned()),
+            ("LOCAL_AI_MODEL_PATH", model.display().to_string()),
+            // Two busy cores: candle's own thread pool only oversubscribes them.
+            ("RAYON_NUM_THREADS", "1".to_owned()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        Deployment { _data: data, env }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BINARY);
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("LOG_LEVEL", "warn");
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        command
+    }
+
+    /// Starts `hivesync worker --role <role>` and waits for the line saying it started.
+    fn worker(&self, role: &str) -> (Child, String) {
+        let mut child = self
+            .command(&["worker", "--role", role])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let id = line
+            .strip_prefix("hivesync worker ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        (child, id)
+    }
+}
+
+struct Stop(Child);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    server: Server,
+    token: String,
+    project: String,
+}
+
+impl Client {
+    async fn new(server: Server) -> Client {
+        let http = reqwest::Client::new();
+        let (status, body) =
+            send(http.post(server.url("/api/v1/auth/register")).json(
+                &json!({"email": "local-ai@example.org", "password": "a long enough password"}),
+            ))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let token = body["access_token"].as_str().unwrap().to_owned();
+        let (status, body) = send(
+            http.post(server.url("/api/v1/projects"))
+                .bearer_auth(&token)
+                .json(&json!({"name": "local"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        let project = body["id"].as_str().unwrap().to_owned();
+        Client {
+            http,
+            server,
+            token,
+            project,
+        }
+    }
+
+    async fn ask(&self, task: &str, path: &str, content: &str) -> String {
+        let (status, body) = send(
+            self.http
+                .post(self.server.url(&format!("/api/v1/ai/{task}")))
+                .bearer_auth(&self.token)
+                .json(&json!({"project_id": self.project, "path": path, "content": content})),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        body["job_id"].as_str().unwrap().to_owned()
+    }
+
+    async fn result(&self, job: &str) -> Value {
+        let (status, body) = send(
+            self.http
+                .get(self.server.url(&format!("/api/v1/ai/result/{job}")))
+                .bearer_auth(&self.token),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    async fn finished(&self, job: &str, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let body = self.result(job).await;
+            if ["success", "failed", "cancelled"].contains(&body["state"].as_str().unwrap()) {
+                return body;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "stuck: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn long_python_file() -> String {
+    (0..150)
+        .map(|i| format!("def step_{i}(value):\n    return value + {i}\n\n"))
+        .collect()
+}
+
+#[tokio::test]
+async fn local_model_jobs_go_to_the_gpu_worker_and_cpu_workers_never_take_them() {
+    let models = tempfile::tempdir().unwrap();
+    let model = models.path().join("tiny.gguf");
+    hivesync_ai::providers::local::fixture::write_tiny_model(&model, TINY_CONTEXT).unwrap();
+    // No machine here has CUDA: the GPU worker is allowed to run the model on its CPU.
+    let deployment = Deployment::new(
+        &model,
+        &[
+            ("LOCAL_AI_DEVICE", "gpu"),
+            ("LOCAL_AI_CPU_FALLBACK", "true"),
+            ("LOCAL_AI_MAX_NEW_TOKENS", "16"),
+        ],
+    );
+    let server = Server::start_with(&["--no-workers"], &deployment.env);
+    let client = Client::new(server).await;
+
+    // A summary: the local model takes it, so it is tagged for a GPU worker.
+    let summary = client
+        .ask(
+            "file-summary",
+            "geo.py",
+            "import math\n\ndef area(radius):\n    return math.pi * radius ** 2\n",
+        )
+        .await;
+    let queued = client.result(&summary).await;
+    assert_eq!(queued["queue"], "gpu_ai_jobs", "{queued}");
+    assert_eq!(queued["state"], "queued");
+    // Comments on a file too long for the model's context: not for the model, so for CPU workers.
+    let comments = client
+        .ask("inline-comment", "steps.py", &long_python_file())
+        .await;
+    assert_eq!(client.result(&comments).await["queue"], "ai_jobs");
+
+    // A CPU worker answers its own job and leaves the tagged one alone.
+    let (cpu, cpu_id) = deployment.worker("cpu");
+    let _cpu = Stop(cpu);
+    let done = client.finished(&comments, Duration::from_secs(120)).await;
+    assert_eq!(done["state"], "success", "{done}");
+    assert_eq!(done["result"]["worker"], cpu_id.as_str());
+    assert_eq!(done["provider"], "static");
+    let local = &done["result"]["attempts"][0];
+    assert_eq!(local["provider"], "local");
+    assert_eq!(local["outcome"], "skipped", "{done}");
+    let still = client.result(&summary).await;
+    assert_eq!(
+        still["state"], "queued",
+        "a CPU worker took a GPU job: {still}"
+    );
+
+    // The GPU worker takes it and runs the model (the tiny model writes noise, which the chain
+    // refuses and answers from the static analyser).
+    let (gpu, gpu_id) = deployment.worker("gpu");
+    let _gpu = Stop(gpu);
+    let done = client.finished(&summary, Duration::from_secs(120)).await;
+    assert_eq!(done["state"], "success", "{done}");
+    assert_eq!(done["queue"], "gpu_ai_jobs");
+    assert_eq!(done["result"]["worker"], gpu_id.as_str(), "{done}");
+    let local = &done["result"]["attempts"][0];
+    assert_eq!(local["provider"], "local");
+    assert_eq!(local["outcome"], "failed", "{done}");
+    assert!(
+        local["reason"].as_str().unwrap().contains("summary"),
+        "the model ran and its noise was refused: {done}"
+    );
+    assert!(
+        local["model"].as_str().unwrap().starts_with("tiny@"),
+        "{done}"
+    );
+    assert_eq!(done["provider"], "static");
+}
+
+#[test]
+fn a_gpu_worker_without_cuda_refuses_to_start_unless_allowed_the_cpu() {
+    if candle_core::utils::cuda_is_available() {
+        eprintln!("skipping: this build has CUDA");
+        return;
+    }
+    let models = tempfile::tempdir().unwrap();
+    let model = models.path().join("tiny.gguf");
+    hivesync_ai::providers::local::fixture::write_tiny_model(&model, TINY_CONTEXT).unwrap();
+    let deployment = Deployment::new(&model, &[("LOCAL_AI_DEVICE", "gpu")]);
+    let out = deployment
+        .command(&["worker", "--role", "gpu"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("CUDA"), "{stderr}");
+    assert!(stderr.contains("LOCAL_AI_CPU_FALLBACK"), "{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("started"),
+        "it says so at start, it does not run"
+    );
+
+    // Nor does a GPU worker start where the model runs on CPU workers.
+    let deployment = Deployment::new(&model, &[("LOCAL_AI_DEVICE", "cpu")]);
+    let out = deployment
+        .command(&["worker", "--role", "gpu"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("LOCAL_AI_DEVICE"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The real model (`.ci/fetch-model` puts it in a cache and `.ci/run` exports its path): one
+/// summary through the API and the worker of `hivesync serve` on the embedded defaults.
+#[tokio::test]
+async fn smollm2_writes_a_summary_through_the_api_and_a_worker() {
+    let test = "smollm2_writes_a_summary_through_the_api_and_a_worker";
+    let Some(model) = hivesync_core::testkit::service_env("HIVESYNC_LOCAL_MODEL", test) else {
+        return;
+    };
+    let deployment = Deployment::new(
+        Path::new(&model),
+        &[
+            ("LOCAL_AI_MAX_NEW_TOKENS", "96"),
+            // Weights dequantised at load: 3–6× faster on these CPUs (ai-models note).
+            ("CANDLE_DEQUANTIZE_ALL", "1"),
+        ],
+    );
+    let server = Server::start(&deployment.env);
+    let client = Client::new(server).await;
+    let source = "\"\"\"Shapes and their areas.\"\"\"\n\nimport math\n\n\nclass Circle:\n    def __init__(self, radius):\n        self.radius = radius\n\n    def area(self):\n        return math.pi * self.radius ** 2\n\n\ndef total_area(shapes):\n    return sum(shape.area() for shape in shapes)\n";
+    let job = client.ask("file-summary", "shapes.py", source).await;
+    let done = client.finished(&job, Duration::from_secs(600)).await;
+    assert_eq!(done["state"], "success", "{done}");
+    assert_eq!(done["queue"], "ai_jobs");
+    assert_eq!(done["provider"], "local", "{done}");
+    let result = &done["result"];
+    assert!(
+        result["model"]
+            .as_str()
+            .unwrap()
+            .starts_with("SmolLM2-135M-Instruct.Q4_1@b179c9523d0e"),
+        "{result}"
+    );
+    assert_eq!(result["attempts"][0]["outcome"], "answered");
+    let tokens = result["tokens_generated"].as_u64().unwrap();
+    assert!((1..=96).contains(&tokens), "{result}");
+    let text = result["summary"]["text"].as_str().unwrap();
+    assert!(text.split_whitespace().count() >= 3, "{text:?}");
+    // The prose is the model's; the facts are the parse's.
+    let symbols: Vec<&str> = result["summary"]["symbols"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(symbols, ["Circle", "total_area"], "{result}");
+    assert_eq!(result["summary"]["module_doc"], "Shapes and their areas.");
+    eprintln!("SmolLM2 said ({tokens} tokens): {text}");
+}
