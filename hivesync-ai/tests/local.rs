@@ -241,3 +241,72 @@ async fn a_provider_placed_elsewhere_skips_every_input_and_loads_nothing() {
     assert_eq!(outcome.attempts[0].outcome, Outcome::Skipped);
     assert_eq!(local.loads(), 0);
 }
+
+/// The chain a configuration builds, in the spec's order: the local model first, OpenAI next,
+/// the static analyser last; the local model's noise moves the answer to OpenAI.
+#[tokio::test]
+async fn the_configured_chain_runs_local_then_openai_then_static() {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 1_700_000_000,
+            "model": "test-model",
+            "choices": [{"index": 0, "message": {"role": "assistant",
+                "content": "{\"summary\": \"Computes the area of a circle.\"}"}, "finish_reason": "stop"}],
+        })))
+        .mount(&server)
+        .await;
+    let vars = std::collections::HashMap::from([
+        ("DATA_DIR", dir.path().display().to_string()),
+        ("LOCAL_AI_ENABLED", "true".to_owned()),
+        ("LOCAL_AI_MODEL_PATH", model.display().to_string()),
+        ("LOCAL_AI_MAX_NEW_TOKENS", "16".to_owned()),
+        (
+            "OPENAI_API_KEY",
+            "sk-test-0123456789abcdefghijklmnop".to_owned(),
+        ),
+        ("OPENAI_BASE_URL", format!("{}/v1", server.uri())),
+    ]);
+    let config =
+        hivesync_core::config::Config::from_lookup(|name| vars.get(name).cloned()).unwrap();
+    let chain =
+        hivesync_ai::providers::chain(&config, hivesync_ai::providers::ChainFor::Cpu).unwrap();
+    let names: Vec<&str> = chain.providers().iter().map(|p| p.name()).collect();
+    assert_eq!(names, ["local", "openai", "static"]);
+    let content = "import math\n\ndef area(radius):\n    return math.pi * radius ** 2\n";
+    let outcome = chain
+        .run(AiTask::FileSummary, Language::Python, "geo.py", content)
+        .await
+        .unwrap();
+    assert_eq!(outcome.provider, "openai");
+    assert_eq!(outcome.attempts[0].provider, "local");
+    assert_eq!(outcome.attempts[0].outcome, Outcome::Failed);
+    assert_eq!(outcome.attempts[1].outcome, Outcome::Answered);
+    assert_eq!(
+        outcome.summary.unwrap().text,
+        "Computes the area of a circle."
+    );
+
+    // A GPU worker's chain where the build has no CUDA and no fallback is allowed: refused.
+    if !candle_core::utils::cuda_is_available() {
+        let mut gpu_vars = vars.clone();
+        gpu_vars.insert("LOCAL_AI_DEVICE", "gpu".to_owned());
+        let config =
+            hivesync_core::config::Config::from_lookup(|name| gpu_vars.get(name).cloned()).unwrap();
+        let err = hivesync_ai::providers::chain(&config, hivesync_ai::providers::ChainFor::Gpu)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        // The API's chain routes what the model takes to GPU workers, and skips it itself.
+        let api =
+            hivesync_ai::providers::chain(&config, hivesync_ai::providers::ChainFor::Cpu).unwrap();
+        assert!(api.routes_to_gpu(&input(AiTask::FileSummary, content)));
+        let long: String = (0..300).map(|i| format!("v{i} = {i}\n")).collect();
+        assert!(!api.routes_to_gpu(&input(AiTask::RenameSuggestions, &long)));
+    }
+}

@@ -205,6 +205,19 @@ impl LocalProvider {
         Ok(())
     }
 
+    /// The tokens `prompt` is sent to the model as (clipped as [`LocalProvider::generate`]
+    /// clips it), for benchmarks that drive the same model with candle alone.
+    pub fn prompt_ids(&self, prompt: &ChatPrompt) -> Result<Vec<u32>> {
+        self.load()?;
+        let slot = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let loaded = slot
+            .as_ref()
+            .ok_or_else(|| Error::internal("the local model is not loaded"))?;
+        Ok(loaded
+            .prompt(prompt, self.context.saturating_sub(self.max_new_tokens))?
+            .0)
+    }
+
     /// Generates the answer to `prompt` greedily, within the budget. Blocking; stops when
     /// `cancel` is set.
     pub fn generate(&self, prompt: &ChatPrompt, cancel: &AtomicBool) -> Result<Generated> {
