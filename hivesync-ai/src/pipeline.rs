@@ -84,6 +84,7 @@ pub type GpuRoute = Arc<dyn Fn(&AiInput) -> bool + Send + Sync>;
 pub struct Chain {
     providers: Vec<Arc<dyn AiProvider>>,
     gpu_route: Option<GpuRoute>,
+    gpu_worker: bool,
 }
 
 impl std::fmt::Debug for Chain {
@@ -109,7 +110,19 @@ impl Chain {
         Chain {
             providers,
             gpu_route: None,
+            gpu_worker: false,
         }
+    }
+
+    /// The same chain, marked as a GPU worker's (its local model runs in this process).
+    pub fn for_gpu_worker(mut self) -> Self {
+        self.gpu_worker = true;
+        self
+    }
+
+    /// Whether this is a GPU worker's chain: the only one that may answer `ai_gpu` jobs.
+    pub fn is_gpu_workers(&self) -> bool {
+        self.gpu_worker
     }
 
     /// The same chain, sending the inputs `route` picks to GPU workers.

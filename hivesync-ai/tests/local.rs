@@ -293,20 +293,53 @@ async fn the_configured_chain_runs_local_then_openai_then_static() {
         "Computes the area of a circle."
     );
 
-    // A GPU worker's chain where the build has no CUDA and no fallback is allowed: refused.
+    // With the model on GPU workers, the API's chain routes what the model takes to them, and
+    // skips the model itself.
+    let mut gpu_vars = vars.clone();
+    gpu_vars.insert("LOCAL_AI_DEVICE", "gpu".to_owned());
+    let config =
+        hivesync_core::config::Config::from_lookup(|name| gpu_vars.get(name).cloned()).unwrap();
+    let api =
+        hivesync_ai::providers::chain(&config, hivesync_ai::providers::ChainFor::Cpu).unwrap();
+    assert!(!api.is_gpu_workers());
+    assert!(api.routes_to_gpu(&input(AiTask::FileSummary, content)));
+    let long: String = (0..300).map(|i| format!("v{i} = {i}\n")).collect();
+    assert!(!api.routes_to_gpu(&input(AiTask::RenameSuggestions, &long)));
+    assert!(
+        api.providers()[0]
+            .accepts(&input(AiTask::FileSummary, content))
+            .is_err()
+    );
+    // A GPU worker's chain where the build has no CUDA and no fallback is allowed: refused; with
+    // the fallback, the model runs here.
     if !candle_core::utils::cuda_is_available() {
-        let mut gpu_vars = vars.clone();
-        gpu_vars.insert("LOCAL_AI_DEVICE", "gpu".to_owned());
-        let config =
-            hivesync_core::config::Config::from_lookup(|name| gpu_vars.get(name).cloned()).unwrap();
         let err = hivesync_ai::providers::chain(&config, hivesync_ai::providers::ChainFor::Gpu)
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
-        // The API's chain routes what the model takes to GPU workers, and skips it itself.
-        let api =
-            hivesync_ai::providers::chain(&config, hivesync_ai::providers::ChainFor::Cpu).unwrap();
-        assert!(api.routes_to_gpu(&input(AiTask::FileSummary, content)));
-        let long: String = (0..300).map(|i| format!("v{i} = {i}\n")).collect();
-        assert!(!api.routes_to_gpu(&input(AiTask::RenameSuggestions, &long)));
+        assert!(err.message().contains("LOCAL_AI_CPU_FALLBACK"), "{err}");
+        gpu_vars.insert("LOCAL_AI_CPU_FALLBACK", "true".to_owned());
+        let config =
+            hivesync_core::config::Config::from_lookup(|name| gpu_vars.get(name).cloned()).unwrap();
+        let gpu =
+            hivesync_ai::providers::chain(&config, hivesync_ai::providers::ChainFor::Gpu).unwrap();
+        assert!(gpu.is_gpu_workers());
+        assert!(!gpu.routes_to_gpu(&input(AiTask::FileSummary, content)));
+        assert!(
+            gpu.providers()[0]
+                .accepts(&input(AiTask::FileSummary, content))
+                .is_ok()
+        );
     }
+}
+
+#[test]
+fn a_token_budget_that_leaves_no_room_for_a_prompt_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = LocalProvider::new(
+        &config(&tiny_model(dir.path()), CONTEXT),
+        Placement::Here(Device::Cpu),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.message().contains("LOCAL_AI_MAX_NEW_TOKENS"), "{err}");
 }

@@ -356,6 +356,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             let mut worker =
                 WorkerConfig::new(role, concurrency.unwrap_or(config.worker_concurrency));
             if let Some(queues) = queues {
+                if role != WorkerRole::Gpu && queues.contains(&Queue::GpuAiJobs) {
+                    return Err(Error::validation(
+                        "gpu_ai_jobs is for `--role gpu`: its jobs need the local model on a GPU",
+                    )
+                    .with_context("option", "--queues"));
+                }
                 worker.queues = queues;
             }
             worker.lease = lease_seconds.map(Duration::from_secs);
@@ -423,8 +429,14 @@ async fn serve(config: Config, bind: Option<SocketAddr>, no_workers: bool) -> Re
     let owner = format!("serve-{}", hivesync_queue::worker::worker_id());
     let mut tasks = Vec::new();
     let in_process_workers = embedded_queue && !no_workers;
-    if in_process_workers && runtime::wants_gpu_worker(&state.config) {
-        state.prepare_gpu()?;
+    if runtime::wants_gpu_worker(&state.config) {
+        if in_process_workers {
+            state.prepare_gpu()?;
+        } else {
+            tracing::warn!(
+                "LOCAL_AI_DEVICE=gpu: local-model AI jobs wait on gpu_ai_jobs until a `hivesync worker --role gpu` takes them"
+            );
+        }
     }
     if in_process_workers {
         tasks.extend(runtime::spawn_embedded_workers(&state, &shutdown));

@@ -59,9 +59,10 @@ impl Deployment {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
+        // Keep reading, so that a later line never meets a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let id = line
             .strip_prefix("hivesync worker ")
             .and_then(|rest| rest.split_whitespace().next())
@@ -228,40 +229,40 @@ async fn local_model_jobs_go_to_the_gpu_worker_and_cpu_workers_never_take_them()
 }
 
 #[test]
-fn a_gpu_worker_without_cuda_refuses_to_start_unless_allowed_the_cpu() {
-    if candle_core::utils::cuda_is_available() {
-        eprintln!("skipping: this build has CUDA");
-        return;
-    }
+fn workers_that_cannot_run_gpu_jobs_refuse_to_start() {
     let models = tempfile::tempdir().unwrap();
     let model = models.path().join("tiny.gguf");
     hivesync_ai::providers::local::fixture::write_tiny_model(&model, TINY_CONTEXT).unwrap();
-    let deployment = Deployment::new(&model, &[("LOCAL_AI_DEVICE", "gpu")]);
-    let out = deployment
-        .command(&["worker", "--role", "gpu"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("CUDA"), "{stderr}");
-    assert!(stderr.contains("LOCAL_AI_CPU_FALLBACK"), "{stderr}");
-    assert!(
-        !String::from_utf8_lossy(&out.stdout).contains("started"),
-        "it says so at start, it does not run"
+    let refused = |deployment: &Deployment, args: &[&str], says: &[&str]| {
+        let out = deployment.command(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started: {stderr}");
+        for words in says {
+            assert!(stderr.contains(words), "{args:?}: {stderr}");
+        }
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("started"),
+            "it says so at start, it does not run"
+        );
+    };
+    // A GPU worker where the model runs on CPU workers would have nothing to take.
+    let on_cpu = Deployment::new(&model, &[("LOCAL_AI_DEVICE", "cpu")]);
+    refused(&on_cpu, &["worker", "--role", "gpu"], &["LOCAL_AI_DEVICE"]);
+    // A CPU worker told to consume the GPU queue would answer its jobs without the model.
+    let on_gpu = Deployment::new(&model, &[("LOCAL_AI_DEVICE", "gpu")]);
+    refused(
+        &on_gpu,
+        &["worker", "--role", "cpu", "--queues", "ai_jobs,gpu_ai_jobs"],
+        &["gpu_ai_jobs", "--role gpu"],
     );
-
-    // Nor does a GPU worker start where the model runs on CPU workers.
-    let deployment = Deployment::new(&model, &[("LOCAL_AI_DEVICE", "cpu")]);
-    let out = deployment
-        .command(&["worker", "--role", "gpu"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("LOCAL_AI_DEVICE"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // A GPU worker without CUDA, unless allowed the CPU.
+    if !candle_core::utils::cuda_is_available() {
+        refused(
+            &on_gpu,
+            &["worker", "--role", "gpu"],
+            &["CUDA", "LOCAL_AI_CPU_FALLBACK"],
+        );
+    }
 }
 
 /// The real model (`.ci/fetch-model` puts it in a cache and `.ci/run` exports its path): one

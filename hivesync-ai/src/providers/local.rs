@@ -39,6 +39,8 @@ use super::openai::{parse_answer, system_prompt, user_prompt};
 
 /// The architectures `quantized_llama` runs (candle does not dispatch on the GGUF's own).
 const ARCHITECTURES: [&str; 2] = ["llama", "mistral"];
+/// The fewest prompt tokens a budget must leave in the context.
+const MIN_PROMPT_ROOM: usize = 64;
 /// Characters per token assumed before the tokenizer is loaded (code tokenises at 3–4).
 const CHARS_PER_TOKEN_ESTIMATE: usize = 3;
 
@@ -145,6 +147,16 @@ impl LocalProvider {
         })?;
         let header = read_header(&path)?;
         let context = header_context(&header)?;
+        // A prompt needs room too: a budget that leaves none would fail every request.
+        if config.max_new_tokens as usize + MIN_PROMPT_ROOM > context {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "LOCAL_AI_MAX_NEW_TOKENS ({}) leaves no room for a prompt in the model's context of {context} tokens",
+                    config.max_new_tokens
+                ),
+            ));
+        }
         let identity = format!(
             "{}@{}",
             path.file_stem()
@@ -220,19 +232,17 @@ impl LocalProvider {
 
     /// Generates the answer to `prompt` greedily, within the budget. Blocking; stops when
     /// `cancel` is set.
+    ///
+    /// The time limit counts from the call: waiting for another job's generation and the
+    /// prompt's forward pass are part of it.
     pub fn generate(&self, prompt: &ChatPrompt, cancel: &AtomicBool) -> Result<Generated> {
+        let deadline = Instant::now() + self.timeout;
         self.load()?;
         let mut slot = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         let loaded = slot
             .as_mut()
             .ok_or_else(|| Error::internal("the local model is not loaded"))?;
-        loaded.generate(
-            prompt,
-            self.context,
-            self.max_new_tokens,
-            Instant::now() + self.timeout,
-            cancel,
-        )
+        loaded.generate(prompt, self.context, self.max_new_tokens, deadline, cancel)
     }
 }
 
@@ -337,7 +347,7 @@ fn header_context(header: &gguf_file::Content) -> Result<usize> {
         })
         .map_or(quantized_llama::MAX_SEQ_LEN, |n| n as usize);
     // candle's rope tables stop at MAX_SEQ_LEN positions.
-    Ok(declared.clamp(64, quantized_llama::MAX_SEQ_LEN))
+    Ok(declared.min(quantized_llama::MAX_SEQ_LEN))
 }
 
 fn file_sha256(path: &Path) -> Result<String> {
@@ -447,14 +457,15 @@ impl Loaded {
         ids.extend(&newline);
         ids.push(self.im_start);
         ids.extend(self.encode("user\n")?);
-        ids.extend(self.encode(&prompt.head)?);
-        let mut tail = self.encode(&prompt.tail)?;
+        // Text that spells a turn token (a file, a path) must not open a turn of its own.
+        let plain = |text: &str| text.replace("<|", "<\u{200b}|");
+        ids.extend(self.encode(&plain(&prompt.head))?);
+        let mut tail = self.encode(&plain(&prompt.tail))?;
         tail.push(self.im_end);
         tail.extend(&newline);
         tail.push(self.im_start);
         tail.extend(self.encode("assistant\n")?);
-        // A file that spells a turn token must not open a turn of its own.
-        let mut body = self.encode(&prompt.body.replace("<|", "<\u{200b}|"))?;
+        let mut body = self.encode(&plain(&prompt.body))?;
         let fixed = ids.len() + tail.len();
         let clipped = fixed + body.len() > room;
         if clipped {
@@ -480,6 +491,8 @@ impl Loaded {
         deadline: Instant,
         cancel: &AtomicBool,
     ) -> Result<Generated> {
+        // An answer given up (or out of time) while it waited for the model is not started.
+        stop_check(cancel, deadline, 0)?;
         let (ids, clipped) = self.prompt(prompt, context.saturating_sub(max_new))?;
         self.model.clear_kv_cache();
         let mut sampler = LogitsProcessor::from_sampling(0, Sampling::ArgMax);
@@ -503,15 +516,7 @@ impl Loaded {
             if step + 1 == max_new {
                 break;
             }
-            if cancel.load(Ordering::Relaxed) {
-                return Err(Error::unavailable("the local model's answer was given up"));
-            }
-            if Instant::now() > deadline {
-                return Err(Error::unavailable(format!(
-                    "the local model timed out after {} tokens",
-                    out.len()
-                )));
-            }
+            stop_check(cancel, deadline, out.len())?;
             let input = Tensor::new(&[next], &self.device)
                 .and_then(|t| t.unsqueeze(0))
                 .map_err(model_error("failed"))?;
@@ -533,6 +538,19 @@ impl Loaded {
             truncated,
         })
     }
+}
+
+/// `Unavailable` once the answer was given up or its time is over.
+fn stop_check(cancel: &AtomicBool, deadline: Instant, generated: usize) -> Result<()> {
+    if cancel.load(Ordering::Relaxed) {
+        return Err(Error::unavailable("the local model's answer was given up"));
+    }
+    if Instant::now() > deadline {
+        return Err(Error::unavailable(format!(
+            "the local model timed out after {generated} tokens"
+        )));
+    }
+    Ok(())
 }
 
 /// Sets the flag when dropped: an abandoned answer (the job was stopped) stops its generation.

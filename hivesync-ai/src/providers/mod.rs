@@ -47,7 +47,10 @@ pub fn chain(config: &Config, place: ChainFor) -> Result<Chain> {
     if let Some(openai) = &config.openai {
         providers.push(Arc::new(openai::OpenAiProvider::new(openai)?));
     }
-    let chain = Chain::new(providers);
+    let mut chain = Chain::new(providers);
+    if place == ChainFor::Gpu {
+        chain = chain.for_gpu_worker();
+    }
     Ok(match gpu_route {
         Some(route) => chain.with_gpu_route(route),
         None => chain,
