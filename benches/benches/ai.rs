@@ -19,14 +19,9 @@ use std::time::{Duration, Instant};
 use hivesync_ai::Chain;
 use hivesync_ai::providers::static_analysis;
 use hivesync_benches::env_number;
-use hivesync_core::config::Config;
-use hivesync_core::domain::{Email, NewProject, NewUser};
-use hivesync_core::ports::{AiInput, AiTask, Language, WorkerRole};
-use hivesync_queue::worker::WorkerConfig;
-use hivesync_server::state::AppState;
-use poem::Endpoint;
+use hivesync_benches::in_process::InProcess;
+use hivesync_core::ports::{AiInput, AiTask, Language};
 use poem::http::Method;
-use tokio_util::sync::CancellationToken;
 
 /// Every source file of the languages the pipeline reads, outside build output and dependencies.
 fn sources(root: &Path) -> Vec<(PathBuf, Language, String)> {
@@ -161,74 +156,20 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 fn cached_requests(requests: usize) {
-    let dir = tempfile::tempdir().unwrap();
-    let vars: HashMap<&str, String> = HashMap::from([
-        ("DATA_DIR", dir.path().display().to_string()),
-        ("AI_REQUESTS_PER_MINUTE", "100000".to_owned()),
-        ("LOG_LEVEL", "warn".to_owned()),
-    ]);
-    let config = Config::from_lookup(|name| vars.get(name).cloned()).unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let state = runtime.block_on(AppState::open(config)).unwrap();
-    let shutdown = CancellationToken::new();
-    let _guard = runtime.enter();
-    let mut worker = WorkerConfig::new(WorkerRole::Cpu, 1);
-    worker.poll_interval = Duration::from_millis(20);
-    let _workers = hivesync_server::runtime::spawn_worker(&state, worker, &shutdown);
-    let app = hivesync_server::http::app(state.clone());
-    let (token, project) = runtime.block_on(async {
-        let user = state
-            .store
-            .create_user(NewUser {
-                email: Email::parse("bench@example.com").unwrap(),
-                display_name: "bench".into(),
-                password_hash: "x".into(),
-            })
-            .await
-            .unwrap();
-        let project = state
-            .store
-            .create_project(NewProject {
-                name: "ai".into(),
-                description: String::new(),
-                owner: user.id,
-            })
-            .await
-            .unwrap();
-        let token = state
-            .jwt
-            .issue(user.id, chrono::Utc::now().timestamp())
-            .unwrap();
-        (token, project.id)
-    });
+    let server = InProcess::start(&[("AI_REQUESTS_PER_MINUTE", "100000".to_owned())]);
+    let runtime = &server.runtime;
     let content = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../hivesync-ai/src/pipeline.rs"),
     )
     .unwrap();
     let body = serde_json::json!({
-        "project_id": project.to_string(),
+        "project_id": server.project.to_string(),
         "path": "src/pipeline.rs",
         "content": content,
     })
     .to_string();
-    let call = |method: Method, path: String, body: Option<String>| {
-        let app = &app;
-        let token = &token;
-        async move {
-            let mut request = poem::Request::builder()
-                .method(method)
-                .uri(path.parse().unwrap())
-                .header("authorization", format!("Bearer {token}"));
-            if body.is_some() {
-                request = request.header("content-type", "application/json");
-            }
-            let request = request.body(body.unwrap_or_default());
-            let response = app.get_response(request).await;
-            let status = response.status();
-            let bytes = response.into_body().into_bytes().await.unwrap();
-            (status.as_u16(), bytes)
-        }
-    };
+    let call =
+        |method: Method, path: String, body: Option<String>| server.call(method, &path, body);
     // The first request runs on the worker; wait for it (not timed).
     runtime.block_on(async {
         let (status, bytes) = call(
@@ -289,7 +230,6 @@ fn cached_requests(requests: usize) {
         percentile(&baseline, 0.5),
         percentile(&baseline, 0.99),
     );
-    shutdown.cancel();
 }
 
 fn main() {

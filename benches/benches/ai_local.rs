@@ -13,7 +13,6 @@
 //! with the model at `HIVESYNC_LOCAL_MODEL` (`.ci/fetch-model` prints its path). `AI_LOCAL_TOKENS`
 //! (64) is the token budget, `AI_LOCAL_RUNS` (3) the runs of each side (the best is kept).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -24,14 +23,10 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::quantized_llama::ModelWeights;
 use hivesync_ai::providers::local::{ChatPrompt, LocalProvider, Placement};
 use hivesync_benches::env_number;
-use hivesync_core::config::{Config, LocalAiConfig};
-use hivesync_core::domain::{Email, NewProject, NewUser};
-use hivesync_core::ports::{AiInput, AiTask, Language, WorkerRole};
-use hivesync_queue::worker::WorkerConfig;
-use hivesync_server::state::AppState;
-use poem::Endpoint;
+use hivesync_benches::in_process::InProcess;
+use hivesync_core::config::LocalAiConfig;
+use hivesync_core::ports::{AiInput, AiTask, Language};
 use poem::http::Method;
-use tokio_util::sync::CancellationToken;
 
 fn model_path() -> Option<PathBuf> {
     let path = std::env::var("HIVESYNC_LOCAL_MODEL")
@@ -133,64 +128,16 @@ fn tokens_per_second(model: &Path, budget: u32, runs: usize) {
 }
 
 fn post_to_result(model: &Path, budget: u32) {
-    let dir = tempfile::tempdir().unwrap();
-    let vars: HashMap<&str, String> = HashMap::from([
-        ("DATA_DIR", dir.path().display().to_string()),
-        ("LOG_LEVEL", "warn".to_owned()),
+    let server = InProcess::start(&[
         ("LOCAL_AI_ENABLED", "true".to_owned()),
         ("LOCAL_AI_MODEL_PATH", model.display().to_string()),
         ("LOCAL_AI_MAX_NEW_TOKENS", budget.to_string()),
     ]);
-    let config = Config::from_lookup(|name| vars.get(name).cloned()).unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let state = runtime.block_on(AppState::open(config)).unwrap();
-    let shutdown = CancellationToken::new();
-    let _guard = runtime.enter();
-    let mut worker = WorkerConfig::new(WorkerRole::Cpu, 1);
-    worker.poll_interval = Duration::from_millis(20);
-    let _workers = hivesync_server::runtime::spawn_worker(&state, worker, &shutdown);
-    let app = hivesync_server::http::app(state.clone());
-    let (token, project) = runtime.block_on(async {
-        let user = state
-            .store
-            .create_user(NewUser {
-                email: Email::parse("bench@example.com").unwrap(),
-                display_name: "bench".into(),
-                password_hash: "x".into(),
-            })
-            .await
-            .unwrap();
-        let project = state
-            .store
-            .create_project(NewProject {
-                name: "ai".into(),
-                description: String::new(),
-                owner: user.id,
-            })
-            .await
-            .unwrap();
-        let token = state
-            .jwt
-            .issue(user.id, chrono::Utc::now().timestamp())
-            .unwrap();
-        (token, project.id)
-    });
+    let project = server.project;
     let call = |method: Method, path: String, body: Option<String>| {
-        let app = &app;
-        let token = &token;
+        let server = &server;
         async move {
-            let mut request = poem::Request::builder()
-                .method(method)
-                .uri(path.parse().unwrap())
-                .header("authorization", format!("Bearer {token}"));
-            if body.is_some() {
-                request = request.header("content-type", "application/json");
-            }
-            let response = app
-                .get_response(request.body(body.unwrap_or_default()))
-                .await;
-            let status = response.status().as_u16();
-            let bytes = response.into_body().into_bytes().await.unwrap();
+            let (status, bytes) = server.call(method, &path, body).await;
             (
                 status,
                 serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
@@ -225,7 +172,7 @@ fn post_to_result(model: &Path, budget: u32) {
         }
     };
     let file = two_hundred_lines();
-    runtime.block_on(async {
+    server.runtime.block_on(async {
         // The worker's first job loads the model; a warm worker is what is measured.
         let (first, _) = ask(format!("// warm-up\n{file}")).await;
         let (elapsed, result) = ask(file).await;
@@ -237,7 +184,6 @@ fn post_to_result(model: &Path, budget: u32) {
             result["result"]["tokens_generated"],
         );
     });
-    shutdown.cancel();
 }
 
 fn main() {

@@ -1,6 +1,8 @@
 //! Shared helpers for the benchmarks: where criterion keeps its results, and reading an estimate
 //! back so a bench can print a ratio against the baseline it measured in the same run.
 
+pub mod in_process;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
