@@ -137,6 +137,14 @@ impl AiHandler {
 #[async_trait]
 impl TypedHandler<GpuAiRequest> for AiHandler {
     async fn handle(&self, request: GpuAiRequest, ctx: &JobContext) -> Result<AiOutcome, JobError> {
+        // Answered without the model it was routed for, the job would be cached as if it had
+        // been: give it back for a GPU worker instead.
+        if !self.chain.is_gpu_workers() {
+            return Err(JobError::retryable(
+                ApiErrorCode::AiProviderUnavailable,
+                "an ai_gpu job reached a worker without the local model on a GPU: only `hivesync worker --role gpu` may consume gpu_ai_jobs",
+            ));
+        }
         TypedHandler::<AiRequest>::handle(self, request.0, ctx).await
     }
 }

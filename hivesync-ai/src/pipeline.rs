@@ -136,6 +136,12 @@ impl Chain {
         self.gpu_route.as_ref().is_some_and(|route| route(input))
     }
 
+    /// Whether this chain sends some inputs to GPU workers at all (the API asks before it
+    /// builds an input to route).
+    pub fn has_gpu_route(&self) -> bool {
+        self.gpu_route.is_some()
+    }
+
     pub fn providers(&self) -> &[Arc<dyn AiProvider>] {
         &self.providers
     }

@@ -100,12 +100,13 @@ pub fn check(order: &AiOrder, chain: &Chain, max_input_bytes: usize) -> Result<A
             content: text.to_owned(),
         },
     };
-    let gpu = chain.routes_to_gpu(&AiInput {
-        task: order.task,
-        language,
-        path: order.path.clone(),
-        content: text.to_owned(),
-    });
+    let gpu = chain.has_gpu_route()
+        && chain.routes_to_gpu(&AiInput {
+            task: order.task,
+            language,
+            path: order.path.clone(),
+            content: text.to_owned(),
+        });
     Ok(AiRequest {
         gpu,
         task: order.task,

@@ -313,3 +313,89 @@ async fn smollm2_writes_a_summary_through_the_api_and_a_worker() {
     assert_eq!(result["summary"]["module_doc"], "Shapes and their areas.");
     eprintln!("SmolLM2 said ({tokens} tokens): {text}");
 }
+
+/// A worker whose chain does not run the model on a GPU (here a CPU worker a library user
+/// pointed at `gpu_ai_jobs`) gives a GPU job back rather than answering it without the model.
+#[tokio::test]
+async fn a_gpu_job_is_never_answered_without_the_model_it_was_routed_for() {
+    use hivesync_core::domain::{Email, JobState, NewProject, NewUser};
+    use hivesync_core::ports::{AiTask, Queue, WorkerRole};
+    use hivesync_queue::worker::WorkerConfig;
+
+    let data = tempfile::tempdir().unwrap();
+    let model = data.path().join("tiny.gguf");
+    hivesync_ai::providers::local::fixture::write_tiny_model(&model, TINY_CONTEXT).unwrap();
+    let vars = std::collections::HashMap::from([
+        ("DATA_DIR", data.path().join("data").display().to_string()),
+        ("LOG_LEVEL", "warn".to_owned()),
+        ("LOCAL_AI_ENABLED", "true".to_owned()),
+        ("LOCAL_AI_MODEL_PATH", model.display().to_string()),
+        ("LOCAL_AI_DEVICE", "gpu".to_owned()),
+    ]);
+    let config =
+        hivesync_core::config::Config::from_lookup(|name| vars.get(name).cloned()).unwrap();
+    let state = hivesync_server::state::AppState::open(config)
+        .await
+        .unwrap();
+    let user = state
+        .store
+        .create_user(NewUser {
+            email: Email::parse("gpu@example.org").unwrap(),
+            display_name: "gpu".into(),
+            password_hash: "x".into(),
+        })
+        .await
+        .unwrap();
+    let project = state
+        .store
+        .create_project(NewProject {
+            name: "gpu".into(),
+            description: String::new(),
+            owner: user.id,
+        })
+        .await
+        .unwrap();
+    let taken = state
+        .ai
+        .take(hivesync_ai::AiOrder {
+            task: AiTask::FileSummary,
+            project_id: project.id,
+            user_id: user.id,
+            path: "geo.py".into(),
+            language: None,
+            commit: None,
+            content: b"def area(r):\n    return 3.14 * r * r\n".to_vec(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(taken.job.queue, "gpu_ai_jobs");
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut worker = WorkerConfig::new(WorkerRole::Cpu, 1);
+    worker.queues = vec![Queue::GpuAiJobs];
+    worker.poll_interval = Duration::from_millis(20);
+    let _worker = hivesync_server::runtime::spawn_worker(&state, worker, &shutdown);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        let job = state.store.get_job(taken.job.id).await.unwrap().unwrap();
+        if job.error_code.is_some() || job.state == JobState::Success {
+            break job;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "untouched: {job:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    shutdown.cancel();
+    assert_ne!(
+        job.state,
+        JobState::Success,
+        "answered without the model: {job:?}"
+    );
+    assert!(job.result.is_none(), "{job:?}");
+    assert!(
+        job.error_message
+            .as_deref()
+            .unwrap_or("")
+            .contains("--role gpu"),
+        "{job:?}"
+    );
+}

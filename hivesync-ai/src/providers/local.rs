@@ -157,13 +157,7 @@ impl LocalProvider {
                 ),
             ));
         }
-        let identity = format!(
-            "{}@{}",
-            path.file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "model".to_owned()),
-            &file_sha256(&path)?[..12]
-        );
+        let identity = model_identity(&path)?;
         Ok(LocalProvider {
             path,
             identity,
@@ -348,6 +342,38 @@ fn header_context(header: &gguf_file::Content) -> Result<usize> {
         .map_or(quantized_llama::MAX_SEQ_LEN, |n| n as usize);
     // candle's rope tables stop at MAX_SEQ_LEN positions.
     Ok(declared.min(quantized_llama::MAX_SEQ_LEN))
+}
+
+/// The model's name, `<file stem>@<12 hex digits of its sha256>`. Hashed once per process and
+/// version of the file (a process that builds a CPU and a GPU chain reads it once).
+fn model_identity(path: &Path) -> Result<String> {
+    type Key = (PathBuf, u64, Option<std::time::SystemTime>);
+    static NAMES: Mutex<Vec<(Key, String)>> = Mutex::new(Vec::new());
+    let metadata = std::fs::metadata(path).map_err(|err| {
+        Error::new(ErrorKind::Config, "LOCAL_AI_MODEL_PATH cannot be read").with_source(err)
+    })?;
+    let key = (path.to_owned(), metadata.len(), metadata.modified().ok());
+    let known = |names: &Vec<(Key, String)>| {
+        names
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, name)| name.clone())
+    };
+    if let Some(name) = known(&NAMES.lock().unwrap_or_else(|p| p.into_inner())) {
+        return Ok(name);
+    }
+    let name = format!(
+        "{}@{}",
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".to_owned()),
+        &file_sha256(path)?[..12]
+    );
+    NAMES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((key, name.clone()));
+    Ok(name)
 }
 
 fn file_sha256(path: &Path) -> Result<String> {
